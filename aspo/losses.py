@@ -1,0 +1,246 @@
+"""All policy-loss math, as pure functions of (B, T) tensors.
+
+Every loss here is a per-token *weight* w on A·∇log π: the gradient of the token-mean loss
+(sum(loss) / N, N = valid tokens in the optimizer step) w.r.t. ``logp`` is −A·w/N. Each loss returns
+that ``weight`` next to the loss, so the trainer can log exactly what drove the update.
+
+Why it matters (arXiv 2510.06062): under PPO/GRPO a positive-advantage token gets w = r = π/π_old.
+Tokens the policy already pushed up (r > 1) get *more* push, lagging ones (r < 1) get less:
+rich-get-richer, which concentrates probability mass, collapses entropy and breeds repetition.
+ASPO flips the weight of positive tokens to 1/r, so lagging tokens catch up, and replaces the
+hard dual clip by a soft one (weight c, gradient kept) so no token is silently dropped.
+
+Conventions: r = exp(clamp(logp − old_logp, −20, 20)); mask is 0/1 (float or bool); advantages are
+already broadcast per token; ``clipped`` = hard PPO clip (no gradient), ``dual_clipped`` = dual clip
+(hard for grpo/dapo: no gradient; soft for aspo: weight c). Masked tokens and A = 0 tokens have
+loss 0 (masked), weight 0, no flags. ``ratio`` is the token ratio r (gspo: the sequence ratio).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+LOG_RATIO_BOUND = 20.0
+
+
+class LossOutput(NamedTuple):
+    loss: Tensor  # (B, T) per-token loss, exactly 0 where mask == 0
+    weight: Tensor  # (B, T) d(token-mean loss)/d logp = -A * weight / N; 0 where mask == 0 or A == 0
+    ratio: Tensor  # (B, T) importance ratio (token r; gspo: sequence ratio broadcast)
+    clipped: Tensor  # (B, T) bool, hard PPO clip active (cispo: clamp active)
+    dual_clipped: Tensor  # (B, T) bool, dual clip active (hard for grpo/dapo, soft for aspo)
+
+
+# Per-loss default kwargs (the papers' settings). The loss functions use the same defaults.
+LOSS_DEFAULTS: dict[str, dict] = {
+    "grpo": {"eps_low": 0.2, "eps_high": 0.2, "dual_clip": 3.0},
+    "dapo": {"eps_low": 0.2, "eps_high": 0.28, "dual_clip": 3.0},  # clip-higher
+    "aspo": {"eps_low": 0.2, "eps_high": 0.2, "dual_clip": 3.0},
+    "no_is": {"eps_low": 0.2, "eps_high": 0.2},
+    "pos_mean_is": {"eps_low": 0.2, "eps_high": 0.2, "dual_clip": 3.0},
+    "cispo": {"eps_low": 0.2, "eps_high": 0.2},
+    "gspo": {"eps_low": 3e-4, "eps_high": 4e-4},  # sequence ratios sit very close to 1
+}
+# Aggregation each method was published with (DAPO's token-mean; GSPO normalises per sequence).
+LOSS_AGGREGATION: dict[str, str] = {name: "token-mean" for name in LOSS_DEFAULTS} | {
+    "gspo": "seq-mean-token-mean"
+}
+
+
+# ---------------------------------------------------------------- shared pieces
+def _prepare(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor):
+    """Bool mask, advantages zeroed on padding (garbage there must not leak), token ratio r.
+
+    The ±20 clamp guards the value against overflow; it is straight-through, so dr/dlogp = r
+    everywhere and ``weight`` stays the exact gradient factor even at the bound."""
+    m = mask.bool()
+    A = torch.where(m, advantages, torch.zeros_like(advantages))
+    log_ratio = torch.where(m, logp - old_logp, torch.zeros_like(logp))
+    log_ratio = log_ratio.detach().clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND) + (log_ratio - log_ratio.detach())
+    return m, A, torch.exp(log_ratio)
+
+
+def _top_entropy(entropy: Tensor, m: Tensor, top: float) -> Tensor:
+    """True for the ceil(top·n) highest-entropy valid tokens of each response (ties: earlier first)."""
+    n = m.sum(-1, keepdim=True)
+    k = torch.ceil(top * n - 1e-6)  # 1e-6: 0.2 * 15 must give 3, not 4
+    ent = torch.where(m, entropy.detach(), torch.full_like(entropy, float("-inf")))
+    rank = ent.argsort(dim=-1, descending=True, stable=True).argsort(dim=-1)
+    return m & (rank < k)
+
+
+def _clip_bounds(r, m, eps_low, eps_high, entropy, entropy_clip_top, entropy_clip_eps):
+    """Per-token clip range [1 − eps_low, 1 + eps_high]. The entropy-aware option (ASPO authors'
+    code) widens eps on the top-entropy "forking" tokens, where exploration happens."""
+    lo, hi = torch.full_like(r, eps_low), torch.full_like(r, eps_high)
+    if entropy_clip_top > 0:
+        if entropy is None:
+            raise ValueError("entropy_clip_top > 0 needs the per-token `entropy` tensor")
+        wide = _top_entropy(entropy, m, entropy_clip_top)
+        lo = torch.where(wide, lo.clamp(min=entropy_clip_eps), lo)
+        hi = torch.where(wide, hi.clamp(min=entropy_clip_eps), hi)
+    return (1 - lo).detach(), (1 + hi).detach()
+
+
+def _check_dual(dual_clip: float) -> None:
+    if not dual_clip > 1:
+        raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+
+
+def _finish(m, A, loss, weight, ratio, clipped, dual) -> LossOutput:
+    """Zero the loss on padding; weight and flags only where the token moves the gradient."""
+    live = m & (A != 0)
+    zero = torch.zeros_like(loss)
+    return LossOutput(
+        loss=torch.where(m, loss, zero),
+        weight=torch.where(live, weight.detach(), zero.detach()),
+        ratio=ratio.detach(),
+        clipped=clipped & live,
+        dual_clipped=dual & live,
+    )
+
+
+def _hard_clip(A, r, lo, hi):
+    """PPO's trust region: a token already moved past the bound in its advantage's direction sits
+    on the flat part of min(r·A, clip(r)·A) and gets no gradient."""
+    return ((A > 0) & (r > hi)) | ((A < 0) & (r < lo))
+
+
+# ---------------------------------------------------------------- losses
+def grpo(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, dual_clip=3.0, entropy=None,
+         entropy_clip_top=0.0, entropy_clip_eps=0.4) -> LossOutput:
+    """PPO-clip + hard dual clip (verl compute_policy_loss). Weight r: rich-get-richer for A > 0."""
+    _check_dual(dual_clip)
+    m, A, r = _prepare(logp, old_logp, advantages, mask)
+    lo, hi = _clip_bounds(r, m, eps_low, eps_high, entropy, entropy_clip_top, entropy_clip_eps)
+    clipped = _hard_clip(A, r, lo, hi)
+    # Dual clip: a negative token whose ratio exploded would dominate the batch; cap its loss at
+    # the constant −A·c (flat, so the token gives no gradient at all).
+    dual = (A < 0) & (r > dual_clip)
+    surrogate = torch.where(clipped, r.clamp(lo, hi).detach(), r)
+    surrogate = torch.where(dual, torch.full_like(r, dual_clip), surrogate)
+    weight = torch.where(clipped | dual, torch.zeros_like(r), r)
+    return _finish(m, A, -A * surrogate, weight, r, clipped, dual)
+
+
+def dapo(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.28, **kwargs) -> LossOutput:
+    """GRPO with clip-higher (eps_high = 0.28): low-probability positive tokens may grow further."""
+    return grpo(logp, old_logp, advantages, mask, eps_low=eps_low, eps_high=eps_high, **kwargs)
+
+
+def aspo(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, dual_clip=3.0, entropy=None,
+         entropy_clip_top=0.0, entropy_clip_eps=0.4) -> LossOutput:
+    """ASPO (arXiv 2510.06062): positive tokens weighted 1/r (lagging tokens catch up), soft dual clip
+    (weight c, gradient kept) on both signs; negative tokens keep the PPO weight r."""
+    _check_dual(dual_clip)
+    m, A, r = _prepare(logp, old_logp, advantages, mask)
+    lo, hi = _clip_bounds(r, m, eps_low, eps_high, entropy, entropy_clip_top, entropy_clip_eps)
+    pos, neg = A > 0, A < 0
+    clipped = _hard_clip(A, r, lo, hi)
+    # torch.where (not min/max) so that at a tie the token keeps its full gradient.
+    r_pos = torch.where(r > hi, hi, r)  # clipped above: constant, no gradient
+    r_neg = torch.where(r < lo, lo, r)  # clipped below: constant, no gradient
+    dual = (pos & (r_pos * dual_clip < 1)) | (neg & (r_neg > dual_clip))  # 1/r_c > c  |  r_c > c
+    # (r_c / sg(r_c)) / sg(r_c): value 1/r_c, gradient r_c·(1/r_c)/r_c = 1/r_c -> weight 1/r.
+    flipped = r_pos / r_pos.detach() / r_pos.detach()
+    soft = dual_clip * logp  # soft dual clip: gradient c·∇logp, bounded but never zero
+    surrogate = torch.where(pos, flipped, r_neg)
+    surrogate = torch.where(dual, soft, surrogate)
+    weight = torch.where(pos, 1 / r, r)
+    weight = torch.where(dual, torch.full_like(r, dual_clip), weight)
+    weight = torch.where(clipped, torch.zeros_like(r), weight)
+    return _finish(m, A, -A * surrogate, weight, r, clipped, dual)
+
+
+def no_is(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, dual_clip=3.0, entropy=None,
+          entropy_clip_top=0.0, entropy_clip_eps=0.4) -> LossOutput:
+    """Paper's "GRPO without IS": weight 1 inside the clip region, same hard clip as grpo.
+    No dual clip: with weight 1 there is no exploding ratio to cap (``dual_clip`` unused)."""
+    m, A, r = _prepare(logp, old_logp, advantages, mask)
+    lo, hi = _clip_bounds(r, m, eps_low, eps_high, entropy, entropy_clip_top, entropy_clip_eps)
+    clipped = _hard_clip(A, r, lo, hi)
+    surrogate = torch.where(clipped, torch.ones_like(r), r / r.detach())  # value 1, gradient weight 1
+    weight = torch.where(clipped, torch.zeros_like(r), torch.ones_like(r))
+    return _finish(m, A, -A * surrogate, weight, r, clipped, torch.zeros_like(clipped))
+
+
+def pos_mean_is(logp, old_logp, advantages, mask, **kwargs) -> LossOutput:
+    """Paper §5.3 diagnostic: positive tokens weighted by their response's mean ratio (token clip mask
+    kept), negative tokens as grpo. Isolates the *token-level* ratio as the rich-get-richer culprit."""
+    out = grpo(logp, old_logp, advantages, mask, **kwargs)
+    m, A, r = _prepare(logp, old_logp, advantages, mask)
+    n = m.sum(-1, keepdim=True).clamp(min=1)
+    r_mean = (torch.where(m, r, torch.zeros_like(r)).sum(-1, keepdim=True) / n).detach().expand_as(r)
+    pos = A > 0
+    live = pos & ~out.clipped
+    surrogate = torch.where(live, r_mean * r / r.detach(), r_mean)  # value r̄, gradient weight r̄
+    loss = torch.where(pos, -A * surrogate, out.loss)
+    weight = torch.where(live, r_mean, out.weight)
+    return _finish(m, A, loss, weight, r, out.clipped, out.dual_clipped)
+
+
+def cispo(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, dual_clip=3.0, entropy=None,
+          entropy_clip_top=0.0, entropy_clip_eps=0.4) -> LossOutput:
+    """CISPO (MiniMax-M1): clip the IS *weight*, not the update: −sg(clip(r))·A·logp. Every token keeps
+    a gradient; ``clipped`` marks where the clamp was active. ``dual_clip`` unused."""
+    m, A, r = _prepare(logp, old_logp, advantages, mask)
+    lo, hi = _clip_bounds(r, m, eps_low, eps_high, entropy, entropy_clip_top, entropy_clip_eps)
+    w = r.clamp(lo, hi).detach()
+    clipped = (r < lo) | (r > hi)
+    return _finish(m, A, -A * w * logp, w, r, clipped, torch.zeros_like(clipped))
+
+
+def gspo(logp, old_logp, advantages, mask, *, eps_low=3e-4, eps_high=4e-4, dual_clip=3.0, entropy=None,
+         entropy_clip_top=0.0, entropy_clip_eps=0.4) -> LossOutput:
+    """GSPO(-token): sequence ratio s_i = exp(mean_t (logp − old_logp)), PPO clip on s_i (a whole
+    response is in or out). Built as sg(s_i)·exp(logp − sg(logp)) so each token's weight is s_i.
+    No dual clip (``dual_clip`` unused); entropy clip is token-level, so not supported."""
+    if entropy_clip_top > 0:
+        raise ValueError("gspo clips whole sequences: the entropy-aware token clip does not apply")
+    m = mask.bool()
+    A = torch.where(m, advantages, torch.zeros_like(advantages))
+    log_ratio = torch.where(m, logp - old_logp, torch.zeros_like(logp))
+    n = m.sum(-1, keepdim=True).clamp(min=1)
+    seq = (log_ratio.sum(-1, keepdim=True) / n).detach().clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
+    s = torch.exp(seq + (log_ratio - log_ratio.detach()))  # value s_i, ds/dlogp_t = s_i
+    lo, hi = 1 - eps_low, 1 + eps_high
+    clipped = _hard_clip(A, s, lo, hi)
+    surrogate = torch.where(clipped, s.clamp(lo, hi).detach(), s)
+    weight = torch.where(clipped, torch.zeros_like(s), s)
+    return _finish(m, A, -A * surrogate, weight, s, clipped, torch.zeros_like(clipped))
+
+
+LOSSES: dict[str, Callable[..., LossOutput]] = {
+    "grpo": grpo, "dapo": dapo, "aspo": aspo, "no_is": no_is,
+    "pos_mean_is": pos_mean_is, "cispo": cispo, "gspo": gspo,
+}
+
+
+# ---------------------------------------------------------------- aggregation, KL
+def aggregate(loss: Tensor, mask: Tensor, mode: str = "token-mean", normalizer=None) -> Tensor:
+    """Scalar loss for one micro-batch. Pass the *whole optimizer step's* count as ``normalizer``
+    (valid tokens for token-mean, sequences for seq-mean-token-mean) and summing the micro-batch
+    losses gives exactly the full-batch gradient, however the batch is split.
+    Defaults: this batch's valid tokens / its sequences with at least one valid token."""
+    m = mask.bool()
+    masked = torch.where(m, loss, torch.zeros_like(loss))
+    if mode == "token-mean":
+        total, count = masked.sum(), m.sum()
+    elif mode == "seq-mean-token-mean":
+        n = m.sum(-1)
+        total, count = (masked.sum(-1) / n.clamp(min=1)).sum(), (n > 0).sum()
+    else:
+        raise ValueError(f"unknown aggregation mode {mode!r}: use 'token-mean' or 'seq-mean-token-mean'")
+    denom = count if normalizer is None else normalizer
+    return total / torch.as_tensor(denom, dtype=loss.dtype, device=loss.device).clamp(min=1)
+
+
+def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """Per-token k3 estimator of KL(π || π_ref): exp(ref − logp) − (ref − logp) − 1 ≥ 0,
+    unbiased and low-variance. Log-ratio clamped to ±20 and the result to [0, 10] (as verl) so one
+    bad token cannot blow up the batch. Mask it yourself."""
+    d = (ref_logp - logp).clamp(-LOG_RATIO_BOUND, LOG_RATIO_BOUND)
+    return (torch.exp(d) - d - 1).clamp(0, 10)
