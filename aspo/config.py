@@ -1,0 +1,147 @@
+"""One frozen config for a training run, its presets, and the checks that turn bad input into one-line errors.
+
+Every field has a docstring (`help`) because the CLI is generated from this dataclass and the whole config is
+recorded in the run's metadata, so a logged run can always be re-run.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """Bad user input: the message is shown to the user as one line."""
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- what to train
+    algo: str = _f("aspo", "policy loss: one of aspo.losses.LOSSES (grpo, dapo, aspo, no_is, pos_mean_is, cispo, gspo)")
+    task: str = _f("math", "task: math, code or jsonl:PATH (a file of {prompt, answer} lines)")
+    task_args: str = _f("", "task options as k=v,k=v (math: digits, terms, ops, noise; code: noise)")
+    model: str = _f("tiny", "tiny or small (built from scratch and warmed up here) or the path of a local Hugging Face causal LM")
+    out: str = _f("runs/run", "run directory: logs, checkpoints and the recorded config go here")
+    run_name: str = _f("", "run id shown in the dashboard (default: the name of --out)")
+    seed: int = _f(0, "seed for model init, problem sampling and rollouts")
+    device: str = _f("auto", "auto (cuda if available), cpu or cuda")
+    threads: int = _f(0, "torch CPU threads (0 = torch's default)")
+    # --- RL loop
+    steps: int = _f(60, "RL steps (one rollout batch each)")
+    prompts_per_step: int = _f(16, "prompts per rollout batch (the paper: 64)")
+    group_size: int = _f(8, "completions sampled per prompt (G)")
+    minibatch_prompts: int = _f(4, "prompts per optimizer mini-batch (the paper: 16); updates per step = prompts_per_step / minibatch_prompts * epochs")
+    epochs: int = _f(3, "passes over each rollout batch (PPO epochs; the paper: 3). With 1 epoch and 1 mini-batch the ratio is always 1")
+    micro_batch_seqs: int = _f(64, "sequences per forward/backward (memory only: never changes the gradient)")
+    max_new_tokens: int = _f(0, "completion budget in tokens (0 = the task's default)")
+    temperature: float = _f(1.0, "sampling temperature for rollouts and evaluation")
+    lr: float = _f(2e-4, "AdamW learning rate")
+    lr_warmup_steps: int = _f(3, "optimizer updates of linear learning-rate warm-up")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
+    # --- loss
+    eps_low: float = _f(-1.0, "lower clip range epsilon (-1 = the loss's default, 0.2)")
+    eps_high: float = _f(-1.0, "upper clip range epsilon (-1 = the loss's default: 0.2; dapo 0.28)")
+    dual_clip: float = _f(3.0, "dual-clip constant c (hard for grpo/dapo, soft for aspo)")
+    entropy_clip: bool = _f(False, "aspo only: widen epsilon to 0.4 for each response's top-20% entropy tokens (the authors' code)")
+    aggregation: str = _f("", "loss aggregation: token-mean or seq-mean-token-mean (default: the loss's own; gspo uses seq-mean-token-mean)")
+    kl_beta: float = _f(0.001, "weight of the k3 KL penalty to the frozen initial policy (0 = no reference model)")
+    drop_zero_var_groups: bool = _f(False, "drop groups whose rewards are all equal (DAPO dynamic sampling, without refill)")
+    # --- logging, evaluation, checkpoints
+    repetition_ngram: int = _f(3, "n of the token n-grams used for the repetition rate")
+    token_sample: float = _f(0, "token rows kept per step: 0 = all sequences, 0<x<1 = that share, >=1 = that many sequences")
+    eval_every: int = _f(10, "evaluate on held-out problems every N steps (0 = never; the last step always)")
+    eval_problems: int = _f(100, "held-out problems per evaluation")
+    eval_k: int = _f(4, "samples per held-out problem (avg@k, pass@k)")
+    checkpoint_every: int = _f(5, "save a resumable checkpoint every N steps (and at the end)")
+    resume: bool = _f(False, "continue the run in --out from its last checkpoint")
+    overwrite: bool = _f(False, "delete an existing run in --out and start fresh")
+    # --- supervised warm-up of the embedded model
+    warmup_seconds: float = _f(90.0, "time budget of the supervised warm-up (cached: paid once per model/task)")
+    warmup_max_steps: int = _f(3000, "step budget of the supervised warm-up")
+    warmup_target: float = _f(0.55, "stop the warm-up once held-out accuracy reaches this")
+    progress: bool = _f(True, "show a progress bar")
+
+    @property
+    def run_id(self) -> str:
+        return self.run_name or Path(self.out).name
+
+    @property
+    def embedded_model(self) -> bool:
+        return self.model in ("tiny", "small")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    # seconds-long runs for tests and smoke checks
+    "tiny": dict(steps=3, prompts_per_step=4, group_size=4, minibatch_prompts=2, epochs=2, eval_every=2,
+                 eval_problems=8, eval_k=2, checkpoint_every=1, warmup_seconds=8, warmup_max_steps=300,
+                 warmup_target=0.3, kl_beta=0.001),
+    # the embedded default: visible GRPO vs ASPO differences in a few minutes on 2 CPU cores
+    "demo": dict(steps=60, prompts_per_step=16, group_size=8, minibatch_prompts=4, epochs=3, eval_every=10,
+                 eval_problems=100, eval_k=4),
+    # the paper's batch recipe (64 prompts, mini-batch 16, 3 epochs -> 12 updates per batch); for a GPU
+    "paper": dict(steps=200, prompts_per_step=64, group_size=8, minibatch_prompts=16, epochs=3, lr=1e-6,
+                  eval_every=20, eval_problems=200, eval_k=8),
+}
+
+
+def parse_task_args(text: str) -> dict:
+    """'digits=2,ops=+-' -> {'digits': 2, 'ops': '+-'}; ints and floats are converted."""
+    out: dict = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in item:
+            raise ConfigError(f"task option {item!r} is not k=v (example: --task-args digits=2,terms=2)")
+        k, v = (s.strip() for s in item.split("=", 1))
+        for conv in (int, float):
+            try:
+                v = conv(v)
+                break
+            except ValueError:
+                pass
+        out[k] = v
+    return out
+
+
+def validate(cfg: TrainConfig, loss_names) -> None:
+    """Raise ConfigError with one actionable line for input that cannot work."""
+    if cfg.algo not in loss_names:
+        raise ConfigError(f"unknown algo {cfg.algo!r}: choose one of {', '.join(sorted(loss_names))}")
+    positive = ("steps", "prompts_per_step", "group_size", "minibatch_prompts", "epochs", "micro_batch_seqs")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(cfg, name)})")
+    if cfg.prompts_per_step % cfg.minibatch_prompts:
+        raise ConfigError(f"--prompts-per-step {cfg.prompts_per_step} is not a multiple of --minibatch-prompts "
+                          f"{cfg.minibatch_prompts}: every mini-batch must hold whole groups")
+    if cfg.group_size < 2:
+        raise ConfigError("--group-size must be >= 2: group-normalised advantages need at least two samples")
+    if cfg.aggregation not in ("", "token-mean", "seq-mean-token-mean"):
+        raise ConfigError(f"unknown --aggregation {cfg.aggregation!r}: token-mean or seq-mean-token-mean")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ConfigError(f"unknown --device {cfg.device!r}: auto, cpu or cuda")
+    if cfg.temperature <= 0:
+        raise ConfigError("--temperature must be > 0")
+    if not cfg.embedded_model and not Path(cfg.model).expanduser().is_dir():
+        raise ConfigError(f"model path {cfg.model!r} is not a directory: pass tiny, small or a local Hugging Face model dir")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: pick one")
+    parse_task_args(cfg.task_args)
+
+
+def make_config(preset: str | None = None, **overrides) -> TrainConfig:
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    values = dict(PRESETS.get(preset, {}))
+    values.update(overrides)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}")
+    return TrainConfig(**values)
