@@ -1,0 +1,221 @@
+"""The log contract: schema version, changelog and every table with documented columns and units.
+
+This module is the single source of truth. `writer.py` builds its Arrow tables from these schemas,
+`queries.py` relies on their column names, and `logs_schema/README.md` embeds `render_markdown()`
+(a test keeps the two identical; regenerate the README section with
+`python -c "from logs_schema.schema import update_readme; update_readme()"`).
+
+Rules for changing it: changes are additive only (new tables, new nullable columns), every change
+bumps SCHEMA_VERSION and gets a CHANGELOG line, and a fixture written by each past version stays in
+`tests/fixtures/schema_v<N>/` forever.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+CHANGELOG = {
+    1: "Initial contract: runs, steps, sequences, tokens, token_hist, value_hist.",
+}
+
+# Parquet key-value metadata keys present in every part file.
+META_VERSION = b"aspo.schema_version"
+META_TABLE = b"aspo.table"
+
+# A token is "near-deterministic" when its policy entropy is below this many nats.
+NEAR_DETERMINISTIC_NATS = 0.1
+# Old-probability bins of token_hist: PROB_BINS uniform bins over exp(old_logp) in [0, 1].
+PROB_BINS = 20
+ADV_SIGNS = ("pos", "neg", "zero")          # advantage > 0, < 0, == 0
+CLIP_STATES = ("none", "clipped", "dual_clipped")
+RUN_STATUSES = ("running", "finished", "failed", "killed")
+
+# value_hist: interior bin edges per quantity. Bin 0 is (-inf, edges[0]), bin i is
+# [edges[i-1], edges[i]), the last bin is [edges[-1], +inf): nothing is ever dropped.
+VALUE_BIN_EDGES = {
+    "ratio": np.round(np.linspace(0.0, 3.0, 61), 6),        # step 0.05; clip edges 0.8/1.2 and c=3 exact
+    "weight": np.round(np.linspace(0.0, 3.0, 61), 6),       # same grid as ratio (ASPO weights reach c=3)
+    "entropy": np.round(np.linspace(0.0, 5.0, 51), 6),      # nats, step 0.1 (first bin = near-deterministic)
+    "delta_logp": np.round(np.linspace(-1.0, 1.0, 101), 6),  # nats, step 0.02
+}
+QUANTITIES = tuple(VALUE_BIN_EDGES)
+
+
+def _f(name: str, typ: pa.DataType, unit: str, doc: str, required: bool = False) -> pa.Field:
+    """A field whose docs travel inside the Arrow schema (and so into every Parquet file)."""
+    meta = {"unit": unit, "doc": doc, "required": "1" if required else "0"}
+    return pa.field(name, typ, nullable=True, metadata=meta)
+
+
+TS = pa.timestamp("us", tz="UTC")
+_KEY = [
+    _f("run_id", pa.string(), "-", "Run identifier (added by the writer).", True),
+    _f("step", pa.int64(), "step", "RL step (one rollout batch and its updates), from 0.", True),
+    _f("rank", pa.int32(), "-", "Data-parallel rank that wrote the row (0 for one process).", True),
+]
+
+RUNS = pa.schema([
+    _KEY[0], _KEY[2],
+    _f("algo", pa.string(), "-", "Policy loss name: grpo, dapo, aspo, ..."),
+    _f("task", pa.string(), "-", "Task spec, e.g. math, code, jsonl:PATH."),
+    _f("model", pa.string(), "-", "Model size name or local model path."),
+    _f("seed", pa.int64(), "-", "Run seed."),
+    _f("config_json", pa.string(), "JSON", "Full trainer config, JSON object with sorted keys."),
+    _f("schema_version", pa.int32(), "-", "SCHEMA_VERSION of the writer."),
+    _f("started_at", TS, "UTC", "When the writer was first created for this run."),
+    _f("finished_at", TS, "UTC", "When a final status was set; null while running."),
+    _f("updated_at", TS, "UTC",
+       "Heartbeat: last time the writer touched the run (every log_step and status change)."),
+    _f("status", pa.string(), "-",
+       "running | finished | failed | killed, as last written. Queries report 'stale' for a "
+       "running run whose heartbeat is too old or whose process is gone."),
+    _f("pid", pa.int64(), "-", "Writer process id (for dead-process detection on the same host)."),
+    _f("host", pa.string(), "-", "Writer host name."),
+])
+
+_M = pa.float64()
+STEP_METRICS = {  # name -> (unit, doc); every metric is a nullable float
+    "reward_mean": ("reward", "Mean reward of the step's responses (rewards in [0, 1])."),
+    "reward_std": ("reward", "Standard deviation of those rewards."),
+    "accuracy": ("share", "Share of responses that are correct (reward == 1)."),
+    "entropy_mean": ("nats", "Mean policy entropy over the step's valid tokens."),
+    "near_deterministic_frac": ("share", f"Share of tokens with entropy < {NEAR_DETERMINISTIC_NATS} nats."),
+    "clip_frac_pos": ("share", "Hard-clip share among positive-advantage token rows."),
+    "clip_frac_neg": ("share", "Hard-clip share among negative-advantage token rows."),
+    "dual_clip_frac_pos": ("share", "Dual-clip share among positive-advantage token rows."),
+    "dual_clip_frac_neg": ("share", "Dual-clip share among negative-advantage token rows."),
+    "ratio_mean_pos": ("ratio", "Mean response-level ratio of positive-advantage responses."),
+    "ratio_mean_neg": ("ratio", "Mean response-level ratio of negative-advantage responses."),
+    "weight_mean_pos": ("weight", "Mean token weight of positive-advantage token rows."),
+    "weight_mean_neg": ("weight", "Mean token weight of negative-advantage token rows."),
+    "kl": ("nats", "KL to the reference policy (k3 estimator), token mean."),
+    "grad_norm": ("-", "Gradient norm before clipping, mean over the step's optimizer steps."),
+    "lr": ("-", "Learning rate at the step."),
+    "loss": ("-", "Policy loss, mean over the step's optimizer steps."),
+    "response_length_mean": ("tokens", "Mean response length."),
+    "truncated_frac": ("share", "Share of responses that hit max_new_tokens without EOS."),
+    "repetition_rate": ("share", "Mean per-response repetition rate (repeated n-grams / n-grams)."),
+    "zero_var_group_frac": ("share", "Share of groups whose rewards are all equal (zero advantage)."),
+    "seconds": ("s", "Wall time of the step (rollout + updates + logging)."),
+    "tokens_per_s": ("tokens/s", "Generated tokens per second of step time."),
+    "eval_avg_at_k": ("share", "Held-out avg@k (mean correctness over k samples); null when not evaluated."),
+    "eval_pass_at_k": ("share", "Held-out pass@k; null when not evaluated."),
+    "eval_k": ("samples", "The k of the held-out evaluation; null when not evaluated."),
+}
+STEPS = pa.schema(_KEY + [_f(k, _M, u, d) for k, (u, d) in STEP_METRICS.items()])
+
+SEQUENCES = pa.schema(_KEY + [
+    _f("sample", pa.int32(), "-", "Response index within the step (and rank).", True),
+    _f("prompt_id", pa.string(), "-", "Problem id."),
+    _f("group", pa.int32(), "-", "Group index: responses to the same prompt share it."),
+    _f("prompt", pa.string(), "text", "Prompt text."),
+    _f("completion", pa.string(), "text", "Completion text without special tokens."),
+    _f("reward", pa.float64(), "reward", "Reward in [0, 1].", True),
+    _f("advantage", pa.float64(), "-", "Group-normalised advantage shared by all its tokens.", True),
+    _f("length", pa.int32(), "tokens", "Completion length in tokens (up to and including EOS)."),
+    _f("truncated", pa.bool_(), "-", "True when no EOS within max_new_tokens."),
+    _f("repetition_rate", pa.float64(), "share", "Repeated n-gram occurrences / all n-grams."),
+    _f("correct", pa.bool_(), "-", "reward == 1."),
+    _f("tokens_logged", pa.bool_(), "-", "Whether this response's token rows were kept (token budget)."),
+])
+
+_F32 = pa.float32()
+TOKENS = pa.schema(_KEY + [
+    _f("epoch", pa.int32(), "-", "PPO epoch of the update pass, from 0.", True),
+    _f("minibatch", pa.int32(), "-", "Mini-batch index within the epoch, from 0.", True),
+    _f("sample", pa.int32(), "-", "Response index (joins sequences.sample).", True),
+    _f("position", pa.int32(), "tokens", "Token position within the completion, from 0.", True),
+    _f("token_id", pa.int32(), "-", "Vocabulary id."),
+    _f("token", pa.string(), "text", "Decoded token text."),
+    _f("old_logp", _F32, "nats", "log-prob under the rollout (behaviour) policy.", True),
+    _f("logp", _F32, "nats", "log-prob in this pass's forward, before its optimizer step.", True),
+    _f("new_logp", _F32, "nats", "log-prob after all of the step's updates.", True),
+    _f("ratio", _F32, "ratio", "Importance ratio exp(logp - old_logp) as used by the loss.", True),
+    _f("weight", _F32, "weight",
+       "w with d(token-mean loss)/d logp = -A * w / N; 0 when clipped or A == 0.", True),
+    _f("clipped", pa.bool_(), "-", "Hard (PPO) clip active: no gradient.", True),
+    _f("dual_clipped", pa.bool_(), "-", "Dual clip active (hard for grpo/dapo, soft for aspo).", True),
+    _f("advantage", _F32, "-", "Advantage of the response.", True),
+    _f("entropy", _F32, "nats", "Policy entropy at this position in this pass.", True),
+])
+
+_SIGN_DOC = "Advantage sign: pos (A > 0), neg (A < 0), zero (A == 0)."
+TOKEN_HIST = pa.schema(_KEY + [
+    _f("prob_bin", pa.int32(), "-", f"Bin of exp(old_logp): {PROB_BINS} uniform bins, 0 = [0, 0.05).", True),
+    _f("prob_lo", pa.float64(), "prob", "Lower edge of the probability bin (inclusive).", True),
+    _f("prob_hi", pa.float64(), "prob", "Upper edge (exclusive; the last bin includes 1).", True),
+    _f("adv_sign", pa.string(), "-", _SIGN_DOC, True),
+    _f("clip_state", pa.string(), "-", "none | clipped (hard) | dual_clipped (dual wins if both).", True),
+    _f("count", pa.int64(), "rows", "Token rows (token x update pass) in the cell, over ALL tokens.", True),
+    _f("weight_sum", pa.float64(), "weight", "Sum of weight (mean = weight_sum / count)."),
+    _f("ratio_sum", pa.float64(), "ratio", "Sum of ratio."),
+    _f("delta_logp_sum", pa.float64(), "nats", "Sum of new_logp - old_logp (realised update)."),
+    _f("entropy_sum", pa.float64(), "nats", "Sum of entropy."),
+])
+
+VALUE_HIST = pa.schema(_KEY + [
+    _f("quantity", pa.string(), "-", "ratio | weight | entropy | delta_logp.", True),
+    _f("adv_sign", pa.string(), "-", _SIGN_DOC, True),
+    _f("bin", pa.int32(), "-", "Bin index in VALUE_BIN_EDGES[quantity] (0 = below the first edge).", True),
+    _f("bin_lo", pa.float64(), "quantity", "Lower edge (inclusive; -inf for the underflow bin).", True),
+    _f("bin_hi", pa.float64(), "quantity", "Upper edge (exclusive; +inf for the overflow bin).", True),
+    _f("count", pa.int64(), "rows", "Token rows in the cell, over ALL tokens; only cells > 0 stored.", True),
+])
+
+TABLES: dict[str, pa.Schema] = {
+    "runs": RUNS, "steps": STEPS, "sequences": SEQUENCES,
+    "tokens": TOKENS, "token_hist": TOKEN_HIST, "value_hist": VALUE_HIST,
+}
+DESCRIPTIONS = {
+    "runs": "One row per run and rank; the writer atomically rewrites `runs/rank<R>.parquet` "
+            "on every heartbeat and status change (latest wins).",
+    "steps": "One row per step: the trainer's metrics. Unknown metric names are rejected; "
+             "missing ones are null.",
+    "sequences": "One row per rolled-out response.",
+    "tokens": "One row per valid token per update pass, for the sampled responses only (token budget).",
+    "token_hist": "Per step x old-probability bin x advantage sign x clip state, over ALL token rows.",
+    "value_hist": "Per step x advantage sign x quantity x fixed value bin: counts over ALL token rows.",
+}
+
+
+def required_columns(table: str) -> list[str]:
+    return [f.name for f in TABLES[table] if f.metadata.get(b"required") == b"1"]
+
+
+def column_doc(field: pa.Field) -> tuple[str, str]:
+    m = field.metadata or {}
+    return m.get(b"unit", b"").decode(), m.get(b"doc", b"").decode()
+
+
+def render_markdown() -> str:
+    """Markdown reference of every table, embedded verbatim in logs_schema/README.md."""
+    out = [f"Schema version **{SCHEMA_VERSION}**.\n"]
+    for name, sch in TABLES.items():
+        out.append(f"### `{name}`\n\n{DESCRIPTIONS[name]}\n")
+        out.append("| column | type | unit | required | meaning |\n|---|---|---|---|---|")
+        for f in sch:
+            unit, doc = column_doc(f)
+            req = "yes" if f.metadata.get(b"required") == b"1" else ""
+            out.append(f"| `{f.name}` | {f.type} | {unit} | {req} | {doc.replace('|', '&#124;')} |")
+        out.append("")
+    out.append("### Value-histogram bins\n")
+    for q, edges in VALUE_BIN_EDGES.items():
+        step = edges[1] - edges[0]
+        out.append(f"- `{q}`: {len(edges) + 1} bins; edges {edges[0]:g} .. {edges[-1]:g} step {step:g}, "
+                   "plus an underflow and an overflow bin")
+    out.append("\n### Changelog\n")
+    out += [f"- v{v}: {text}" for v, text in sorted(CHANGELOG.items())]
+    return "\n".join(out) + "\n"
+
+
+BEGIN, END = "<!-- BEGIN GENERATED: schema -->", "<!-- END GENERATED: schema -->"
+
+
+def update_readme(path: Path = Path(__file__).with_name("README.md")) -> None:
+    text = path.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{BEGIN}\n{render_markdown()}{END}{tail}")

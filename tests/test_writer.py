@@ -1,0 +1,209 @@
+"""RunWriter: layout, metadata, validation, token budget, aggregates, resume, atomicity, status."""
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from logs_helpers import loss_weights, make_synthetic_run, synthetic_step
+from logs_schema import schema as S
+from logs_schema.writer import PART_TABLES, RunWriter, sample_ids
+
+META = {"algo": "grpo", "task": "math", "model": "tiny", "seed": 3, "config": {"lr": 1e-4}}
+
+
+def step_data(step=0, algo="grpo", n=16, progress=0.5):
+    return synthetic_step(np.random.default_rng(step), algo, progress, n, group=8, mean_len=10,
+                          epochs=2, minibatches=2)
+
+
+def read(run_dir, table, step=0, rank=0):
+    return pq.read_table(run_dir / table / f"step-{step:08d}-rank{rank}.parquet").to_pandas()
+
+
+def test_layout_and_metadata(tmp_path):
+    make_synthetic_run(tmp_path / "r", "grpo", steps=2, seqs_per_step=16, mean_len=8)
+    for t in PART_TABLES:
+        names = sorted(os.listdir(tmp_path / "r" / t))
+        assert names == ["step-00000000-rank0.parquet", "step-00000001-rank0.parquet"], t
+        kv = pq.read_metadata(tmp_path / "r" / t / names[0]).metadata
+        assert kv[S.META_VERSION] == b"1" and kv[S.META_TABLE] == t.encode()
+    assert os.listdir(tmp_path / "r" / "runs") == ["rank0.parquet"]
+    assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]  # no temp file left behind
+
+
+def test_runs_row_and_statuses(tmp_path):
+    with RunWriter(tmp_path, run_id="r1", meta=META) as w:
+        row = pq.read_table(tmp_path / "runs" / "rank0.parquet").to_pylist()[0]
+        assert row["status"] == "running" and row["finished_at"] is None and row["seed"] == 3
+        assert row["config_json"] == '{"lr": 0.0001}' and row["pid"] == os.getpid()
+        w.log_step(0, {}, {}, {})
+    row = pq.read_table(tmp_path / "runs" / "rank0.parquet").to_pylist()[0]
+    assert row["status"] == "finished" and row["finished_at"] is not None
+    assert row["updated_at"] >= row["started_at"]
+
+
+@pytest.mark.parametrize("exc, status", [(KeyboardInterrupt, "killed"), (RuntimeError, "failed")])
+def test_context_manager_marks_failures(tmp_path, exc, status):
+    with pytest.raises(exc):
+        with RunWriter(tmp_path, run_id="r1", meta=META):
+            raise exc()
+    assert pq.read_table(tmp_path / "runs" / "rank0.parquet")["status"][0].as_py() == status
+
+
+def test_explicit_status_is_kept_by_context_manager(tmp_path):
+    with RunWriter(tmp_path, run_id="r1") as w:
+        w.set_status("killed")
+    assert pq.read_table(tmp_path / "runs" / "rank0.parquet")["status"][0].as_py() == "killed"
+    with pytest.raises(ValueError, match="status must be"):
+        w.set_status("done")
+
+
+def test_unknown_names_are_rejected_with_their_name(tmp_path):
+    w = RunWriter(tmp_path, run_id="r")
+    m, seq, tok = step_data()
+    with pytest.raises(ValueError, match="reward_maen"):
+        w.log_step(0, {"reward_maen": 1.0}, seq, tok)
+    with pytest.raises(ValueError, match="logq"):
+        w.log_step(0, m, seq, {**tok, "logq": tok["logp"]})
+    with pytest.raises(ValueError, match="missing required.*weight"):
+        w.log_step(0, m, seq, {k: v for k, v in tok.items() if k != "weight"})
+    with pytest.raises(ValueError, match="notes"):
+        RunWriter(tmp_path / "x", run_id="r", meta={"notes": "hi"})
+    assert not os.listdir(tmp_path / "steps")  # a rejected step writes nothing
+
+
+def test_metrics_missing_keys_are_null(tmp_path):
+    w = RunWriter(tmp_path, run_id="r")
+    w.log_step(0, {"reward_mean": 0.5, "kl": None}, {}, {})
+    row = read(tmp_path, "steps").iloc[0]
+    assert row["reward_mean"] == 0.5 and pd.isna(row["kl"]) and pd.isna(row["eval_avg_at_k"])
+    assert list(read(tmp_path, "steps").columns) == S.STEPS.names
+
+
+def test_empty_step_writes_empty_tables(tmp_path):
+    RunWriter(tmp_path, run_id="r").log_step(4, {}, {}, {})
+    for t in ("tokens", "token_hist", "value_hist", "sequences"):
+        assert len(read(tmp_path, t, 4)) == 0
+    assert len(read(tmp_path, "steps", 4)) == 1
+
+
+def test_token_rows_and_sequences_round_trip(tmp_path):
+    m, seq, tok = step_data()
+    RunWriter(tmp_path, run_id="r").log_step(0, m, seq, tok)
+    got = read(tmp_path, "tokens")
+    assert len(got) == len(tok["sample"])
+    for c in ("old_logp", "logp", "new_logp", "ratio", "weight", "advantage", "entropy"):
+        np.testing.assert_array_equal(got[c].to_numpy(), tok[c].astype(np.float32))
+    for c in ("clipped", "dual_clipped", "sample", "position", "epoch", "token"):
+        np.testing.assert_array_equal(got[c].to_numpy(), tok[c])
+    s = read(tmp_path, "sequences")
+    assert s["completion"].tolist() == seq["completion"] and s["tokens_logged"].all()
+    np.testing.assert_array_equal(s["reward"], seq["reward"])
+
+
+def test_token_budget_count_and_share_are_deterministic(tmp_path):
+    m, seq, tok = step_data(n=32)
+    for name, budget, kept in (("int", 5, 5), ("float", 0.25, 8), ("all", None, 32)):
+        RunWriter(tmp_path / name, run_id="r", token_sample=budget).log_step(7, m, seq, tok)
+        samples = set(read(tmp_path / name, "tokens", 7)["sample"])
+        assert len(samples) == kept
+        logged = read(tmp_path / name, "sequences", 7)
+        assert set(logged.loc[logged.tokens_logged, "sample"]) == samples
+        hist = read(tmp_path / name, "token_hist", 7)
+        assert hist["count"].sum() == len(tok["sample"])  # aggregates always over ALL rows
+    assert list(sample_ids(np.arange(32), 5, 7, 0)) == list(sample_ids(np.arange(32), 5, 7, 0))
+    assert list(sample_ids(np.arange(32), 5, 7, 0)) != list(sample_ids(np.arange(32), 5, 8, 0))
+
+
+def test_token_hist_matches_pandas(tmp_path):
+    m, seq, tok = step_data(n=32)
+    RunWriter(tmp_path, run_id="r").log_step(0, m, seq, tok)
+    t = read(tmp_path, "tokens")
+    t["prob_bin"] = np.minimum(np.floor(np.exp(t.old_logp.astype(float)) * 20), 19).astype(int)
+    t["adv_sign"] = np.where(t.advantage > 0, "pos", np.where(t.advantage < 0, "neg", "zero"))
+    t["clip_state"] = np.where(t.dual_clipped, "dual_clipped", np.where(t.clipped, "clipped", "none"))
+    t["delta"] = t.new_logp.astype(float) - t.old_logp.astype(float)
+    keys = ["prob_bin", "adv_sign", "clip_state"]
+    want = t.groupby(keys).agg(count=("weight", "size"), weight_sum=("weight", "sum"),
+                               delta_logp_sum=("delta", "sum"), entropy_sum=("entropy", "sum"))
+    got = read(tmp_path, "token_hist").set_index(keys).sort_index()
+    assert (got["count"] == want["count"]).all()
+    for c in ("weight_sum", "delta_logp_sum", "entropy_sum"):
+        np.testing.assert_allclose(got[c], want[c], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["prob_hi"] - got["prob_lo"], 0.05)
+
+
+def test_value_hist_matches_numpy(tmp_path):
+    m, seq, tok = step_data(n=32)
+    RunWriter(tmp_path, run_id="r").log_step(0, m, seq, tok)
+    vh = read(tmp_path, "value_hist")
+    for q in S.QUANTITIES:
+        rows = vh[(vh.quantity == q) & (vh.adv_sign == "pos")]
+        x = tok["ratio" if q == "ratio" else q].astype(np.float32) if q != "delta_logp" else \
+            tok["new_logp"].astype(np.float32).astype(float) - tok["old_logp"].astype(np.float32)
+        x = x[tok["advantage"] > 0]
+        for _, r in rows.iterrows():
+            assert ((x >= r.bin_lo) & (x < r.bin_hi)).sum() == r["count"], (q, r.bin)
+        assert rows["count"].sum() == len(x)
+
+
+def test_weight_rule_holds_in_synthetic_rows(tmp_path):
+    """The helper follows DESIGN §1: grpo weight = ratio, aspo weight = 1/ratio (positive, inside)."""
+    for algo in ("grpo", "aspo"):
+        _, _, t = step_data(algo=algo, n=64)
+        inside = (t["advantage"] > 0) & ~t["clipped"] & ~t["dual_clipped"]
+        want = t["ratio"][inside] if algo == "grpo" else 1 / t["ratio"][inside]
+        np.testing.assert_allclose(t["weight"][inside], want)
+    w, c, d = loss_weights("grpo", np.array([1.3, 0.7, 3.5]), np.array([1.0, -1.0, -1.0]))
+    assert list(w) == [0, 0, 0] and list(c) == [True, True, False] and list(d) == [False, False, True]
+    w, c, d = loss_weights("aspo", np.array([0.2, 3.5]), np.array([1.0, -1.0]))
+    assert list(w) == [3.0, 3.0] and list(d) == [True, True]
+
+
+def test_resume_step_removes_later_steps(tmp_path):
+    make_synthetic_run(tmp_path, "grpo", steps=6, seqs_per_step=8, mean_len=5, status=None)
+    with pytest.raises(FileExistsError, match="resume_step"):
+        RunWriter(tmp_path, run_id=tmp_path.name)
+    make_synthetic_run(tmp_path, "grpo", steps=2, seqs_per_step=8, mean_len=5, start_step=3,
+                       resume_step=2, status="finished")  # steps 3, 4 re-done; 5 must be gone
+    for t in PART_TABLES:
+        steps = sorted(int(re.findall(r"\d{8}", n)[0]) for n in os.listdir(tmp_path / t))
+        assert steps == [0, 1, 2, 3, 4], t
+
+
+def test_resume_refuses_another_run(tmp_path):
+    RunWriter(tmp_path, run_id="a").log_step(0, {}, {}, {})
+    with pytest.raises(ValueError, match="belongs to run 'a'"):
+        RunWriter(tmp_path, run_id="b", resume_step=0)
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    w = RunWriter(tmp_path, run_id="r")
+    m, seq, tok = step_data()
+
+    def boom(table, where, **kw):
+        open(where, "wb").write(b"PAR1 half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(pq, "write_table", boom)
+    with pytest.raises(OSError, match="disk full"):
+        w.log_step(0, m, seq, tok)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name != "runs"]
+
+
+def test_leftover_temp_files_are_cleaned_on_start(tmp_path):
+    (tmp_path / "tokens").mkdir()
+    stale = tmp_path / "tokens" / ".step-00000003-rank0.parquet.tmp-1-abcd"
+    other = tmp_path / "tokens" / ".step-00000003-rank1.parquet.tmp-1-abcd"
+    stale.write_bytes(b"x")
+    other.write_bytes(b"x")
+    RunWriter(tmp_path, run_id="r")
+    assert not stale.exists() and other.exists()  # only this rank's leftovers
+
+
+def test_fsync_mode_writes_the_same(tmp_path):
+    m, seq, tok = step_data()
+    RunWriter(tmp_path, run_id="r", fsync=True).log_step(0, m, seq, tok)
+    assert len(read(tmp_path, "tokens")) == len(tok["sample"])
