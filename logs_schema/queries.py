@@ -1,0 +1,408 @@
+"""One function per question the product asks; DuckDB SQL with bound parameters -> pandas DataFrame.
+
+`root` is a run directory or a directory of runs (up to two levels deep). No function raises on
+missing, empty, partial, corrupt or newer-schema logs: it returns a DataFrame with the documented
+columns (possibly empty) and reports skipped files in `problems(root)`.
+
+Safety: user values (run ids, filters, limits) are always bound parameters; the only text spliced
+into SQL are this module's constant fragments and table-source expressions whose file lists are
+themselves bound parameters. Each call uses its own cursor on a shared in-memory database (DuckDB
+cursors are independent connections, safe across Streamlit's threads) and consumes its result
+fully before closing it.
+
+Long runs: distribution and rich-get-richer views read the per-step aggregates (token_hist,
+value_hist), never the token rows; token rows are read one step at a time.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import threading
+from datetime import datetime, timezone
+
+from typing import Callable
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+
+from . import catalog
+from . import schema as S
+from .writer import FILE_SCHEMAS
+
+_DB: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_DB_LOCK = threading.Lock()
+DEFAULT_STALE_AFTER_S = 300.0
+
+
+def _cursor() -> duckdb.DuckDBPyConnection:
+    global _DB
+    with _DB_LOCK:
+        if _DB is None or _DB[0] != os.getpid():  # a forked child must not reuse the parent's DB
+            con = duckdb.connect(":memory:")
+            con.execute("SET GLOBAL TimeZone = 'UTC'")
+            _DB = (os.getpid(), con)
+        return _DB[1].cursor()
+
+
+def _source(name: str, parts: list[catalog.Part]) -> str:
+    """SQL for one table source. Files go in as a bound list; no files -> a typed empty table;
+    files with other columns (older versions, outside writers) are aligned by name to the schema."""
+    if not parts:
+        return f"_empty_{name}"
+    if all(p.canonical for p in parts):
+        return f"read_parquet(${name}_files)"
+    return (f"(SELECT * FROM _empty_{name} UNION ALL BY NAME "
+            f"SELECT * FROM read_parquet(${name}_files, union_by_name = true))")
+
+
+_BUGS = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogException)
+
+
+def _run(sql: str, select: Callable[[], dict], params: dict | None = None) -> pd.DataFrame:
+    """Execute `sql` whose {table} placeholders become sources from `select()`. When DuckDB fails
+    on the data, a file that vanished (resume, re-logged step) is forgotten by rescanning, a file
+    that cannot be read (corrupt data page) is reported and skipped, and the query retried."""
+    for _ in range(4):
+        sources = select()
+        text = sql.format(**{n: _source(n, ps) for n, ps in sources.items()})
+        bound = {**(params or {}), **{f"{n}_files": [p.path for p in ps] for n, ps in sources.items()
+                                      if ps and f"${n}_files" in text}}
+        con = _cursor()
+        try:
+            for n in sources:
+                con.register(f"_empty_{n}", FILE_SCHEMAS[n].empty_table())
+            return con.execute(text, bound).df()
+        except _BUGS:
+            raise
+        except duckdb.Error as e:
+            if not _blame_files(sources, str(e)):
+                raise
+        finally:
+            con.close()
+    raise RuntimeError(f"logs under changed too often to query: {sql[:60]}")
+
+
+def _blame_files(sources: dict, message: str) -> bool:
+    """After a data error: True when a file vanished or a file to blame was marked bad (those
+    named in DuckDB's message, else any that pyarrow cannot read either)."""
+    parts = [p for ps in sources.values() for p in ps]
+    if any(not os.path.exists(p.path) for p in parts):
+        return True
+    blamed = [p for p in parts if p.path in message] or [p for p in parts if not _readable(p.path)]
+    for p in blamed:
+        catalog.mark_bad(p.path, f"unreadable while querying: {message.splitlines()[0]}")
+    return bool(blamed)
+
+
+def _readable(path: str) -> bool:
+    try:
+        pq.read_table(path)
+        return True
+    except Exception:  # any failure means DuckDB cannot read it either
+        return False
+
+
+def _ids(run_ids) -> list[str] | None:
+    return None if run_ids is None else [run_ids] if isinstance(run_ids, str) else [str(r) for r in run_ids]
+
+
+def _where(run_ids=None, step_min=None, step_max=None, extra=()) -> tuple[str, dict]:
+    """A WHERE clause of constant fragments and the parameters they bind."""
+    frags, params = ["TRUE", *extra], {}  # TRUE: callers may append "AND ..."
+    if run_ids is not None:
+        frags.append("list_contains($run_ids, run_id)")
+        params["run_ids"] = run_ids
+    if step_min is not None:
+        frags.append("step >= $step_min")
+        params["step_min"] = int(step_min)
+    if step_max is not None:
+        frags.append("step <= $step_max")
+        params["step_max"] = int(step_max)
+    return "WHERE " + " AND ".join(frags), params
+
+
+def _q(sql: str, tables: tuple, root, run_ids=None, step_min=None, step_max=None,
+       extra=(), params=None) -> pd.DataFrame:
+    """Common path: prune files by run/step, add the matching WHERE, run."""
+    ids = _ids(run_ids)
+    where, p = _where(ids, step_min, step_max, extra)
+    def select():
+        return {t: catalog.select(root, t, ids, step_min, step_max) for t in tables}
+    return _run(sql.replace("{where}", where), select, {**p, **(params or {})})
+
+
+_DEDUP = "QUALIFY row_number() OVER (PARTITION BY run_id, step ORDER BY rank) = 1"
+_METRICS = ", ".join(S.STEP_METRICS)
+
+
+def step_metrics(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFrame:
+    """run_id, step, then every steps metric (schema.STEP_METRICS, nullable floats); one row per
+    (run, step) from the lowest rank that logged it; ordered by run_id, step."""
+    sql = f"SELECT run_id, step, {_METRICS} FROM {{steps}} {{where}} {_DEDUP} ORDER BY run_id, step"
+    return _q(sql, ("steps",), root, run_ids, step_min, step_max)
+
+
+_LAST = ["reward_mean", "accuracy", "entropy_mean", "repetition_rate", "eval_avg_at_k", "eval_pass_at_k"]
+RUN_COLUMNS = ["run_id", "path", "algo", "task", "model", "seed", "status", "status_written",
+               "started_at", "updated_at", "finished_at", "heartbeat_age_s", "last_step", "n_steps",
+               *_LAST, "config_json"]
+
+
+def list_runs(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime | None = None) -> pd.DataFrame:
+    """Columns RUN_COLUMNS, one row per run, ordered by started_at. `status` is the written status,
+    except that a 'running' run is reported 'stale' when its heartbeat (updated_at) is older than
+    stale_after_s or its writer process (same host) is gone. reward_mean..eval_pass_at_k are the
+    last non-null values; last_step/n_steps come from the steps table."""
+    last = ", ".join(f"arg_max({m}, step) FILTER (WHERE {m} IS NOT NULL) AS {m}" for m in _LAST)
+    sql = f"""SELECT run_id, max(step) AS last_step, count(DISTINCT step) AS n_steps, {last}
+              FROM {{steps}} GROUP BY run_id"""
+    df = _runs_frame(root).merge(_q(sql, ("steps",), root), on="run_id", how="outer")
+    now = now or datetime.now(timezone.utc)
+    df["heartbeat_age_s"] = pd.Series([(now - u).total_seconds() if pd.notna(u) else None
+                                       for u in df["updated_at"]], index=df.index, dtype=float)
+    df["status_written"] = df["status"]
+    df["status"] = pd.Series([_status(r, stale_after_s) for r in df.to_dict("records")],
+                             index=df.index, dtype=object)
+    for c in ("seed", "last_step", "n_steps"):
+        df[c] = df[c].astype("Int64")
+    return df[RUN_COLUMNS].sort_values(["started_at", "run_id"], na_position="last").reset_index(drop=True)
+
+
+def _runs_frame(root) -> pd.DataFrame:
+    rows = {}
+    for p in sorted(catalog.scan(root, "runs")[0], key=lambda p: -p.rank):  # lowest rank wins
+        rows[p.row["run_id"]] = {**p.row, "path": p.run_dir}
+    cols = ["run_id", "path", "algo", "task", "model", "seed", "status", "started_at", "updated_at",
+            "finished_at", "pid", "host", "config_json"]
+    df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows.values()], columns=cols)
+    for c in ("started_at", "updated_at", "finished_at"):
+        df[c] = pd.to_datetime(df[c], utc=True)
+    return df
+
+
+def _status(r: dict, stale_after_s: float) -> str:
+    if r.get("status") is None or pd.isna(r.get("status")):
+        return "unknown"
+    if r["status"] != "running":
+        return r["status"]
+    if r["heartbeat_age_s"] is not None and r["heartbeat_age_s"] > stale_after_s:
+        return "stale"
+    return "stale" if _process_gone(r.get("pid"), r.get("host")) else "running"
+
+
+def _process_gone(pid, host) -> bool:
+    if pid is None or pd.isna(pid) or host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+_HIST_MEANS = """sum(count)::BIGINT AS count,
+    sum(weight_sum) / sum(count) AS weight_mean, sum(ratio_sum) / sum(count) AS ratio_mean,
+    sum(delta_logp_sum) / sum(count) AS delta_logp_mean, sum(entropy_sum) / sum(count) AS entropy_mean,
+    coalesce(sum(count) FILTER (WHERE clip_state = 'clipped'), 0) / sum(count) AS clip_frac,
+    coalesce(sum(count) FILTER (WHERE clip_state = 'dual_clipped'), 0) / sum(count) AS dual_clip_frac"""
+
+
+def rich_get_richer(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFrame:
+    """From token_hist over all token rows (token x update pass) of the selected steps:
+    run_id, adv_sign (pos/neg/zero), prob_bin, prob_lo, prob_hi (bin of exp(old_logp)), count,
+    weight_mean, ratio_mean, delta_logp_mean (new_logp - old_logp), entropy_mean, clip_frac,
+    dual_clip_frac. Ordered by run_id, adv_sign, prob_bin."""
+    sql = f"""SELECT run_id, adv_sign, prob_bin, min(prob_lo) AS prob_lo, max(prob_hi) AS prob_hi,
+              {_HIST_MEANS} FROM {{token_hist}} {{where}} GROUP BY ALL ORDER BY run_id, adv_sign, prob_bin"""
+    return _q(sql, ("token_hist",), root, run_ids, step_min, step_max)
+
+
+def rich_get_richer_over_steps(root, run_ids=None, step_min=None, step_max=None,
+                               window: int | None = None, n_windows: int = 8) -> pd.DataFrame:
+    """rich_get_richer per step window: run_id, window_start, window_end (inclusive nominal step
+    bounds), then the rich_get_richer columns. `window` steps per window; default: the selected
+    step range split into n_windows windows."""
+    steps = [p.step for p in catalog.select(root, "token_hist", _ids(run_ids), step_min, step_max)]
+    lo = step_min if step_min is not None else min(steps, default=0)
+    hi = step_max if step_max is not None else max(steps, default=0)
+    window = int(window or max(1, math.ceil((hi - lo + 1) / max(n_windows, 1))))
+    sql = f"""SELECT run_id, $lo + ((step - $lo) // $window) * $window AS window_start,
+              $lo + ((step - $lo) // $window) * $window + $window - 1 AS window_end,
+              adv_sign, prob_bin, min(prob_lo) AS prob_lo, max(prob_hi) AS prob_hi, {_HIST_MEANS}
+              FROM {{token_hist}} {{where}} GROUP BY ALL ORDER BY run_id, window_start, adv_sign, prob_bin"""
+    return _q(sql, ("token_hist",), root, run_ids, step_min, step_max,
+              params={"lo": int(lo), "window": window})
+
+
+def value_distribution(root, run_ids=None, quantity: str = "weight", step_min=None, step_max=None,
+                       every: int = 1, by_sign: bool = True) -> pd.DataFrame:
+    """Histogram of ratio | weight | entropy | delta_logp per step from value_hist (all token rows):
+    run_id, step (first step of each `every`-step bucket), adv_sign (pos/neg/zero, or 'all' when
+    by_sign=False), bin, bin_lo, bin_hi (±inf for the outer bins), count, share (of the
+    run x step x adv_sign total). Ordered by run_id, step, adv_sign, bin."""
+    if quantity not in S.QUANTITIES:
+        raise ValueError(f"quantity must be one of {S.QUANTITIES}, got {quantity!r}")
+    sql = """WITH c AS (
+        SELECT run_id, (step // $every) * $every AS step,
+               CASE WHEN $by_sign THEN adv_sign ELSE 'all' END AS adv_sign, bin,
+               min(bin_lo) AS bin_lo, max(bin_hi) AS bin_hi, sum(count)::BIGINT AS count
+        FROM {value_hist} {where} GROUP BY ALL)
+        SELECT *, count / sum(count) OVER (PARTITION BY run_id, step, adv_sign) AS share
+        FROM c ORDER BY run_id, step, adv_sign, bin"""
+    return _q(sql, ("value_hist",), root, run_ids, step_min, step_max, extra=("quantity = $quantity",),
+              params={"quantity": quantity, "every": max(int(every), 1), "by_sign": bool(by_sign)})
+
+
+def entropy_distribution(root, run_ids=None, step_min=None, step_max=None, every: int = 1,
+                         by_sign: bool = False) -> pd.DataFrame:
+    """value_distribution of entropy (nats, 0.1-nat bins); adv_sign = 'all' unless by_sign."""
+    return value_distribution(root, run_ids, "entropy", step_min, step_max, every, by_sign)
+
+
+def entropy_over_steps(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFrame:
+    """run_id, step, entropy_mean (the trainer's steps metric), token_entropy_mean,
+    entropy_mean_pos, entropy_mean_neg (over all token rows of token_hist),
+    near_deterministic_frac (share of token rows with entropy < NEAR_DETERMINISTIC_NATS, from
+    value_hist), n_tokens (token rows). Ordered by run_id, step."""
+    sql = f"""WITH h AS (
+        SELECT run_id, step, sum(count)::BIGINT AS n_tokens, sum(entropy_sum) / sum(count) AS token_entropy_mean,
+          sum(entropy_sum) FILTER (WHERE adv_sign = 'pos') / sum(count) FILTER (WHERE adv_sign = 'pos') AS entropy_mean_pos,
+          sum(entropy_sum) FILTER (WHERE adv_sign = 'neg') / sum(count) FILTER (WHERE adv_sign = 'neg') AS entropy_mean_neg
+        FROM {{token_hist}} {{where}} GROUP BY ALL),
+      v AS (SELECT run_id, step, coalesce(sum(count) FILTER (WHERE bin_hi <= $thr), 0) / sum(count) AS near_deterministic_frac
+        FROM {{value_hist}} {{where}} AND quantity = 'entropy' GROUP BY ALL),
+      m AS (SELECT run_id, step, entropy_mean FROM {{steps}} {{where}} {_DEDUP})
+    SELECT run_id, step, m.entropy_mean, h.token_entropy_mean, h.entropy_mean_pos, h.entropy_mean_neg,
+           v.near_deterministic_frac, h.n_tokens
+    FROM h FULL JOIN v USING (run_id, step) FULL JOIN m USING (run_id, step) ORDER BY run_id, step"""
+    return _q(sql, ("token_hist", "value_hist", "steps"), root, run_ids, step_min, step_max,
+              params={"thr": S.NEAR_DETERMINISTIC_NATS + 1e-9})
+
+
+def clip_fractions(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFrame:
+    """Long format from token_hist (all token rows): run_id, step, adv_sign (pos/neg),
+    kind (hard/dual), frac (clipped rows / rows of that sign), n (rows of that sign)."""
+    sql = """WITH c AS (
+        SELECT run_id, step, adv_sign, sum(count)::BIGINT AS n,
+          coalesce(sum(count) FILTER (WHERE clip_state = 'clipped'), 0) AS hard,
+          coalesce(sum(count) FILTER (WHERE clip_state = 'dual_clipped'), 0) AS dual
+        FROM {token_hist} {where} AND adv_sign IN ('pos', 'neg') GROUP BY ALL)
+      SELECT run_id, step, adv_sign, kind, frac, n FROM (
+        SELECT run_id, step, adv_sign, 'hard' AS kind, hard / n AS frac, n FROM c
+        UNION ALL SELECT run_id, step, adv_sign, 'dual' AS kind, dual / n AS frac, n FROM c)
+      ORDER BY run_id, step, adv_sign, kind DESC"""
+    return _q(sql, ("token_hist",), root, run_ids, step_min, step_max)
+
+
+def _sign(col: str) -> str:
+    return f"CASE WHEN {col} > 0 THEN 'pos' WHEN {col} < 0 THEN 'neg' ELSE 'zero' END"
+
+
+def repetition_over_steps(root, run_ids=None, step_min=None, step_max=None,
+                          by: str = "advantage") -> pd.DataFrame:
+    """run_id, step, reward_sign, repetition_rate (mean over responses), n (responses).
+    reward_sign is pos/neg/zero of the response's advantage (by='advantage', i.e. better or worse
+    than its group) or of its reward (by='reward': pos = reward > 0), plus 'all' rows."""
+    if by not in ("advantage", "reward"):
+        raise ValueError(f"by must be 'advantage' or 'reward', got {by!r}")
+    sql = f"""SELECT run_id, step, coalesce(s, 'all') AS reward_sign, avg(repetition_rate) AS repetition_rate,
+              count(*) AS n
+       FROM (SELECT run_id, step, repetition_rate,
+                    {_sign("CASE WHEN $by_reward THEN reward ELSE advantage END")} AS s
+             FROM {{sequences}} {{where}})
+       GROUP BY GROUPING SETS ((run_id, step, s), (run_id, step)) ORDER BY run_id, step, reward_sign"""
+    return _q(sql, ("sequences",), root, run_ids, step_min, step_max, params={"by_reward": by == "reward"})
+
+
+_SEQ_COLS = ("run_id, step, rank, sample, prompt_id, \"group\", prompt, completion, reward, advantage, "
+             f"{_sign('advantage')} AS adv_sign, length, truncated, repetition_rate, correct, tokens_logged")
+
+
+def top_repetitive_samples(root, run_id: str, limit: int = 20, step_min=None, step_max=None) -> pd.DataFrame:
+    """The `limit` most repetitive responses of a run: the sequences columns plus adv_sign,
+    ordered by repetition_rate desc, then latest step first."""
+    sql = f"""SELECT {_SEQ_COLS} FROM {{sequences}} {{where}}
+              ORDER BY repetition_rate DESC NULLS LAST, step DESC, rank, sample LIMIT $limit"""
+    return _q(sql, ("sequences",), root, [run_id], step_min, step_max, params={"limit": int(limit)})
+
+
+def samples(root, run_id: str, step: int, adv_sign: str | None = None, min_reward=None, max_reward=None,
+            limit: int = 1000, tokens_logged: bool | None = None) -> pd.DataFrame:
+    """Responses of one step: the sequences columns plus adv_sign, ordered by rank, sample.
+    Filters: adv_sign (pos/neg/zero), reward range, tokens_logged (token rows kept or not)."""
+    extra, params = [], {"limit": int(limit)}
+    for frag, name, val in ((f"{_sign('advantage')} = $adv_sign", "adv_sign", adv_sign),
+                            ("reward >= $min_reward", "min_reward", min_reward),
+                            ("reward <= $max_reward", "max_reward", max_reward),
+                            ("tokens_logged = $tokens_logged", "tokens_logged", tokens_logged)):
+        if val is not None:
+            extra.append(frag)
+            params[name] = val
+    sql = f"SELECT {_SEQ_COLS} FROM {{sequences}} {{where}} ORDER BY rank, sample LIMIT $limit"
+    return _q(sql, ("sequences",), root, [run_id], step, step, extra=extra, params=params)
+
+
+TOKEN_EXTRA = ("delta_logp = new_logp - old_logp, old_prob = exp(old_logp), prob = exp(logp), "
+               "new_prob = exp(new_logp), adv_sign")
+
+
+def sample_tokens(root, run_id: str, step: int, sample: int, epoch: int | None = 0,
+                  minibatch: int | None = None, rank: int = 0) -> pd.DataFrame:
+    """One response's token rows in (epoch, minibatch, position) order: every tokens column plus
+    delta_logp, old_prob, prob, new_prob, adv_sign. epoch=None gives every update pass. Empty when
+    the response's token rows were not kept (see sequences.tokens_logged)."""
+    extra, params = ["sample = $sample", "rank = $rank"], {"sample": int(sample), "rank": int(rank)}
+    for name, val in (("epoch", epoch), ("minibatch", minibatch)):
+        if val is not None:
+            extra.append(f"{name} = ${name}")
+            params[name] = int(val)
+    sql = f"""SELECT *, new_logp - old_logp AS delta_logp, exp(old_logp) AS old_prob, exp(logp) AS prob,
+              exp(new_logp) AS new_prob, {_sign('advantage')} AS adv_sign
+              FROM {{tokens}} {{where}} ORDER BY epoch, minibatch, position"""
+    return _q(sql, ("tokens",), root, [run_id], step, step, extra=extra, params=params)
+
+
+def weight_landscape_tokens(root, run_id: str, step: int, limit: int = 5000, epoch: int | None = None,
+                            adv_sign: str | None = None) -> pd.DataFrame:
+    """Token rows to draw on the weight landscape: old_prob (exp(old_logp)), prob (exp(logp), the
+    current policy at that pass), ratio, weight, adv_sign, clipped, dual_clipped, epoch, sample,
+    position, token. A deterministic subsample of at most `limit` rows (hash order)."""
+    extra, params = [], {"limit": int(limit)}
+    if epoch is not None:
+        extra.append("epoch = $epoch")
+        params["epoch"] = int(epoch)
+    if adv_sign is not None:
+        extra.append(f"{_sign('advantage')} = $adv_sign")
+        params["adv_sign"] = adv_sign
+    sql = f"""SELECT exp(old_logp) AS old_prob, exp(logp) AS prob, ratio, weight, {_sign('advantage')} AS adv_sign,
+              clipped, dual_clipped, epoch, sample, position, token
+              FROM {{tokens}} {{where}} ORDER BY hash(rank, epoch, minibatch, sample, position) LIMIT $limit"""
+    return _q(sql, ("tokens",), root, [run_id], step, step, extra=extra, params=params)
+
+
+def steps_available(root, run_id: str) -> pd.DataFrame:
+    """step, n_sequences, n_token_rows (summed over ranks) for every step of the run whose steps
+    row is published (a visible step is complete). From file footers only: no data is read."""
+    counts: dict[int, list[int]] = {}
+    for p in catalog.select(root, "steps", [run_id]):
+        counts.setdefault(p.step, [0, 0])
+    for i, t in enumerate(("sequences", "tokens")):
+        for p in catalog.select(root, t, [run_id]):
+            if p.step in counts:
+                counts[p.step][i] += p.num_rows
+    rows = [(s, a, b) for s, (a, b) in sorted(counts.items())]
+    return pd.DataFrame(rows, columns=["step", "n_sequences", "n_token_rows"]).astype("int64")
+
+
+def data_version(root) -> str:
+    """Cheap fingerprint (part count, newest mtime, bytes) for cache keys; changes when any file does."""
+    return catalog.data_version(root)
+
+
+def problems(root) -> pd.DataFrame:
+    """path, table, reason of every file skipped under root (newer schema, corrupt, truncated...)."""
+    return pd.DataFrame(catalog.problems(root), columns=["path", "table", "reason"])
