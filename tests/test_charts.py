@@ -1,0 +1,187 @@
+"""The dashboard's pure chart builders and display math (app/charts.py): no Streamlit involved."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from app import charts
+from logs_helpers import loss_weights
+
+
+# ---------------------------------------------------------------- EMA
+def test_ema_zero_smoothing_is_identity_and_constant_stays_constant():
+    x = np.array([1.0, 3.0, 2.0])
+    assert np.array_equal(charts.ema(x, 0.0), x)
+    assert np.allclose(charts.ema(np.full(5, 0.7), 0.9), 0.7)  # debiased: no pull towards 0
+
+
+def test_ema_matches_the_recursion_and_skips_nan():
+    x = np.array([1.0, np.nan, 3.0, 5.0])
+    out = charts.ema(x, 0.5)
+    assert np.isnan(out[1])
+    acc = norm = 0.0
+    expected = []
+    for v in (1.0, 3.0, 5.0):
+        acc, norm = 0.5 * acc + 0.5 * v, 0.5 * norm + 0.5
+        expected.append(acc / norm)
+    assert np.allclose(out[[0, 2, 3]], expected)
+
+
+# ---------------------------------------------------------------- weight table (DESIGN §1)
+@pytest.mark.parametrize("algo,sign,r,w", [
+    ("grpo", 1, 1.3, 0.0), ("grpo", 1, 1.1, 1.1), ("grpo", 1, 0.2, 0.2),       # clipped | r | r
+    ("grpo", -1, 0.7, 0.0), ("grpo", -1, 2.0, 2.0), ("grpo", -1, 3.5, 0.0),    # clipped | r | hard dual clip
+    ("aspo", 1, 1.3, 0.0), ("aspo", 1, 0.5, 2.0), ("aspo", 1, 0.2, 3.0),       # clipped | 1/r | soft dual c
+    ("aspo", -1, 0.7, 0.0), ("aspo", -1, 2.0, 2.0), ("aspo", -1, 5.0, 3.0),    # clipped | r | soft dual c
+    ("dapo", 1, 1.25, 1.25), ("no_is", 1, 0.5, 1.0), ("no_is", -1, 0.5, 0.0), ("cispo", 1, 2.0, 1.2),
+])
+def test_loss_weight_rows_of_the_table(algo, sign, r, w):
+    eps_high = 0.28 if algo == "dapo" else 0.2
+    assert charts.loss_weight(algo, np.array([r]), sign, 0.2, eps_high, 3.0)[0] == pytest.approx(w)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "aspo"])
+def test_loss_weight_agrees_with_the_synthetic_writer_rule(algo):
+    r = np.exp(np.linspace(-3, 3, 401))
+    for sign in (1, -1):
+        w, _, _ = loss_weights(algo, r, np.full_like(r, float(sign)))
+        assert np.allclose(charts.loss_weight(algo, r, sign), w)
+
+
+def test_weight_landscape_heatmaps_and_logged_tokens():
+    tokens = pd.DataFrame({"old_prob": [0.2, 0.5, 0.9], "prob": [0.25, 0.4, 0.95],
+                           "adv_sign": ["pos", "neg", "pos"], "weight": [1.25, 0.8, 1.05]})
+    fig = charts.weight_landscape("grpo", tokens, n=50)
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    dots = [t for t in fig.data if t.type == "scattergl"]
+    assert [t.name for t in heat] == ["weight pos", "weight neg"]
+    grid = np.asarray(heat[0].x)
+    z = np.asarray(heat[0].z)  # rows: current prob, columns: old prob
+    expected = charts.loss_weight("grpo", grid[:, None] / grid[None, :], 1)
+    assert np.allclose(z, expected)
+    assert [len(d.x) for d in dots] == [2, 1]
+    assert np.allclose(dots[0].x, [0.2, 0.9]) and np.allclose(dots[0].y, [0.25, 0.95])
+    # older token frames (old_logp, logp, advantage) are accepted too
+    raw = pd.DataFrame({"old_logp": np.log([0.3]), "logp": np.log([0.3]), "advantage": [-1.0], "weight": [1.0]})
+    fig = charts.weight_landscape("aspo", raw, n=10)
+    assert np.allclose([t for t in fig.data if t.type == "scattergl"][0].x, [0.3])
+
+
+# ---------------------------------------------------------------- curves and distributions
+def steps_frame():
+    return pd.DataFrame({"run_id": ["a", "a", "a", "b", "b"], "step": [0, 1, 2, 0, 1],
+                         "reward_mean": [0.1, 0.2, 0.3, 0.5, np.nan], "kl": [np.nan] * 5})
+
+
+def test_step_curves_one_trace_per_run_and_metric():
+    fig = charts.step_curves(steps_frame(), "reward_mean")
+    assert [t.name for t in fig.data] == ["a", "b"]
+    assert list(fig.data[0].x) == [0, 1, 2] and np.allclose(fig.data[0].y, [0.1, 0.2, 0.3])
+    assert list(fig.data[1].x) == [0]  # NaN steps dropped
+    fig = charts.step_curves(steps_frame().assign(acc=0.5), ["reward_mean", "acc"])
+    assert {t.name for t in fig.data} == {"a · reward_mean", "a · acc", "b · reward_mean", "b · acc"}
+
+
+def test_step_curves_without_data_say_so():
+    for fig in (charts.step_curves(steps_frame(), "kl"), charts.step_curves(steps_frame().iloc[:0], "kl")):
+        assert not fig.data and "no kl logged yet" in fig.layout.annotations[0].text
+
+
+def rgr_frame():
+    rows = []
+    for run in ("grpo", "aspo"):
+        for sign in ("pos", "neg", "zero"):
+            for b in range(4):
+                rows.append({"run_id": run, "adv_sign": sign, "prob_bin": b, "prob_lo": b / 4,
+                             "prob_hi": (b + 1) / 4, "count": 10 + b, "weight_mean": 1 + 0.1 * b,
+                             "delta_logp_mean": -0.1 * b, "ratio_mean": 1.0})
+    return pd.DataFrame(rows)
+
+
+def test_rich_get_richer_side_by_side_panels_per_sign():
+    fig = charts.rich_get_richer(rgr_frame(), "weight_mean", ["grpo", "aspo"])
+    assert [(t.meta, t.name) for t in fig.data] == [
+        ("grpo", "advantage > 0"), ("grpo", "advantage < 0"), ("aspo", "advantage > 0"), ("aspo", "advantage < 0")]
+    assert np.allclose(fig.data[0].x, [0.125, 0.375, 0.625, 0.875])
+    assert np.allclose(fig.data[0].y, [1.0, 1.1, 1.2, 1.3])
+    assert [a.text for a in fig.layout.annotations][:2] == ["grpo", "aspo"]
+    assert not charts.rich_get_richer(rgr_frame().iloc[:0]).data
+
+
+def test_rich_get_richer_windows_one_line_per_window():
+    df = pd.concat([rgr_frame().assign(window_start=w, window_end=w + 4) for w in (0, 5)])
+    fig = charts.rich_get_richer_windows(df[df["run_id"] == "grpo"], "weight_mean", "pos")
+    assert [t.name for t in fig.data] == ["steps 0–4", "steps 5–9"]
+
+
+def value_frame():
+    edges = [(-np.inf, 0.0), (0.0, 0.5), (0.5, 1.0), (1.0, np.inf)]
+    rows = [{"run_id": "a", "step": s, "adv_sign": sign, "bin": i, "bin_lo": lo, "bin_hi": hi,
+             "count": 1 + i + s} for s in (0, 1) for sign in ("pos", "neg") for i, (lo, hi) in enumerate(edges)]
+    return pd.DataFrame(rows)
+
+
+def test_value_heatmap_shares_per_step_and_sign():
+    fig = charts.value_heatmap(value_frame(), "ratio", "a")
+    assert [t.name for t in fig.data] == ["pos", "neg"]
+    z = np.asarray(fig.data[0].z, float)
+    assert z.shape == (4, 2) and np.allclose(z.sum(axis=0), 1.0)
+    assert np.allclose(fig.data[0].y, [-0.25, 0.25, 0.75, 1.25])  # outer bins drawn one width out
+    assert list(fig.data[0].x) == [0, 1]
+
+
+def test_entropy_heatmap_columns_sum_to_one():
+    df = value_frame().assign(adv_sign="all")
+    fig = charts.entropy_heatmap(df, "a")
+    assert np.allclose(np.asarray(fig.data[0].z).sum(axis=0), 1.0)
+    assert not charts.entropy_heatmap(df, "other").data
+
+
+def test_repetition_curves_split_by_reward_sign():
+    df = pd.DataFrame({"run_id": ["a"] * 6, "step": [0, 0, 0, 1, 1, 1],
+                       "reward_sign": ["all", "pos", "zero"] * 2, "repetition_rate": [0.1, 0.0, 0.2, 0.2, 0.1, 0.3],
+                       "n": 1})
+    fig = charts.repetition_curves(df, "reward")
+    assert [t.name for t in fig.data] == ["a · reward > 0", "a · reward = 0"]
+    assert np.allclose(fig.data[1].y, [0.2, 0.3])
+
+
+# ---------------------------------------------------------------- repetition highlighting
+@pytest.mark.parametrize("tokens,n,spans", [
+    ("abcabc", 3, [(0, 6)]), ("abcd", 2, []), ("ab", 3, []), ("xabyab", 2, [(1, 3), (4, 6)]),
+    (["12", "+", "12", "+"], 2, [(0, 4)]),
+])
+def test_repeated_spans(tokens, n, spans):
+    assert charts.repeated_spans(tokens, n) == spans
+
+
+def test_highlight_repeats_html_marks_and_escapes():
+    out = charts.highlight_repeats_html("<a><a>", 3)
+    assert "<mark" in out and "&lt;a&gt;&lt;a&gt;" in out.replace("</mark>", "").replace(
+        '<mark style="background:#ffd54f">', "")
+    assert "<mark" not in charts.highlight_repeats_html("abc", 3)
+
+
+# ---------------------------------------------------------------- token colouring
+def tokens_frame():
+    return pd.DataFrame({"position": [0, 1, 2], "token": ["1", "<", " "], "weight": [0.0, 1.0, np.nan],
+                         "ratio": [1.0, 1.1, 0.9], "clipped": [True, False, False],
+                         "dual_clipped": [False, False, False], "epoch": 0})
+
+
+def test_token_colors_fixed_scale_and_nan_grey():
+    c = charts.token_colors([0.0, 1.0, 2.0, 9.0, np.nan], "weight")
+    assert c[3] == c[2] and c[0] != c[1] and c[4] == "rgb(230,230,230)"
+
+
+def test_tokens_html_one_span_per_token_with_hover_values():
+    out = charts.tokens_html(tokens_frame(), "weight")
+    assert out.count("<span") == 3
+    assert 'title="position=1 | ratio=1.1 | weight=1 | clipped=False | dual_clipped=False"' in out
+    assert "&lt;" in out and "2px solid" in out  # escaped token, clipped token framed
+
+
+def test_token_strip_heatmap_of_values():
+    fig = charts.token_strip(tokens_frame(), "ratio")
+    assert np.allclose(np.asarray(fig.data[0].z, float), [[1.0, 1.1, 0.9]])
+    assert list(fig.data[0].text[0]) == ["1", "<", " "]
+    assert not charts.token_strip(tokens_frame().iloc[:0], "ratio").data
