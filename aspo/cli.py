@@ -1,0 +1,106 @@
+"""The `aspo` command. Options of `aspo train` are generated from TrainConfig, so help and config never drift.
+
+Errors a user can fix are printed as one line (`aspo: error: ...`) with exit code 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from aspo.config import PRESETS, ConfigError, TrainConfig, make_config
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="start from a named preset (tiny: seconds, demo: the embedded default, paper: GPU)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            conv = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=conv, default=None, metavar=f.name.upper(),
+                                help=f"{help_text} (default: {f.default})")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return make_config(args.preset, **overrides)
+
+
+class _ErrorParser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        print(f"aspo: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ErrorParser(prog="aspo", description="Token-weighting dynamics of GRPO-style RL, made visible.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_ErrorParser)
+    train = sub.add_parser("train", help="train one run (GRPO, DAPO, ASPO, ...) and log every token")
+    add_config_options(train)
+    dash = sub.add_parser("dashboard", help="serve the dashboard over a log directory")
+    dash.add_argument("--logs", default="runs", help="a run directory or a directory of runs (default: runs)")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    dash.add_argument("--port", type=int, default=8501)
+    from aspo import demo  # noqa: PLC0415  (keeps `aspo --help` fast)
+    demo.add_parser(sub)
+    return parser
+
+
+def _sigterm_as_interrupt(*_):
+    raise KeyboardInterrupt  # so a `kill` marks the run "killed" exactly as Ctrl-C does
+
+
+def run_train(args) -> int:
+    cfg = config_from_args(args)
+    from aspo.progress import train_with_progress  # noqa: PLC0415  (imports torch)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        run_dir = train_with_progress(cfg)
+    except KeyboardInterrupt:
+        print(f"aspo: interrupted; logs are complete up to the last step. Continue with: "
+              f"aspo train --out {cfg.out} --resume", file=sys.stderr)
+        return 130
+    except (ConfigError, ValueError, FileNotFoundError):
+        raise
+    except Exception as exc:  # a bug or a crash: one line here, the traceback in the run directory
+        log = Path(cfg.out) / "error.log"
+        try:
+            log.write_text(traceback.format_exc())
+            where = f" (traceback in {log})"
+        except OSError:
+            where = ""
+        print(f"aspo: training failed: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        return 1
+    print(f"aspo: run finished: {run_dir}  (view it: aspo dashboard --logs {run_dir.parent})")
+    return 0
+
+
+def run_dashboard(args) -> int:
+    from aspo.serve import serve_dashboard  # noqa: PLC0415
+    return serve_dashboard(args.logs, host=args.host, port=args.port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return run_train(args)
+        if args.command == "dashboard":
+            return run_dashboard(args)
+        from aspo import demo  # noqa: PLC0415
+        return demo.run(args)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"aspo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

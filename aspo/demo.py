@@ -1,0 +1,109 @@
+"""`aspo demo`: warm up once, train GRPO and ASPO side by side, and serve the live dashboard meanwhile.
+
+Each run is its own `aspo train` process (one CPU thread each), so Ctrl-C reaches every child, each marks its
+run "killed" with complete logs, and `aspo demo` again resumes both from their checkpoints.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_ALGOS = "grpo,aspo"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("demo", help="train GRPO and ASPO side by side on the embedded model and watch them live")
+    p.add_argument("--task", default="math", help="math, code or jsonl:PATH (default: math)")
+    p.add_argument("--algos", default=DEFAULT_ALGOS, help=f"comma-separated losses to compare (default: {DEFAULT_ALGOS})")
+    p.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the demo preset's)")
+    p.add_argument("--preset", default="demo", help="training preset (default: demo)")
+    p.add_argument("--out", default="runs/demo", help="directory of the demo's runs (default: runs/demo)")
+    p.add_argument("--port", type=int, default=8501, help="dashboard port (default: 8501)")
+    p.add_argument("--host", default="127.0.0.1", help="dashboard address (default: 127.0.0.1)")
+    p.add_argument("--no-dashboard", action="store_true", help="train only; view later with aspo dashboard")
+    p.add_argument("--fresh", action="store_true", help="delete earlier demo runs instead of resuming them")
+    p.add_argument("--exit-when-done", action="store_true", help="stop the dashboard once training finishes")
+    p.add_argument("--extra", default="", help="extra `aspo train` options, e.g. \"--lr 1e-4\"")
+
+
+def train_command(args, algo: str) -> list[str]:
+    cmd = [sys.executable, "-m", "aspo.cli", "train", "--preset", args.preset, "--algo", algo, "--task", args.task,
+           "--out", str(Path(args.out) / algo), "--threads", "1", "--no-progress"]
+    if args.steps is not None:
+        cmd += ["--steps", str(args.steps)]
+    cmd += ["--overwrite"] if args.fresh else ["--resume"]
+    return cmd + args.extra.split()
+
+
+def warm_up_once(args) -> None:
+    """Warm the shared start checkpoint up in this process first, so both runs start from the same weights."""
+    from aspo.config import make_config  # noqa: PLC0415  (imports torch lazily)
+    from aspo.trainer import prepare_warmup  # noqa: PLC0415
+    overrides = {"task": args.task}
+    for item in args.extra.split():
+        if item.startswith("--task-args="):
+            overrides["task_args"] = item.split("=", 1)[1]
+    print("aspo demo: preparing the warmed-up start model (cached after the first time) ...", flush=True)
+    prepare_warmup(make_config(args.preset, **overrides), log=lambda m: print(f"  {m}", flush=True))
+
+
+def run(args) -> int:
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    from aspo.losses import LOSSES  # noqa: PLC0415
+    unknown = [a for a in algos if a not in LOSSES]
+    if unknown:
+        raise ValueError(f"unknown algo(s) {', '.join(unknown)} in --algos: choose from {', '.join(LOSSES)}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    warm_up_once(args)
+    children: list[subprocess.Popen] = []
+    dash = None
+    try:
+        if not args.no_dashboard:
+            from aspo.serve import start_dashboard  # noqa: PLC0415
+            dash = start_dashboard(args.out, args.host, args.port)
+            print(f"aspo demo: dashboard at http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)
+        for algo in algos:
+            children.append(subprocess.Popen(train_command(args, algo), start_new_session=True))
+            print(f"aspo demo: training {algo} -> {Path(args.out) / algo}", flush=True)
+        codes = wait_all(children)
+        print(f"aspo demo: training done ({', '.join(f'{a}: exit {c}' for a, c in zip(algos, codes))})", flush=True)
+        if dash is not None and not args.exit_when_done:
+            print("aspo demo: replay the runs in the dashboard; Ctrl-C to quit", flush=True)
+            dash.wait()
+        return 0 if all(c == 0 for c in codes) else 1
+    except KeyboardInterrupt:
+        print("\naspo demo: stopping; runs keep complete logs and resume with `aspo demo`", flush=True)
+        return 130
+    finally:
+        stop_all(children + ([dash] if dash else []))
+
+
+def wait_all(children) -> list[int]:
+    while any(c.poll() is None for c in children):
+        time.sleep(0.5)
+    return [c.returncode for c in children]
+
+
+def stop_all(procs, grace: float = 20.0) -> None:
+    """SIGINT first (trainers mark their run killed and flush), then terminate, then kill: no strays."""
+    for p in procs:
+        if p.poll() is None:
+            _signal_group(p, signal.SIGINT)
+    deadline = time.time() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            _signal_group(p, signal.SIGKILL)
+            p.wait()
+
+
+def _signal_group(p: subprocess.Popen, sig) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,351 @@
+"""The RL loop: rollout -> reward -> advantage -> off-policy updates -> realised update -> log.
+
+No formulas here (they live in losses.py, advantages.py, metrics.py) and no Parquet or SQL (logs_schema).
+Several optimizer updates per rollout batch (mini-batches x epochs) are what make ratios move: with one update
+per batch r == 1 and there is no token weighting to see.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from aspo import checkpoint
+from aspo.advantages import group_advantages, zero_variance_groups
+from aspo.config import ConfigError, TrainConfig, parse_task_args, validate
+from aspo.logbook import StepLog, make_writer, sequence_columns, step_metrics
+from aspo.losses import LOSS_AGGREGATION, LOSS_DEFAULTS, LOSSES, aggregate, kl_k3
+from aspo.metrics import avg_at_k, pass_at_k
+from aspo.model import build_small_model, build_tokenizer, format_prompt, load_local_model, resolve_device
+from aspo.rollout import generate, token_logp_entropy
+from aspo.tasks import get_task
+from aspo.warmup import warmup
+
+
+@dataclass
+class Run:
+    """Everything the loop needs, built once by `setup`."""
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    task: object
+    train_problems: list
+    heldout: list
+    model: torch.nn.Module
+    ref_model: torch.nn.Module | None
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    generator: torch.Generator
+    loss_fn: object
+    loss_kwargs: dict
+    writer: object
+    start_step: int
+    max_new_tokens: int
+    aggregation: str
+
+
+@dataclass
+class Batch:
+    """One rollout batch: N = prompts_per_step * group_size sequences of up to T completion tokens."""
+    problems: list
+    prompts: list[str]
+    group: torch.Tensor          # (N,) group index within the step
+    input_ids: torch.Tensor      # (N, P+T)
+    attention_mask: torch.Tensor
+    completion_ids: torch.Tensor  # (N, T)
+    completion_mask: torch.Tensor  # (N, T) generated tokens, EOS included
+    mask: torch.Tensor           # (N, T) float: tokens that train (completion_mask minus dropped groups)
+    texts: list[str]
+    truncated: torch.Tensor
+    rewards: torch.Tensor        # (N,)
+    advantages: torch.Tensor     # (N,)
+    old_logp: torch.Tensor       # (N, T)
+    old_entropy: torch.Tensor    # (N, T)
+    ref_logp: torch.Tensor | None
+    zero_var: torch.Tensor       # (N,) bool
+
+
+# ----------------------------------------------------------------------------------------------- set-up
+def prepare_run_dir(cfg: TrainConfig) -> Path:
+    """Create or reuse --out; refuse to silently mix two runs in one directory."""
+    run_dir = Path(cfg.out).expanduser()
+    exists = (run_dir / "config.json").exists()
+    if exists and cfg.overwrite:
+        shutil.rmtree(run_dir)
+    elif exists and not cfg.resume:
+        raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it or --overwrite to start over")
+    elif not exists and run_dir.is_dir() and any(run_dir.iterdir()) and not cfg.resume:
+        raise ConfigError(f"{run_dir} is not empty and holds no aspo run: choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to --out {run_dir}: {exc.strerror or exc}") from None
+    return run_dir
+
+
+def load_policy(cfg: TrainConfig, task, run_dir: Path, device: torch.device, log):
+    """The initial policy. Embedded models are warmed up (cached) and their start weights saved in the run."""
+    init_dir = run_dir / "init_model"
+    if not cfg.embedded_model:
+        return load_local_model(cfg.model, device=str(device))
+    if (init_dir / "config.json").exists():  # resume: the exact start weights of this run
+        return load_local_model(init_dir, device=str(device))
+    model, tokenizer = warmed_up_model(cfg, task, log)
+    model.save_pretrained(init_dir)
+    tokenizer.save_pretrained(init_dir)
+    return model.to(device), tokenizer
+
+
+def warmed_up_model(cfg: TrainConfig, task, log=print):
+    """The embedded model after its supervised warm-up (cached on disk, so paid once per model/task/seed)."""
+    tokenizer = build_tokenizer(task.alphabet)
+    model = build_small_model(tokenizer, size=cfg.model, seed=cfg.seed)
+    model = warmup(model, tokenizer, task, seconds=cfg.warmup_seconds, max_steps=cfg.warmup_max_steps,
+                   target_accuracy=cfg.warmup_target, seed=cfg.seed, log=log)
+    return model, tokenizer
+
+
+def prepare_warmup(cfg: TrainConfig, log=print) -> None:
+    """Fill the warm-up cache ahead of several runs (aspo demo / experiment) so they share one start model."""
+    if cfg.embedded_model:
+        warmed_up_model(cfg, get_task(cfg.task, **parse_task_args(cfg.task_args)), log)
+
+
+def loss_kwargs(cfg: TrainConfig) -> dict:
+    kw = {k: v for k, v in LOSS_DEFAULTS.get(cfg.algo, {}).items() if k != "aggregation"}
+    if cfg.eps_low >= 0:
+        kw["eps_low"] = cfg.eps_low
+    if cfg.eps_high >= 0:
+        kw["eps_high"] = cfg.eps_high
+    kw["dual_clip"] = cfg.dual_clip
+    if cfg.entropy_clip:
+        kw["entropy_clip_top"] = 0.2
+        kw["entropy_clip_eps"] = 0.4
+    return kw
+
+
+def make_optimizer(cfg: TrainConfig, model):
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(cfg.lr_warmup_steps, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm))
+    return opt, sched
+
+
+def setup(cfg: TrainConfig, log=print) -> Run:
+    validate(cfg, LOSSES)
+    transformers.utils.logging.disable_progress_bar()  # our own progress bar is the one to watch
+    task = get_task(cfg.task, **parse_task_args(cfg.task_args))
+    run_dir = prepare_run_dir(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    model, tokenizer = load_policy(cfg, task, run_dir, device, log)
+    ref = None
+    if cfg.kl_beta > 0:
+        ref = load_reference(cfg, run_dir, device)
+    opt, sched = make_optimizer(cfg, model)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start = resume_state(cfg, run_dir, model, opt, sched, gen, device)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    train, heldout = task.splits(cfg.seed)
+    writer = make_writer(cfg, run_dir, resume_step=start - 1 if cfg.resume else None)
+    return Run(cfg, run_dir, device, task, train, heldout, model, ref, tokenizer, opt, sched, gen,
+               LOSSES[cfg.algo], loss_kwargs(cfg), writer, start, cfg.max_new_tokens or task.max_new_tokens,
+               cfg.aggregation or LOSS_AGGREGATION.get(cfg.algo, "token-mean"))
+
+
+def load_reference(cfg: TrainConfig, run_dir: Path, device):
+    source = run_dir / "init_model" if cfg.embedded_model else cfg.model
+    ref, _ = load_local_model(source, device=str(device))
+    ref.eval().requires_grad_(False)
+    return ref
+
+
+def resume_state(cfg, run_dir, model, opt, sched, gen, device) -> int:
+    """Restore the last checkpoint; return the first step to run."""
+    if not cfg.resume:
+        return 0
+    state = checkpoint.load_latest(run_dir, device)
+    if state is None:
+        return 0  # killed before the first checkpoint: start over (the writer drops its partial steps)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    checkpoint.restore_rng(state["rng"], gen)
+    return state["step"] + 1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------- one step
+def sample_problems(run: Run, step: int) -> list:
+    rng = random.Random(run.cfg.seed * 1_000_003 + step)  # per-step stream: identical after a resume
+    return rng.sample(run.train_problems, min(run.cfg.prompts_per_step, len(run.train_problems)))
+
+
+@torch.no_grad()
+def collect_rollouts(run: Run, step: int) -> Batch:
+    cfg = run.cfg
+    problems = sample_problems(run, step)
+    prompts = [format_prompt(run.tokenizer, p.prompt) for p in problems for _ in range(cfg.group_size)]
+    run.model.eval()
+    ro = generate(run.model, run.tokenizer, prompts, run.max_new_tokens, cfg.temperature, run.generator)
+    texts = list(ro.texts)
+    rewards = torch.tensor(run.task.rewards([p for p in problems for _ in range(cfg.group_size)], texts),
+                           dtype=torch.float32)
+    adv = group_advantages(rewards, cfg.group_size)
+    zero_var = zero_variance_groups(rewards, cfg.group_size)
+    mask = ro.completion_mask.float()
+    if cfg.drop_zero_var_groups:
+        mask = mask * (~zero_var).float()[:, None].to(mask.device)
+    T = ro.completion_ids.shape[1]
+    old_logp, old_ent = forward_all(run, run.model, ro.input_ids, ro.attention_mask, T)
+    ref_logp = forward_all(run, run.ref_model, ro.input_ids, ro.attention_mask, T)[0] if run.ref_model else None
+    group = torch.arange(len(problems)).repeat_interleave(cfg.group_size)
+    return Batch(problems, prompts, group, ro.input_ids, ro.attention_mask, ro.completion_ids,
+                 ro.completion_mask.float(), mask, texts,
+                 ro.truncated, rewards, adv, old_logp, old_ent, ref_logp, zero_var)
+
+
+@torch.no_grad()
+def forward_all(run: Run, model, input_ids, attention_mask, T):
+    """logp and entropy of every completion token, in micro-batches."""
+    model.eval()
+    parts = [token_logp_entropy(model, input_ids[i], attention_mask[i], T, run.cfg.temperature)
+             for i in chunks(torch.arange(len(input_ids)), run.cfg.micro_batch_seqs)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def chunks(index: torch.Tensor, size: int):
+    return [index[i:i + size] for i in range(0, len(index), size)]
+
+
+def minibatches(run: Run, batch: Batch):
+    """Each epoch, the groups in a fresh order, cut into mini-batches of whole groups."""
+    n_groups = int(batch.group.max()) + 1
+    for epoch in range(run.cfg.epochs):
+        order = torch.randperm(n_groups, generator=run.generator)
+        for mb, groups in enumerate(chunks(order, run.cfg.minibatch_prompts)):
+            seqs = torch.nonzero(torch.isin(batch.group, groups)).flatten()
+            yield epoch, mb, seqs
+
+
+def update_policy(run: Run, batch: Batch, log: StepLog) -> None:
+    """All the step's optimizer updates; every pass's per-token values go to `log`."""
+    run.model.train()
+    for epoch, mb, seqs in minibatches(run, batch):
+        normalizer = normaliser(run.aggregation, batch.mask[seqs])
+        if normalizer == 0:
+            continue  # e.g. every group dropped for zero reward variance
+        run.optimizer.zero_grad(set_to_none=True)
+        for micro in chunks(seqs, run.cfg.micro_batch_seqs):
+            loss_on_micro(run, batch, micro, normalizer, epoch, mb, log)
+        log.grad_norm.append(clip_gradients(run))
+        log.lr.append(run.scheduler.get_last_lr()[0])
+        run.optimizer.step()
+        run.scheduler.step()
+
+
+def normaliser(aggregation: str, mask: torch.Tensor) -> float:
+    """The explicit token (or sequence) count of one optimizer step: micro-batching cannot change the gradient."""
+    if aggregation == "token-mean":
+        return float(mask.sum())
+    return float((mask.sum(1) > 0).sum())
+
+
+def loss_on_micro(run: Run, batch: Batch, idx: torch.Tensor, normalizer: float, epoch: int, mb: int, log) -> None:
+    dev = run.device
+    T = batch.completion_ids.shape[1]
+    logp, entropy = token_logp_entropy(run.model, batch.input_ids[idx].to(dev), batch.attention_mask[idx].to(dev),
+                                       T, run.cfg.temperature)
+    mask = batch.mask[idx].to(dev)
+    adv = batch.advantages[idx].to(dev)[:, None].expand_as(logp)
+    out = run.loss_fn(logp, batch.old_logp[idx].to(dev), adv, mask, entropy=entropy.detach(), **run.loss_kwargs)
+    loss = aggregate(out.loss, mask, run.aggregation, normalizer)
+    kl = None
+    if batch.ref_logp is not None:
+        kl = kl_k3(logp, batch.ref_logp[idx].to(dev)) * mask
+        loss = loss + run.cfg.kl_beta * aggregate(kl, mask, run.aggregation, normalizer)
+    loss.backward()
+    log.add_pass(epoch, mb, idx, logp.detach(), entropy.detach(), out, mask, adv, kl, loss.item())
+
+
+def clip_gradients(run: Run) -> float:
+    params = [p for p in run.model.parameters() if p.grad is not None]
+    limit = run.cfg.max_grad_norm if run.cfg.max_grad_norm > 0 else float("inf")
+    return float(torch.nn.utils.clip_grad_norm_(params, limit))
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(run: Run) -> dict:
+    """avg@k and pass@k on a fixed held-out subset, sampled at the training temperature."""
+    cfg = run.cfg
+    problems = run.heldout[: cfg.eval_problems]
+    k = cfg.eval_k
+    prompts = [format_prompt(run.tokenizer, p.prompt) for p in problems for _ in range(k)]
+    gen = torch.Generator().manual_seed(cfg.seed + 777)  # same draws at every evaluation: less noise between steps
+    texts = []
+    for idx in chunks(torch.arange(len(prompts)), max(cfg.micro_batch_seqs, 64)):
+        ro = generate(run.model, run.tokenizer, [prompts[i] for i in idx], run.max_new_tokens, cfg.temperature, gen)
+        texts.extend(ro.texts)
+    rewards = run.task.rewards([p for p in problems for _ in range(k)], texts)
+    correct = np.array([r == 1.0 for r in rewards]).reshape(len(problems), k)
+    return {"eval_avg_at_k": float(np.mean([avg_at_k(k, int(c)) for c in correct.sum(1)])), "eval_k": float(k),
+            "eval_pass_at_k": float(np.mean([pass_at_k(k, int(c), k) for c in correct.sum(1)]))}
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+def train_step(run: Run, step: int) -> dict:
+    started = time.perf_counter()
+    batch = collect_rollouts(run, step)
+    log = StepLog(run.tokenizer)
+    update_policy(run, batch, log)
+    new_logp, _ = forward_all(run, run.model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1])
+    metrics = step_metrics(batch, log, run.cfg)
+    if should_eval(run.cfg, step):
+        metrics.update(evaluate(run))
+    metrics["seconds"] = time.perf_counter() - started
+    metrics["tokens_per_s"] = float(batch.mask.sum()) * run.cfg.epochs / metrics["seconds"]
+    tokens = log.token_columns(batch, new_logp)
+    run.writer.log_step(step, metrics, sequence_columns(batch, run.cfg), tokens)
+    return metrics
+
+
+def should_eval(cfg: TrainConfig, step: int) -> bool:
+    return cfg.eval_every > 0 and ((step + 1) % cfg.eval_every == 0 or step == cfg.steps - 1 or step == 0)
+
+
+def train(cfg: TrainConfig, log=print, on_step=None) -> Path:
+    """Run (or resume) one training run; returns its directory. Marks the run's status however it ends."""
+    run = setup(cfg, log)
+    with run.writer:  # marks the run failed/killed if anything below raises
+        for step in range(run.start_step, cfg.steps):
+            metrics = train_step(run, step)
+            if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.steps - 1:
+                checkpoint.save(run.run_dir, step, run.model, run.optimizer, run.scheduler, run.generator)
+            if on_step:
+                on_step(step, metrics)
+        run.writer.set_status("finished")
+    return run.run_dir
+
+
+def finite_or_none(x) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)

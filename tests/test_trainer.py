@@ -1,0 +1,137 @@
+"""The RL loop end to end on the tiny preset: real model, real task, real writer, real queries."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from aspo import trainer
+from aspo.config import make_config
+from logs_schema import queries
+
+
+def tiny(tmp_path, **kw):
+    kw.setdefault("task_args", "digits=1,n_train=80,n_heldout=20")  # learnable in seconds: advantages non-zero
+    return make_config("tiny", out=str(tmp_path / kw.pop("name", "run")), progress=False, **kw)
+
+
+class Spy:
+    """Records what the trainer hands to the real writer (and still writes it)."""
+
+    def __init__(self, writer):
+        self.writer, self.calls = writer, []
+
+    def log_step(self, step, metrics, sequences, tokens):
+        self.calls.append((step, metrics, sequences, {k: np.array(v) for k, v in tokens.items()}))
+        self.writer.log_step(step, metrics, sequences, tokens)
+
+    def __getattr__(self, name):
+        return getattr(self.writer, name)
+
+
+def run_steps(cfg, n):
+    run = trainer.setup(cfg, log=lambda m: None)
+    run.writer = Spy(run.writer)
+    for step in range(n):
+        trainer.train_step(run, step)
+    run.writer.set_status("finished")
+    return run
+
+
+@pytest.fixture(scope="module")
+def aspo_run(tmp_path_factory):
+    return run_steps(tiny(tmp_path_factory.mktemp("aspo"), algo="aspo"), 2)
+
+
+@pytest.fixture(scope="module")
+def grpo_run(tmp_path_factory):
+    return run_steps(tiny(tmp_path_factory.mktemp("grpo"), algo="grpo"), 2)
+
+
+def test_ratios_move_off_policy(aspo_run):
+    tok = aspo_run.writer.calls[-1][3]
+    first_pass = (tok["epoch"] == 0) & (tok["minibatch"] == 0)
+    np.testing.assert_allclose(tok["ratio"][first_pass], 1.0, atol=1e-5)  # before any update: on-policy
+    assert np.abs(tok["ratio"][tok["epoch"] == 1] - 1).max() > 1e-3  # later passes are off-policy
+
+
+def test_logged_token_rows_equal_trainer_tensors(aspo_run):
+    step, _, _, tok = aspo_run.writer.calls[-1]
+    got = queries.sample_tokens(aspo_run.run_dir, aspo_run.cfg.run_id, step, int(tok["sample"][0]), epoch=1)
+    want = pd.DataFrame({k: tok[k] for k in ("epoch", "minibatch", "sample", "position", "logp", "old_logp",
+                                             "new_logp", "ratio", "weight", "entropy", "advantage")})
+    want = want[(want["sample"] == tok["sample"][0]) & (want["epoch"] == 1)].sort_values("position")
+    assert len(got) == len(want) > 0
+    for col in ("position", "logp", "old_logp", "new_logp", "ratio", "weight", "entropy", "advantage"):
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float), rtol=1e-5, atol=1e-6)
+
+
+def test_aspo_rule_in_logged_rows(aspo_run):
+    rows = pd.concat([queries.sample_tokens(aspo_run.run_dir, aspo_run.cfg.run_id, s, i, epoch=e)
+                      for s, _, seqs, _ in aspo_run.writer.calls for i in range(len(seqs["sample"])) for e in (0, 1)])
+    free = rows[(rows.advantage > 0) & ~rows.clipped & ~rows.dual_clipped]
+    assert len(free) > 0
+    np.testing.assert_allclose(free.weight, 1 / free.ratio, rtol=1e-4)
+
+
+def test_grpo_rule_in_logged_rows(grpo_run):
+    tok = grpo_run.writer.calls[-1][3]
+    free = (tok["advantage"] != 0) & ~tok["clipped"] & ~tok["dual_clipped"]
+    assert free.any()
+    np.testing.assert_allclose(tok["weight"][free], tok["ratio"][free], rtol=1e-5)
+    steps = queries.step_metrics(grpo_run.run_dir)
+    assert list(steps["step"]) == [0, 1]
+    assert steps["entropy_mean"].notna().all() and steps["eval_avg_at_k"].notna().any()
+
+
+def test_new_logp_is_measured_after_the_updates(aspo_run):
+    tok = aspo_run.writer.calls[-1][3]
+    delta = tok["new_logp"] - tok["old_logp"]
+    assert np.abs(delta).max() > 1e-4
+    last = tok["epoch"] == tok["epoch"].max()
+    assert np.abs(tok["new_logp"][last] - tok["logp"][last]).max() > 0  # the last pass's update moved it again
+
+
+def test_same_seed_same_run(tmp_path):
+    a = run_steps(tiny(tmp_path, name="a", algo="grpo"), 1).writer.calls[0]
+    b = run_steps(tiny(tmp_path, name="b", algo="grpo"), 1).writer.calls[0]
+    np.testing.assert_array_equal(a[3]["token_id"], b[3]["token_id"])
+    np.testing.assert_allclose(a[3]["weight"], b[3]["weight"])
+
+
+def test_existing_run_needs_resume_or_overwrite(tmp_path, aspo_run):
+    from aspo.config import ConfigError
+    cfg = make_config("tiny", out=str(aspo_run.run_dir), progress=False)
+    with pytest.raises(ConfigError, match="--resume"):
+        trainer.setup(cfg)
+
+
+def test_every_loss_trains_one_step(tmp_path):
+    from aspo.losses import LOSSES
+    for algo in LOSSES:
+        run = run_steps(tiny(tmp_path, name=algo, algo=algo, eval_every=0), 1)
+        m = run.writer.calls[0][1]
+        assert np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"]), algo
+    assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--algo", "foo"], "unknown algo 'foo'"),
+    (["--model", "/no/such/model"], "is not a directory"),
+    (["--prompts-per-step", "6", "--minibatch-prompts", "4"], "not a multiple"),
+    (["--out", "/proc/aspo-cannot-write"], "cannot write"),
+    (["--steps", "abc"], "invalid int value"),
+    (["--task", "jsonl:/no/such.jsonl"], "not found"),
+    (["--group-size", "1"], "--group-size must be >= 2"),
+])
+def test_cli_bad_input_is_one_line(args, needle, tmp_path, capsys):
+    from aspo.cli import main
+    argv = ["train", "--out", str(tmp_path / "r")] + args
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse type errors exit from the parser
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
