@@ -68,6 +68,8 @@ def test_hostile_candidates_score_zero_and_spare_the_rest(tmp_path, monkeypatch)
         "kill the parent": f"f=lambda x: {WALK}['kill']({os.getpid()}, 9)",
         "eval": "f=lambda x: eval('2*x+1')",
         "deep recursion": "f=lambda x: f(x)",
+        "read the hidden answer from the harness frame": "def f(x):\n    try:\n        1/0\n"
+            "    except Exception as e:\n        return e.__traceback__.tb_frame.f_back.f_locals['expected']",
     }
     sources = [s for h in hostile.values() for s in (h, GOOD)]
     before = set(Path(tempfile.gettempdir()).glob("aspo-sandbox-*"))
@@ -100,6 +102,8 @@ def test_child_isolation_report():
         assert report.uid == 65534, "root should drop to nobody in the child"
     if _netns_possible():
         assert report.netns, "unshare -n works here, so the child should have no network"
+    if sys.platform.startswith("linux"):
+        assert report.unset_limits == ()
 
 
 def test_empty_environment_and_private_cwd():
@@ -123,3 +127,11 @@ def test_batch_of_128_is_fast():
 def test_mismatched_lengths():
     with pytest.raises(ValueError, match="test lists"):
         run_programs([GOOD], [])
+
+
+@pytest.mark.parametrize("interpreter,message", [("/nonexistent/python", "cannot start"), ("/bin/false", "did not start")])
+def test_broken_interpreter_is_an_error_not_zero_rewards(monkeypatch, interpreter, message):
+    """A sandbox that cannot run must fail loudly: silent all-zero rewards would stall training unnoticed."""
+    monkeypatch.setattr(sys, "executable", interpreter)
+    with pytest.raises(sandbox.SandboxError, match=message):
+        run_programs([GOOD], [TESTS])

@@ -20,6 +20,7 @@ the process, namespace and rlimits are.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import select
@@ -61,7 +62,11 @@ class SandboxReport:
     """What the last child reported about its isolation (for logs and the closing note)."""
 
     netns: bool | None = None
+    """The child ran in its own network namespace (no network at all)."""
     uid: int | None = None
+    """The uid candidates ran as (65534 = nobody when the trainer runs as root)."""
+    unset_limits: tuple = ()
+    """rlimits this platform refused (empty on Linux)."""
     spawns: int = 0
     killed: int = 0
 
@@ -91,8 +96,15 @@ def run_programs(
     budget = limits.batch_s if limits.batch_s is not None else 5.0 + n * (limits.per_candidate_s + limits.grace_s)
     deadline = time.monotonic() + budget
     report = SandboxReport()
+    failed_starts = 0
     while todo and time.monotonic() < deadline:
-        done = _run_child(todo, entry, limits, deadline, report)
+        try:
+            done = _run_child(todo, entry, limits, deadline, report)
+        except SandboxError:
+            failed_starts += 1
+            if failed_starts > 1:  # once may be a transient fork/memory hiccup; twice is a broken set-up
+                raise
+            continue
         for i, r in done.items():
             scores[i] = r
         # the candidate that was running when the child died (if any) keeps 0 and is not retried
@@ -133,7 +145,7 @@ def _run_child(todo: list, entry: str, limits: SandboxLimits, deadline: float, r
 def _collect(proc, nonce, order, limits, deadline, report) -> dict:
     """Read result lines until all are in, the child dies, or a watchdog fires (then the caller kills it)."""
     done: dict[int, float] = {}
-    buf, err = b"", b""
+    buf, err, total = b"", b"", 0
     max_bytes = 4096 + 128 * len(order)
     ready = False
     step_deadline = time.monotonic() + limits.startup_s
@@ -153,7 +165,8 @@ def _collect(proc, nonce, order, limits, deadline, report) -> dict:
                 err = (err + chunk)[-4096:]
             else:
                 buf += chunk
-        if len(buf) > max_bytes:  # only a candidate writing to our channel can do this
+                total += len(chunk)
+        if total > max_bytes:  # only a candidate writing to our channel can do this
             report.killed += 1
             break
         *lines, buf = buf.split(b"\n")
@@ -164,6 +177,8 @@ def _collect(proc, nonce, order, limits, deadline, report) -> dict:
             if msg.get("ready") and not ready:
                 ready = True
                 report.netns, report.uid = bool(msg.get("netns")), msg.get("uid")
+                report.unset_limits = tuple(msg.get("unset_limits") or ())
+                _warn_once(report)
             elif ready and msg.get("i") == (order[len(done)] if len(done) < len(order) else None):
                 r = msg.get("r")
                 done[order[len(done)]] = min(1.0, max(0.0, float(r))) if isinstance(r, (int, float)) else 0.0
@@ -174,6 +189,22 @@ def _collect(proc, nonce, order, limits, deadline, report) -> dict:
         _kill(proc)
         raise SandboxError(f"sandbox: child did not start (exit {proc.returncode}): {err.decode(errors='replace')[-500:]}")
     return done
+
+
+_warned: set = set()
+
+
+def _warn_once(report: SandboxReport) -> None:
+    """Say once per process when isolation is weaker than on a Linux host where we are root."""
+    weak = []
+    if not report.netns:
+        weak.append("no network namespace here (new sockets are still refused by RLIMIT_NOFILE and the audit hook)")
+    if report.unset_limits:
+        weak.append("rlimits not set: " + ", ".join(report.unset_limits))
+    for item in weak:
+        if item not in _warned:
+            _warned.add(item)
+            logging.getLogger(__name__).warning("sandbox: %s", item)
 
 
 def _parse(line: bytes, nonce: str):
