@@ -1,0 +1,117 @@
+"""What every page needs before it draws: the log directory and its runs (or a clear message and a
+stop), the skipped-file report, the live-mode wrapper and the live step counter."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import pandas as pd
+import streamlit as st
+
+from app import data
+
+# Plain Unicode symbols (emoji fonts are often missing on Linux browsers).
+STATUS_ICONS = {"running": "●", "finished": "✓", "failed": "✗", "killed": "■", "stale": "⚠", "unknown": "?"}
+
+
+class Context(NamedTuple):
+    root: str
+    runs: pd.DataFrame        # queries.list_runs
+    selected: list[str]       # runs to compare (sidebar)
+    focus: str                # run to inspect (sidebar)
+
+
+def show_problems(root: str) -> None:
+    probs = data.problems(root)
+    if probs.empty:
+        return
+    st.warning(f"{len(probs)} log file(s) were skipped (corrupt, truncated, newer schema, ...): "
+               "the views below leave them out.")
+    with st.expander("Skipped files"):
+        st.dataframe(probs, hide_index=True, width="stretch")
+
+
+def context(title: str) -> Context:
+    """Page title, then the runs; stops the page with an explanation when there is nothing to draw."""
+    st.title(title)
+    root = data.logs_root()
+    if not Path(root).is_dir():
+        st.warning(f"Log directory `{root}` does not exist. Start a run with `aspo train --out {root}/<run>` "
+                   "or open the dashboard on another directory: `aspo dashboard --logs DIR`.")
+        st.stop()
+    show_problems(root)
+    runs = data.list_runs(root)
+    if runs.empty:
+        st.info(f"No runs under `{root}` yet. Runs appear here as soon as a trainer writes its first "
+                "files (`aspo train --out DIR/<run>`).")
+        st.stop()
+    ids = list(runs["run_id"].astype(str))
+    selected = [r for r in st.session_state.get("selected_runs", []) if r in ids] or ids[-4:]
+    focus = st.session_state.get("focus_run")
+    focus = focus if focus in ids else selected[-1]
+    return Context(root, runs, selected, focus)
+
+
+def runs_with_steps(ctx: Context, run_ids=None) -> list[str]:
+    """The given (default: selected) runs that have at least one published step; says so otherwise."""
+    run_ids = ctx.selected if run_ids is None else run_ids
+    r = ctx.runs.set_index("run_id")
+    ok = [x for x in run_ids if x in r.index and pd.notna(r.at[x, "n_steps"]) and r.at[x, "n_steps"] > 0]
+    empty = [x for x in run_ids if x not in ok]
+    if empty:
+        st.info(f"No steps logged yet for: {', '.join(empty)}.")
+    return ok
+
+
+def is_running(ctx: Context, run_ids=None) -> bool:
+    run_ids = ctx.selected if run_ids is None else run_ids
+    return bool(ctx.runs[ctx.runs["run_id"].isin(run_ids)]["status"].eq("running").any())
+
+
+def live_counter(root: str, run_ids) -> None:
+    """The latest step of each run (re-read on every fragment rerun): the live view's heartbeat.
+    Stops the timer (full rerun) once none of the runs is running any more."""
+    runs = data.list_runs(root)
+    runs = runs[runs["run_id"].isin(run_ids)]
+    parts = [f"{STATUS_ICONS.get(s, '')} **{r}**: {0 if pd.isna(n) else int(n)} steps logged"
+             + ("" if pd.isna(last) else f" (last step {int(last)})")
+             for r, s, n, last in runs[["run_id", "status", "n_steps", "last_step"]].itertuples(index=False)]
+    live = runs["status"].eq("running").any()
+    st.caption(("● live, refreshing every %.1f s — " % data.LIVE_EVERY_S if live else "") + " · ".join(parts))
+    if not live and st.session_state.get("_was_live"):
+        st.session_state["_was_live"] = False
+        st.rerun()
+    st.session_state["_was_live"] = bool(live)
+
+
+def live(body: Callable[[], None], ctx: Context, run_ids=None) -> None:
+    """Run `body` (which re-reads its data through app.data); when one of the runs is running, run it
+    as a fragment that Streamlit reruns every LIVE_EVERY_S seconds, so new steps appear without a
+    full page reload."""
+    run_ids = ctx.selected if run_ids is None else run_ids
+
+    def framed():
+        live_counter(ctx.root, run_ids)
+        body()
+
+    if is_running(ctx, run_ids):
+        st.fragment(framed, run_every=data.LIVE_EVERY_S)()
+    else:
+        framed()
+
+
+def pref(widget: Callable, label: str, name: str, default, page: str, **kwargs):
+    """A widget whose value is a preference shared by pages (e.g. the collapse threshold): stored
+    under `pref:<name>`, so it survives page switches (Streamlit drops the state of widgets that a
+    run does not draw)."""
+    key, wkey = f"pref:{name}", f"widget:{page}:{name}"
+    st.session_state.setdefault(key, default)
+    if wkey not in st.session_state:
+        st.session_state[wkey] = st.session_state[key]
+    value = widget(label, key=wkey, **kwargs)
+    st.session_state[key] = value
+    return value
+
+
+def plot(fig, key: str | None = None) -> None:
+    st.plotly_chart(fig, width="stretch", key=key, config={"displaylogo": False})

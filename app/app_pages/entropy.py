@@ -1,0 +1,71 @@
+"""Entropy: mean policy entropy per run over steps, its distribution over time, the share of
+near-deterministic tokens, and the collapse alert with the step it fired."""
+import streamlit as st
+
+from app import charts, data
+from app.app_pages import common
+
+NEAR_NATS = 0.1  # logs_schema.schema.NEAR_DETERMINISTIC_NATS (what near_deterministic_frac counts)
+
+ctx = common.context("Entropy")
+run_ids = common.runs_with_steps(ctx)
+if not run_ids:
+    st.stop()
+c1, c2, c3 = st.columns(3)
+with c1:
+    fraction = common.pref(st.slider, "Collapse alert: entropy below this fraction of its start",
+                           "collapse_fraction", 0.5, "entropy", min_value=0.05, max_value=0.95, step=0.05)
+with c2:
+    first = common.pref(st.number_input, "First steps averaged for the start value", "collapse_first", 3,
+                        "entropy", min_value=1, max_value=50)
+with c3:
+    smoothing = common.pref(st.slider, "Smoothing (EMA weight)", "smoothing", 0.0, "entropy",
+                            min_value=0.0, max_value=0.99, step=0.01)
+focus = ctx.focus if ctx.focus in run_ids else run_ids[-1]
+
+
+def alerts(collapse) -> None:
+    for r in collapse.itertuples(index=False):
+        if r.fired_step == r.fired_step:  # not NaN
+            st.error(f"**Entropy collapse in {r.run_id}** at step {int(r.fired_step)}: entropy fell below "
+                     f"{fraction:.0%} of its start ({r.threshold:.3f} of {r.baseline:.3f} nats); now {r.last:.3f}.")
+        else:
+            st.success(f"{r.run_id}: no entropy collapse (now {r.last:.3f} nats, start {r.baseline:.3f}, "
+                       f"alert below {r.threshold:.3f}).")
+
+
+def body() -> None:
+    ent = data.entropy_over_steps(ctx.root, run_ids)
+    if ent.empty:
+        st.info("No entropy logged yet.")
+        return
+    ent = ent.assign(entropy_mean=ent["entropy_mean"].fillna(ent["token_entropy_mean"]))
+    collapse = data.entropy_collapse(ent, fraction, int(first))
+    alerts(collapse)
+    colors = charts.run_colors(ctx.runs["run_id"])
+    fig = charts.step_curves(ent, "entropy_mean", smoothing, title="mean token entropy over steps",
+                             y_title="entropy (nats)", colors=colors)
+    for r in collapse.itertuples(index=False):
+        charts.add_threshold(fig, r.threshold, f"{r.run_id}: {fraction:.0%} of start", colors.get(r.run_id))
+        if r.fired_step == r.fired_step:
+            fig.add_vline(x=r.fired_step, line=dict(color=colors.get(r.run_id), dash="dash"),
+                          annotation_text=f"collapse {r.run_id}")
+    a, b = st.columns(2)
+    with a:
+        common.plot(fig, key="entropy_mean")
+    with b:
+        common.plot(charts.step_curves(ent, "near_deterministic_frac", smoothing, colors=colors,
+                                       title=f"share of near-deterministic tokens (entropy < {NEAR_NATS} nats)",
+                                       y_title="share of token rows"), key="near_det")
+    a, b = st.columns(2)
+    with a:
+        common.plot(charts.step_curves(ent, ["entropy_mean_pos", "entropy_mean_neg"], smoothing, colors=colors,
+                                       title="entropy by advantage sign", y_title="entropy (nats)"),
+                    key="entropy_sign")
+    with b:
+        n = int(ctx.runs.set_index("run_id").at[focus, "n_steps"] or 1)
+        dist = data.entropy_distribution(ctx.root, [focus], every=data.every_for(n))
+        common.plot(charts.entropy_heatmap(dist, focus), key="entropy_dist")
+
+
+common.live(body, ctx, run_ids)

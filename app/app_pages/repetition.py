@@ -1,0 +1,53 @@
+"""Repetition: repetition rate over steps split by reward (or advantage) sign, and the most repetitive
+responses with their repeated n-grams highlighted."""
+import html
+
+import streamlit as st
+
+from app import charts, data
+from app.app_pages import common
+
+ctx = common.context("Repetition")
+run_ids = common.runs_with_steps(ctx)
+if not run_ids:
+    st.stop()
+st.caption("repetition_rate of a response = repeated n-gram occurrences / all n-grams (token n-grams, "
+           "as the trainer logs it); averaged per step.")
+c1, c2, c3 = st.columns(3)
+with c1:
+    by = st.radio("Split by the sign of", ["reward", "advantage"], horizontal=True, key="rep_by")
+with c2:
+    smoothing = common.pref(st.slider, "Smoothing (EMA weight)", "smoothing", 0.0, "repetition",
+                            min_value=0.0, max_value=0.99, step=0.01)
+with c3:
+    n = st.number_input("n-gram length for highlighting", 2, 20, 3, key="rep_n")
+focus = ctx.focus if ctx.focus in run_ids else run_ids[-1]
+
+
+def sample_text(row) -> str:
+    """The completion highlighted on its logged tokens when kept, else on its characters."""
+    toks = None
+    if bool(row.tokens_logged):
+        t = data.sample_tokens(ctx.root, row.run_id, row.step, row.sample, epoch=0)
+        if len(t) and t["token"].notna().all():
+            toks = t.sort_values("position")["token"].astype(str).tolist()
+    return charts.highlight_repeats_html(row.completion or "", int(n), toks)
+
+
+def body() -> None:
+    rep = data.repetition_over_steps(ctx.root, run_ids, by=by)
+    colors = charts.run_colors(ctx.runs["run_id"])
+    common.plot(charts.repetition_curves(rep, by, smoothing, colors), key="rep_curves")
+    st.subheader(f"Most repetitive responses — {focus}")
+    top = data.top_repetitive_samples(ctx.root, focus, limit=8)
+    if top.empty:
+        st.info(f"No responses logged for {focus} yet.")
+        return
+    for row in top.itertuples(index=False):
+        head = (f"step {row.step} · sample {row.sample} · repetition_rate {row.repetition_rate:.3f} · "
+                f"reward {row.reward:g} · advantage {row.advantage:+.3f}")
+        st.html(f"<div style='margin-bottom:0.8em'><b>{html.escape(head)}</b><br><span style='color:#888'>"
+                f"prompt:</span> <code>{html.escape(str(row.prompt))}</code><br>{sample_text(row)}</div>")
+
+
+common.live(body, ctx, run_ids)

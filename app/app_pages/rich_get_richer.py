@@ -1,0 +1,95 @@
+"""Rich-get-richer: weight and realised delta_logp against old token probability, per advantage sign,
+runs side by side; ratio/weight distributions per sign over steps; the loss's weight landscape."""
+import json
+
+import streamlit as st
+
+from app import charts, data
+from app.app_pages import common
+
+ctx = common.context("Rich-get-richer")
+run_ids = common.runs_with_steps(ctx)
+if not run_ids:
+    st.stop()
+st.caption("Under GRPO the weight of a positive-advantage token is its ratio: probable tokens that already "
+           "moved up get the larger weights (the rich get richer). ASPO weights them 1/ratio, so lagging "
+           "low-probability tokens catch up. Bins: old probability exp(old_logp), all token rows × update passes.")
+last = int(ctx.runs[ctx.runs["run_id"].isin(run_ids)]["last_step"].max())
+c1, c2 = st.columns([2, 1])
+with c1:
+    window = st.slider("Step window", 0, max(last, 1), (0, max(last, 1)), key="rgr_window")
+with c2:
+    focus = st.selectbox("Run for the distributions and the landscape", run_ids,
+                         index=run_ids.index(ctx.focus) if ctx.focus in run_ids else len(run_ids) - 1)
+follow = window[1] >= last
+
+
+def loss_params(run_id: str) -> tuple[str, float | None, float | None, float | None]:
+    row = ctx.runs.set_index("run_id").loc[run_id]
+    try:
+        cfg = json.loads(row["config_json"]) if isinstance(row["config_json"], str) else {}
+    except ValueError:
+        cfg = {}
+    get = lambda *names: next((float(cfg[n]) for n in names if cfg.get(n) is not None), None)  # noqa: E731
+    return str(row["algo"] or cfg.get("algo") or "grpo"), get("eps_low"), get("eps_high"), \
+        get("dual_clip", "c")
+
+
+def rich_panels() -> None:
+    end = None if follow else window[1]
+    rgr = data.rich_get_richer(ctx.root, run_ids, window[0], end)
+    a, b = st.columns(2)
+    with a:
+        common.plot(charts.rich_get_richer(rgr, "weight_mean", run_ids), key="rgr_weight")
+    with b:
+        common.plot(charts.rich_get_richer(rgr, "delta_logp_mean", run_ids), key="rgr_delta")
+    over = data.rich_get_richer_over_steps(ctx.root, [focus], window[0], end)
+    common.plot(charts.rich_get_richer_windows(over, "weight_mean", "pos"), key="rgr_windows")
+
+
+def distributions() -> None:
+    n = int(ctx.runs.set_index("run_id").at[focus, "n_steps"] or 1)
+    every = data.every_for(n)
+    a, b = st.columns(2)
+    for col, quantity in ((a, "ratio"), (b, "weight")):
+        dist = data.value_distribution(ctx.root, [focus], quantity, window[0], None if follow else window[1],
+                                       every)
+        with col:
+            common.plot(charts.value_heatmap(dist, quantity, focus), key=f"dist_{quantity}")
+
+
+def landscape() -> None:
+    steps = data.steps_available(ctx.root, focus)
+    if steps.empty:
+        st.info(f"No steps for {focus} yet.")
+        return
+    algo, eps_low, eps_high, c = loss_params(focus)
+    l1, l2, l3, l4 = st.columns(4)
+    algo = l1.selectbox("Loss", list(charts.LANDSCAPE_DEFAULTS), key="landscape_algo",
+                        index=list(charts.LANDSCAPE_DEFAULTS).index(algo) if algo in charts.LANDSCAPE_DEFAULTS else 0)
+    d_lo, d_hi, d_c = charts.LANDSCAPE_DEFAULTS[algo]
+    eps_low = l2.number_input("eps_low", 0.0, 1.0, eps_low or d_lo, 0.01, format="%.4g")
+    eps_high = l3.number_input("eps_high", 0.0, 5.0, eps_high or d_hi, 0.01, format="%.4g")
+    c = l4.number_input("dual clip c", 1.01, 20.0, c or d_c, 0.5)
+    options = steps["step"].tolist()
+    step = st.select_slider("Step whose logged tokens are drawn", options, value=options[-1], key="landscape_step")
+    tokens = data.weight_landscape_tokens(ctx.root, focus, step)
+    common.plot(charts.weight_landscape(algo, tokens, eps_low, eps_high, c), key="landscape")
+    if tokens.empty:
+        st.info("This step kept no token rows (token budget): the landscape is drawn without tokens.")
+    else:
+        st.caption(f"{len(tokens)} token rows of step {step} ({focus}) drawn: x = exp(old_logp), "
+                   "y = exp(logp) at that update pass; colour of the map = weight the loss gives at that point.")
+
+
+
+
+def live_part() -> None:
+    rich_panels()
+    st.subheader(f"ratio and weight distributions over steps — {focus}")
+    distributions()
+
+
+common.live(live_part, ctx, run_ids)
+st.subheader(f"Weight landscape — {focus}")
+landscape()

@@ -1,0 +1,59 @@
+"""Runs: every run under the log directory with its status, progress, last metrics and health badges."""
+import pandas as pd
+import streamlit as st
+
+from app import charts, data
+from app.app_pages import common
+
+ctx = common.context("Runs")
+c1, c2 = st.columns(2)
+with c1:
+    fraction = common.pref(st.slider, "Entropy collapse: alert below this fraction of the first steps' "
+                           "mean entropy", "collapse_fraction", 0.5, "runs", min_value=0.05, max_value=0.95)
+with c2:
+    first = common.pref(st.number_input, "First steps averaged for the entropy baseline", "collapse_first",
+                        3, "runs", min_value=1, max_value=50)
+all_ids = list(ctx.runs["run_id"])
+
+
+def body() -> None:
+    runs = data.list_runs(ctx.root)
+    steps = data.step_metrics(ctx.root, all_ids)
+    badges = data.health(steps, fraction, int(first))
+    table = runs.merge(badges, on="run_id", how="left")
+    table["status"] = [f"{common.STATUS_ICONS.get(s, '')} {s}" for s in table["status"]]
+    table["badges"] = table["badges"].fillna("no steps yet")
+    cols = ["run_id", "algo", "task", "model", "status", "n_steps", "last_step", "reward_mean", "accuracy",
+            "entropy_mean", "repetition_rate", "eval_pass_at_k", "badges", "heartbeat_age_s", "path"]
+    st.dataframe(table[cols], hide_index=True, width="stretch", column_config={
+        "n_steps": st.column_config.NumberColumn("steps"),
+        "heartbeat_age_s": st.column_config.NumberColumn("heartbeat age (s)", format="%.0f"),
+        "badges": st.column_config.TextColumn("health", width="large"),
+        "reward_mean": st.column_config.NumberColumn("last reward", format="%.3f"),
+        "accuracy": st.column_config.NumberColumn("last accuracy", format="%.3f"),
+        "entropy_mean": st.column_config.NumberColumn("last entropy", format="%.3f"),
+        "repetition_rate": st.column_config.NumberColumn("last repetition", format="%.3f"),
+        "eval_pass_at_k": st.column_config.NumberColumn("last pass@k", format="%.3f"),
+    })
+    alerts = badges[badges["badges"] != "✓ healthy"] if len(badges) else badges
+    for r in alerts.itertuples(index=False):
+        st.warning(f"**{r.run_id}**: {r.badges}")
+    if (table["status"].str.contains("stale")).any():
+        st.caption("⚠️ stale: the run says it is running but its writer has not written for a while "
+                   "or its process is gone (killed without a final status).")
+    if steps.empty:
+        st.info("No steps logged yet.")
+        return
+    colors = charts.run_colors(all_ids)
+    a, b = st.columns(2)
+    with a:
+        common.plot(charts.step_curves(steps, "reward_mean", title="reward over steps", colors=colors))
+    with b:
+        common.plot(charts.step_curves(steps, "entropy_mean", title="entropy over steps", colors=colors))
+
+
+common.live(body, ctx, all_ids)
+with st.expander("Run configurations"):
+    for r in ctx.runs.itertuples(index=False):
+        st.markdown(f"**{r.run_id}** — started {r.started_at if pd.notna(r.started_at) else '?'}")
+        st.code(r.config_json if isinstance(r.config_json, str) else "{}", language="json")

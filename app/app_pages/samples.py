@@ -1,0 +1,86 @@
+"""Samples: one response's tokens coloured by weight, ratio, entropy or delta_logp, with every value on
+hover; filters by reward, advantage sign and clipped tokens."""
+import numpy as np
+import streamlit as st
+
+from app import charts, data
+from app.app_pages import common
+
+QUANTITIES = ["weight", "ratio", "entropy", "delta_logp"]
+SIGNS = {"all": None, "advantage > 0": "pos", "advantage < 0": "neg", "advantage = 0": "zero"}
+
+ctx = common.context("Samples")
+focus = ctx.focus
+if not common.runs_with_steps(ctx, [focus]):
+    st.stop()
+c1, c2, c3 = st.columns(3)
+sign = c1.radio("Advantage sign", list(SIGNS), horizontal=True, key="samples_sign")
+rmin, rmax = c2.slider("Reward range", 0.0, 1.0, (0.0, 1.0), 0.05, key="samples_reward")
+quantity = c3.radio("Colour tokens by", QUANTITIES, horizontal=True, key="samples_quantity")
+c4, c5 = st.columns([1, 2])
+clip_only = c4.checkbox("Only clipped / dual_clipped tokens", key="samples_clip",
+                        help="Other tokens are greyed out.")
+follow = c5.checkbox("Follow the latest step", value=True, key="samples_follow")
+
+
+def pick_step() -> int | None:
+    steps = data.steps_available(ctx.root, focus)
+    if steps.empty:
+        st.info(f"No steps for {focus} yet.")
+        return None
+    options = steps["step"].tolist()
+    if follow or len(options) == 1:
+        st.markdown(f"Step **{options[-1]}** (latest of {len(options)})")
+        return options[-1]
+    return st.select_slider("Step", options, value=options[-1], key="samples_step")
+
+
+def label(s) -> str:
+    text = (s.completion or "")[:40]
+    return (f"#{s.sample} · reward {s.reward:g} · adv {s.advantage:+.2f} · len {s.length} · {text!r}"
+            + ("" if s.tokens_logged else " · (no token rows)"))
+
+
+def body() -> None:
+    step = pick_step()
+    if step is None:
+        return
+    seqs = data.samples(ctx.root, focus, step, adv_sign=SIGNS[sign], min_reward=rmin, max_reward=rmax)
+    if seqs.empty:
+        st.info("No response of this step matches the filters.")
+        return
+    rows = {int(s.sample): s for s in seqs.itertuples(index=False)}
+    sample = st.selectbox(f"Response ({len(rows)} match)", list(rows), format_func=lambda k: label(rows[k]),
+                          key="samples_pick")
+    s = rows.get(sample) or next(iter(rows.values()))
+    m = st.columns(5)
+    for col, (name, val) in zip(m, [("reward", f"{s.reward:g}"), ("advantage", f"{s.advantage:+.3f}"),
+                                    ("length", s.length), ("repetition_rate", f"{s.repetition_rate:.3f}"),
+                                    ("correct", "yes" if s.correct else "no")]):
+        col.metric(name, val)
+    st.markdown(f"**prompt** `{s.prompt}`")
+    tokens = data.sample_tokens(ctx.root, focus, step, s.sample, epoch=None)
+    if tokens.empty:
+        st.info("The token rows of this response were not kept (token budget): only its text is logged.")
+        st.code(s.completion or "")
+        return
+    epochs = sorted(tokens["epoch"].unique())
+    epoch = st.radio("Update pass (epoch)", epochs, horizontal=True, key="samples_epoch") if len(epochs) > 1 \
+        else epochs[0]
+    shown = tokens.copy()
+    if clip_only:
+        keep = shown["clipped"] | shown["dual_clipped"]
+        shown.loc[~keep, quantity] = np.nan
+        st.caption(f"{int(keep[shown['epoch'] == epoch].sum())} clipped / dual_clipped token(s) in this pass.")
+    one = shown[shown["epoch"] == epoch]
+    st.markdown(f"**completion** — coloured by `{quantity}` (hover a token for its values; black border = "
+                "clipped or dual_clipped)")
+    st.html(charts.tokens_html(one, quantity))
+    common.plot(charts.token_strip(shown, quantity, f"{quantity} per token and update pass — sample "
+                                   f"{s.sample}, step {step}"), key="token_strip")
+    with st.expander("Token rows"):
+        st.dataframe(one[["position", "token", "old_logp", "logp", "new_logp", "delta_logp", "ratio", "weight",
+                          "entropy", "advantage", "clipped", "dual_clipped"]], hide_index=True, width="stretch")
+
+
+common.live(body, ctx, [focus])

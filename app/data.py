@@ -1,0 +1,197 @@
+"""The only gateway from the pages to `logs_schema.queries`.
+
+Every query result is cached with `st.cache_data`, keyed on the query's arguments *and*
+`queries.data_version(root)` (a cheap fingerprint of the part files): a new step, a status change or
+a removed file changes the version, so the next rerun misses the cache and reads fresh data, while
+an idle dashboard never re-reads anything. The version itself is cached for one second, so a page
+that asks for ten frames pays one directory scan.
+
+Also here: the log-directory resolution (command line, ASPO_LOGS, default `runs`) and the run-health
+rules behind the badges (pure pandas over query results, testable without Streamlit).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from logs_schema import queries
+
+DEFAULT_LOGS = "runs"
+LIVE_EVERY_S = 2.5          # fragment refresh period of live views
+STATUS_BUCKET_S = 10        # list_runs is re-read at least this often (stale detection is time-based)
+
+
+# ---------------------------------------------------------------- log directory
+def resolve_logs_root(argv=None, env=None) -> str:
+    """`--logs DIR` (or `--logs=DIR`) after the script's `--`, else $ASPO_LOGS, else `runs`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    env = os.environ if env is None else env
+    for i, a in enumerate(argv):
+        if a == "--logs" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--logs="):
+            return a.split("=", 1)[1]
+    return env.get("ASPO_LOGS") or DEFAULT_LOGS
+
+
+def logs_root() -> str:
+    if "logs_root" not in st.session_state:
+        st.session_state["logs_root"] = str(Path(resolve_logs_root()).expanduser())
+    return st.session_state["logs_root"]
+
+
+# ---------------------------------------------------------------- cached queries
+@st.cache_data(ttl=1.0, show_spinner=False)
+def data_version(root: str) -> str:
+    return queries.data_version(root)
+
+
+def _freeze(v):
+    return tuple(v) if isinstance(v, (list, set)) else v
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _cached(name: str, root: str, version: str, args: tuple, kwargs: tuple) -> pd.DataFrame:
+    del version  # only part of the cache key
+    fn = getattr(queries, name)
+    return fn(root, *[list(a) if isinstance(a, tuple) else a for a in args],
+              **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs})
+
+
+def _query(name: str, root: str, *args, **kwargs) -> pd.DataFrame:
+    return _cached(name, root, data_version(root), tuple(_freeze(a) for a in args),
+                   tuple(sorted((k, _freeze(v)) for k, v in kwargs.items())))
+
+
+def list_runs(root):
+    # the status of a running run turns "stale" with time alone: refresh at least every bucket
+    version = f"{data_version(root)}/{int(time.time() // STATUS_BUCKET_S)}"
+    return _cached("list_runs", root, version, (), ())
+
+
+def step_metrics(root, run_ids=None, step_min=None, step_max=None):
+    return _query("step_metrics", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
+
+
+def rich_get_richer(root, run_ids, step_min=None, step_max=None):
+    return _query("rich_get_richer", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
+
+
+def rich_get_richer_over_steps(root, run_ids, step_min=None, step_max=None, n_windows=6):
+    return _query("rich_get_richer_over_steps", root, run_ids=run_ids, step_min=step_min,
+                  step_max=step_max, n_windows=n_windows)
+
+
+def value_distribution(root, run_ids, quantity, step_min=None, step_max=None, every=1):
+    return _query("value_distribution", root, run_ids=run_ids, quantity=quantity, step_min=step_min,
+                  step_max=step_max, every=every)
+
+
+def entropy_over_steps(root, run_ids, step_min=None, step_max=None):
+    return _query("entropy_over_steps", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
+
+
+def entropy_distribution(root, run_ids, step_min=None, step_max=None, every=1):
+    return _query("entropy_distribution", root, run_ids=run_ids, step_min=step_min, step_max=step_max,
+                  every=every)
+
+
+def clip_fractions(root, run_ids, step_min=None, step_max=None):
+    return _query("clip_fractions", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
+
+
+def repetition_over_steps(root, run_ids, by="advantage"):
+    return _query("repetition_over_steps", root, run_ids=run_ids, by=by)
+
+
+def top_repetitive_samples(root, run_id, limit=10):
+    return _query("top_repetitive_samples", root, run_id=run_id, limit=limit)
+
+
+def samples(root, run_id, step, adv_sign=None, min_reward=None, max_reward=None):
+    return _query("samples", root, run_id=run_id, step=int(step), adv_sign=adv_sign,
+                  min_reward=min_reward, max_reward=max_reward)
+
+
+def sample_tokens(root, run_id, step, sample, epoch=0):
+    return _query("sample_tokens", root, run_id=run_id, step=int(step), sample=int(sample), epoch=epoch)
+
+
+def steps_available(root, run_id):
+    return _query("steps_available", root, run_id=run_id)
+
+
+def weight_landscape_tokens(root, run_id, step, limit=3000):
+    return _query("weight_landscape_tokens", root, run_id=run_id, step=int(step), limit=limit)
+
+
+def problems(root):
+    return _query("problems", root)
+
+
+def every_for(n_steps: int, max_columns: int = 200) -> int:
+    """Step bucket so that a heatmap over a long run has at most ~max_columns columns."""
+    return max(1, int(np.ceil(n_steps / max_columns)))
+
+
+# ---------------------------------------------------------------- run health (pure pandas)
+def entropy_collapse(df: pd.DataFrame, fraction: float = 0.5, first_steps: int = 3,
+                     column: str = "entropy_mean") -> pd.DataFrame:
+    """Per run: baseline = mean `column` over its first `first_steps` logged steps, threshold =
+    fraction·baseline, fired_step = first later step whose value is below the threshold (NaN if
+    none), last value. Columns: run_id, baseline, threshold, fired_step, last."""
+    rows = []
+    for run_id, g in df.dropna(subset=[column]).sort_values("step").groupby("run_id", sort=True):
+        base = g[column].iloc[:first_steps].mean()
+        thr = fraction * base
+        below = g.iloc[first_steps:][g[column].iloc[first_steps:] < thr]
+        rows.append({"run_id": run_id, "baseline": base, "threshold": thr,
+                     "fired_step": below["step"].iloc[0] if len(below) else np.nan,
+                     "last": g[column].iloc[-1]})
+    return pd.DataFrame(rows, columns=["run_id", "baseline", "threshold", "fired_step", "last"])
+
+
+def _early_late(s: pd.Series) -> tuple[float, float]:
+    """Means of the first and last quarter (at least 2 points each) of a series."""
+    s = s.dropna()
+    k = max(2, len(s) // 4)
+    return s.iloc[:k].mean(), s.iloc[-k:].mean()
+
+
+def rising(s: pd.Series, factor: float = 1.5, min_increase: float = 0.02) -> bool:
+    """Late mean >= factor x early mean and at least min_increase above it (needs >= 6 points)."""
+    if s.notna().sum() < 6:
+        return False
+    early, late = _early_late(s)
+    return bool(late >= factor * early and late - early >= min_increase)
+
+
+def health(steps: pd.DataFrame, fraction: float = 0.5, first_steps: int = 3) -> pd.DataFrame:
+    """Badges per run from step_metrics: entropy_collapse_step (NaN if healthy), repetition_rising,
+    clip_surge (hard clip fraction of either sign rising sharply), and `badges` text."""
+    if steps.empty:
+        return pd.DataFrame(columns=["run_id", "entropy_collapse_step", "repetition_rising", "clip_surge",
+                                     "badges"])
+    col = entropy_collapse(steps, fraction, first_steps).set_index("run_id")["fired_step"]
+    rows = []
+    for run_id, g in steps.sort_values("step").groupby("run_id", sort=True):
+        clip = g[["clip_frac_pos", "clip_frac_neg"]].max(axis=1, skipna=True)
+        r = {"run_id": run_id, "entropy_collapse_step": col.get(run_id, np.nan),
+             "repetition_rising": rising(g["repetition_rate"]),
+             "clip_surge": rising(clip, factor=2.0, min_increase=0.05)}
+        badges = []
+        if pd.notna(r["entropy_collapse_step"]):
+            badges.append(f"▼ entropy collapse @ {int(r['entropy_collapse_step'])}")
+        if r["repetition_rising"]:
+            badges.append("↻ repetition rising")
+        if r["clip_surge"]:
+            badges.append("✂ clip surge")
+        r["badges"] = " · ".join(badges) or "✓ healthy"
+        rows.append(r)
+    return pd.DataFrame(rows)

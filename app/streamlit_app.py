@@ -1,0 +1,64 @@
+"""aspo dashboard: `streamlit run app/streamlit_app.py -- --logs DIR` (or `aspo dashboard --logs DIR`).
+
+The log directory comes from `--logs`, else $ASPO_LOGS, else `runs`. This script only sets up the
+page, the shared sidebar (run selection kept in st.session_state) and the navigation; every view
+lives in app/app_pages/ and reads data through app/data.py.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` from a checkout, not installed
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import data  # noqa: E402
+
+PAGES = Path(__file__).parent / "app_pages"
+
+
+def sidebar(root: str) -> None:
+    """Run selection shared by every page: `selected_runs` (compared) and `focus_run` (drilled into)."""
+    st.sidebar.caption(f"Logs: `{root}`")
+    if not Path(root).is_dir():
+        return
+    runs = data.list_runs(root)
+    ids = list(runs["run_id"].dropna().astype(str))
+    if not ids:
+        return
+    status = dict(zip(runs["run_id"], runs["status"]))
+    if "selected_runs" not in st.session_state or not set(st.session_state["selected_runs"]) & set(ids):
+        st.session_state["selected_runs"] = ids[-4:]  # the newest runs (list_runs: started_at order)
+    else:
+        st.session_state["selected_runs"] = [r for r in st.session_state["selected_runs"] if r in ids]
+    st.sidebar.multiselect("Runs to compare", ids, key="selected_runs",
+                           format_func=lambda r: f"{r} ({status.get(r, '?')})")
+    chosen = st.session_state["selected_runs"] or ids
+    if st.session_state.get("focus_run") not in chosen:
+        st.session_state["focus_run"] = chosen[-1]
+    st.sidebar.selectbox("Run to inspect", chosen, key="focus_run",
+                         help="Single-run views (samples, heatmaps, weight landscape) show this run.")
+    if st.sidebar.button("Reload runs"):
+        st.cache_data.clear()
+
+
+def main() -> None:
+    st.set_page_config(page_title="aspo dashboard", page_icon=":material/show_chart:", layout="wide")
+    root = data.logs_root()
+    pages = [
+        st.Page(PAGES / "runs.py", title="Runs", icon=":material/table_rows:", default=True),
+        st.Page(PAGES / "overview.py", title="Overview / compare", icon=":material/show_chart:"),
+        st.Page(PAGES / "rich_get_richer.py", title="Rich-get-richer", icon=":material/balance:"),
+        st.Page(PAGES / "entropy.py", title="Entropy", icon=":material/thermostat:"),
+        st.Page(PAGES / "repetition.py", title="Repetition", icon=":material/repeat:"),
+        st.Page(PAGES / "samples.py", title="Samples", icon=":material/search:"),
+    ]
+    page = st.navigation(pages)
+    sidebar(root)
+    page.run()
+
+
+main()

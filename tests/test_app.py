@@ -1,0 +1,240 @@
+"""Every dashboard page rendered by streamlit.testing's AppTest on logs written by the real writer,
+asserting on the charts' data (the plotly figure JSON), and on empty / partial / corrupt /
+newer-schema logs: a clear message, never an exception."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import charts
+from logs_helpers import make_synthetic_run
+from logs_schema import RunWriter, queries
+from logs_schema import schema as S
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+PAGES = ["runs", "overview", "rich_get_richer", "entropy", "repetition", "samples"]
+
+
+# ---------------------------------------------------------------- helpers
+def decode(obj):
+    """Figure JSON -> plain Python: plotly 7 writes arrays as {"dtype", "bdata" (base64), "shape"}."""
+    if isinstance(obj, dict):
+        if "bdata" in obj and "dtype" in obj:
+            arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
+            if "shape" in obj:
+                arr = arr.reshape([int(s) for s in str(obj["shape"]).split(",")])
+            return arr
+        return {k: decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode(v) for v in obj]
+    return obj
+
+
+def figures(at) -> list[dict]:
+    return [decode(json.loads(el.proto.spec)) for el in at.get("plotly_chart")]
+
+
+def title(fig) -> str:
+    t = fig["layout"].get("title", {})
+    return t.get("text", "") if isinstance(t, dict) else str(t)
+
+
+def figure(at, text: str) -> dict:
+    found = [f for f in figures(at) if text in title(f)]
+    assert found, f"no chart titled like {text!r}: {[title(f) for f in figures(at)]}"
+    return found[0]
+
+
+def traces(fig, kind=None) -> dict:
+    return {t.get("name"): t for t in fig["data"] if kind is None or t.get("type") == kind}
+
+
+def open_page(root, page: str, monkeypatch, state=None) -> AppTest:
+    monkeypatch.setenv("ASPO_LOGS", str(root))
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in (state or {}).items():
+        at.session_state[k] = v
+    at.run()
+    if page != "runs":
+        at.switch_page(f"app_pages/{page}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def messages(at) -> str:
+    return " ".join(str(e.value) for kind in ("info", "warning", "error", "success") for e in getattr(at, kind))
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("logs")
+    make_synthetic_run(root / "grpo", "grpo", steps=10, seqs_per_step=32)
+    make_synthetic_run(root / "aspo", "aspo", steps=10, seqs_per_step=32)
+    return root
+
+
+# ---------------------------------------------------------------- pages on real logs
+def test_runs_page_table_badges_and_curves(logs, monkeypatch):
+    at = open_page(logs, "runs", monkeypatch)
+    table = at.dataframe[0].value
+    assert sorted(table["run_id"]) == ["aspo", "grpo"]
+    assert set(table["n_steps"]) == {10} and all("finished" in s for s in table["status"])
+    badges = dict(zip(table["run_id"], table["badges"]))
+    assert "entropy collapse" in badges["grpo"] and badges["aspo"] == "✓ healthy"
+    fig = figure(at, "reward over steps")
+    steps = queries.step_metrics(logs)
+    for run in ("grpo", "aspo"):
+        t = traces(fig)[run]
+        want = steps[steps["run_id"] == run]
+        assert list(t["x"]) == list(want["step"]) and np.allclose(t["y"], want["reward_mean"])
+
+
+def test_overview_overlays_every_metric_and_smooths(logs, monkeypatch):
+    at = open_page(logs, "overview", monkeypatch)
+    steps = queries.step_metrics(logs)
+    assert len(at.get("plotly_chart")) == 12
+    ent = traces(figure(at, "entropy"))
+    assert set(ent) == {"grpo", "aspo"}
+    grpo = steps[steps["run_id"] == "grpo"]
+    assert np.allclose(ent["grpo"]["y"], grpo["entropy_mean"])
+    evals = traces(figure(at, "avg@k"))
+    assert list(evals["grpo · eval_avg_at_k"]["x"]) == [0, 5]  # evaluated every 5 steps only
+    clip = traces(figure(at, "hard-clip fraction per advantage sign"))
+    assert {"grpo · clip_frac_pos", "grpo · clip_frac_neg", "aspo · clip_frac_pos"} <= set(clip)
+    assert {"KL to reference (k3)", "gradient norm", "response length"} <= {title(f) for f in figures(at)}
+    at.slider(key="widget:overview:smoothing").set_value(0.8).run()
+    smoothed = traces(figure(at, "entropy"))["grpo"]["y"]
+    assert np.allclose(smoothed, charts.ema(grpo["entropy_mean"], 0.8))
+    at.checkbox[0].uncheck().run()
+    at.slider(key="overview_range").set_value((2, 6)).run()
+    assert list(traces(figure(at, "reward"))["grpo"]["x"]) == [2, 3, 4, 5, 6]
+
+
+def test_rich_get_richer_grpo_vs_aspo(logs, monkeypatch):
+    at = open_page(logs, "rich_get_richer", monkeypatch, {"focus_run": "grpo"})
+    fig = figure(at, "mean weight by old-probability bin")
+    pos = {t["meta"]: t for t in fig["data"] if t["name"] == "advantage > 0"}
+    rgr = queries.rich_get_richer(logs, ["grpo", "aspo"])
+    for run in ("grpo", "aspo"):
+        want = rgr[(rgr["run_id"] == run) & (rgr["adv_sign"] == "pos")]
+        assert np.allclose(pos[run]["y"], want["weight_mean"])
+    # the mechanism: grpo's positive weight grows with old probability, aspo's shrinks
+    corr = {r: np.corrcoef(pos[r]["x"], pos[r]["y"])[0, 1] for r in pos}
+    assert corr["grpo"] > 0.3 and corr["aspo"] < -0.3
+    assert figure(at, "mean delta_logp by old-probability bin")
+    assert len(traces(figure(at, "per step window"))) >= 2
+    for q in ("ratio", "weight"):
+        heat = figure(at, f"{q} distribution over steps")
+        assert [t["name"] for t in heat["data"]] == ["pos", "neg"]
+        assert np.allclose(np.nansum(np.asarray(heat["data"][0]["z"], float), axis=0), 1.0)
+    land = figure(at, "weight landscape — grpo")
+    dots = traces(land, "scattergl")
+    tokens = queries.weight_landscape_tokens(logs, "grpo", 9, 3000)
+    assert sum(len(t["x"]) for t in dots.values()) == len(tokens[tokens["adv_sign"] != "zero"])
+
+
+def test_entropy_page_alert_and_charts(logs, monkeypatch):
+    at = open_page(logs, "entropy", monkeypatch)
+    ent = queries.entropy_over_steps(logs, ["grpo", "aspo"])
+    from app import data
+    fired = data.entropy_collapse(ent, 0.5, 3).set_index("run_id")["fired_step"]
+    assert not np.isnan(fired["grpo"]) and np.isnan(fired["aspo"])
+    assert f"Entropy collapse in grpo** at step {int(fired['grpo'])}" in at.error[0].value
+    assert "aspo: no entropy collapse" in at.success[0].value
+    fig = figure(at, "mean token entropy over steps")
+    assert np.allclose(traces(fig)["grpo"]["y"], ent[ent["run_id"] == "grpo"]["entropy_mean"])
+    near = traces(figure(at, "near-deterministic"))
+    assert np.allclose(near["aspo"]["y"], ent[ent["run_id"] == "aspo"]["near_deterministic_frac"])
+    assert figure(at, "entropy distribution over steps")["data"][0]["type"] == "heatmap"
+    at.slider(key="widget:entropy:collapse_fraction").set_value(0.95).run()  # stricter: aspo fires too
+    assert len(at.error) == 2 and not at.exception
+
+
+def test_repetition_page_split_and_highlights(logs, monkeypatch):
+    at = open_page(logs, "repetition", monkeypatch, {"focus_run": "grpo"})
+    fig = figure(at, "repetition rate by sign of the reward")
+    rep = queries.repetition_over_steps(logs, ["grpo"], by="reward")
+    want = rep[rep["reward_sign"] == "zero"]
+    assert np.allclose(traces(fig)["grpo · reward = 0"]["y"], want["repetition_rate"])
+    top = queries.top_repetitive_samples(logs, "grpo", 8)
+    htmls = [h.proto.body for h in at.get("html")]
+    assert len(htmls) == len(top) and "<mark" in htmls[0]
+    assert f"repetition_rate {top['repetition_rate'].iloc[0]:.3f}" in htmls[0]
+    at.radio(key="rep_by").set_value("advantage").run()
+    assert "grpo · advantage < 0" in traces(figure(at, "sign of the advantage"))
+
+
+def test_samples_page_tokens_coloured_with_hover(logs, monkeypatch):
+    at = open_page(logs, "samples", monkeypatch, {"focus_run": "aspo"})
+    seqs = queries.samples(logs, "aspo", 9)
+    first = int(seqs["sample"].iloc[0])
+    tokens = queries.sample_tokens(logs, "aspo", 9, first, epoch=None)
+    fig = figure(at, "weight per token and update pass")
+    z = np.asarray(fig["data"][0]["z"], float)
+    assert z.shape == (3, tokens["position"].nunique())
+    assert np.allclose(z[0], tokens[tokens["epoch"] == 0]["weight"], equal_nan=True)
+    body = at.get("html")[0].proto.body
+    assert body.count("<span") == (tokens["epoch"] == 0).sum() and "ratio=" in body
+    at.radio(key="samples_quantity").set_value("delta_logp").run()
+    assert figure(at, "delta_logp per token")
+    at.radio(key="samples_sign").set_value("advantage < 0").run()
+    neg = queries.samples(logs, "aspo", 9, adv_sign="neg")
+    assert len(at.selectbox(key="samples_pick").options) == len(neg)
+    at.checkbox(key="samples_clip").check().run()
+    assert not at.exception and "clipped / dual_clipped token(s)" in " ".join(c.value for c in at.caption)
+
+
+# ---------------------------------------------------------------- broken and partial logs
+@pytest.mark.parametrize("page", PAGES)
+def test_missing_and_empty_dirs_say_so(tmp_path, monkeypatch, page):
+    at = open_page(tmp_path / "nope", page, monkeypatch)
+    assert "does not exist" in messages(at) and not at.get("plotly_chart")
+    at = open_page(tmp_path, page, monkeypatch)
+    assert "No runs under" in messages(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_run_without_steps(tmp_path, monkeypatch, page):
+    RunWriter(tmp_path / "fresh", run_id="fresh", meta={"algo": "aspo"})  # created, nothing logged yet
+    at = open_page(tmp_path, page, monkeypatch)
+    assert "No steps logged yet" in messages(at)
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    """A good run plus a truncated part, a garbage part and a part from a newer schema."""
+    root = tmp_path_factory.mktemp("broken")
+    run = make_synthetic_run(root / "grpo", "grpo", steps=4, seqs_per_step=16)
+    tok = run / "tokens" / "step-00000001-rank0.parquet"
+    tok.write_bytes(tok.read_bytes()[:200])
+    (run / "token_hist" / "step-00000002-rank0.parquet").write_bytes(b"not parquet at all")
+    newer = pq.read_table(run / "steps" / "step-00000003-rank0.parquet")
+    newer = newer.replace_schema_metadata({S.META_VERSION: str(S.SCHEMA_VERSION + 1).encode(),
+                                           S.META_TABLE: b"steps"})
+    pq.write_table(newer.append_column("future_metric", pa.array([1.0])),
+                   run / "steps" / "step-00000003-rank0.parquet")
+    return root
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_corrupt_and_newer_schema_files_are_reported_not_raised(broken, monkeypatch, page):
+    at = open_page(broken, page, monkeypatch)
+    assert "3 log file(s) were skipped" in messages(at)
+    reasons = " ".join(at.dataframe[0].value["reason"])
+    assert "schema v2" in reasons and "corrupt" in reasons
+
+
+def test_running_run_renders_live_view(tmp_path, monkeypatch):
+    make_synthetic_run(tmp_path / "live", "aspo", steps=3, seqs_per_step=16, status=None)
+    for page in PAGES:
+        at = open_page(tmp_path, page, monkeypatch)
+        caption = " ".join(c.value for c in at.caption)
+        assert "live, refreshing every" in caption and "3 steps logged (last step 2)" in caption, page

@@ -1,0 +1,96 @@
+"""app/data.py: log-directory resolution, run-health rules, and the cache that must see new steps.
+
+AppTest does not fire fragment timers, so the live behaviour (a step written while the dashboard is
+open shows up on the next fragment rerun) is tested here on the functions the live fragments call."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from app import charts, data
+from logs_helpers import synthetic_step
+from logs_schema import RunWriter
+
+
+def test_logs_root_from_argv_then_env_then_default():
+    assert data.resolve_logs_root(["--logs", "/x"], {"ASPO_LOGS": "/y"}) == "/x"
+    assert data.resolve_logs_root(["--logs=/x"], {}) == "/x"
+    assert data.resolve_logs_root([], {"ASPO_LOGS": "/y"}) == "/y"
+    assert data.resolve_logs_root([], {}) == "runs"
+
+
+def frame(run, values, col="entropy_mean"):
+    return pd.DataFrame({"run_id": run, "step": range(len(values)), col: values})
+
+
+def test_entropy_collapse_fires_at_the_first_step_below_the_threshold():
+    df = pd.concat([frame("a", [1.0, 1.0, 1.0, 0.8, 0.45, 0.6, 0.3]), frame("b", [1.0] * 7)])
+    out = data.entropy_collapse(df, fraction=0.5, first_steps=3).set_index("run_id")
+    assert out.at["a", "fired_step"] == 4 and out.at["a", "threshold"] == pytest.approx(0.5)
+    assert np.isnan(out.at["b", "fired_step"]) and out.at["a", "last"] == pytest.approx(0.3)
+    assert data.entropy_collapse(df.iloc[:0]).empty
+
+
+def test_rising_needs_a_real_increase():
+    assert data.rising(pd.Series([0.01] * 4 + [0.1] * 4))
+    assert not data.rising(pd.Series([0.10] * 4 + [0.11] * 4))   # flat
+    assert not data.rising(pd.Series([0.001] * 4 + [0.01] * 4))  # x10 but tiny
+    assert not data.rising(pd.Series([0.0, 0.5]))                 # too short to tell
+
+
+def test_health_badges():
+    steps = pd.DataFrame({"run_id": "a", "step": range(8), "entropy_mean": [1, 1, 1, 1, 0.9, 0.4, 0.3, 0.2],
+                          "repetition_rate": [0.0] * 4 + [0.2] * 4, "clip_frac_pos": [0.01] * 4 + [0.3] * 4,
+                          "clip_frac_neg": 0.01})
+    h = data.health(steps).iloc[0]
+    assert h["entropy_collapse_step"] == 5 and h["repetition_rising"] and h["clip_surge"]
+    assert h["badges"] == "▼ entropy collapse @ 5 · ↻ repetition rising · ✂ clip surge"
+    calm = steps.assign(entropy_mean=1.0, repetition_rate=0.05, clip_frac_pos=0.02)
+    assert data.health(calm).iloc[0]["badges"] == "✓ healthy"
+
+
+def write_steps(w, steps, algo="aspo"):
+    for step in steps:
+        rng = np.random.default_rng([0, step])
+        metrics, seq, tok = synthetic_step(rng, algo, step / 10, seqs_per_step=16)
+        w.log_step(step, metrics, seq, tok)
+
+
+def test_live_a_new_step_reaches_the_charts(tmp_path):
+    """What each live fragment rerun does: data.* (cached on data_version) -> charts.*. A step
+    written after the first read must appear on the next read, without clearing any cache."""
+    w = RunWriter(tmp_path / "live", run_id="live", meta={"algo": "aspo"})
+    write_steps(w, range(3))
+    root = str(tmp_path)
+    first = data.list_runs(root)
+    assert first.iloc[0]["status"] == "running" and first.iloc[0]["n_steps"] == 3
+    fig = charts.step_curves(data.step_metrics(root, ["live"]), "reward_mean")
+    assert list(fig.data[0].x) == [0, 1, 2]
+    assert list(data.steps_available(root, "live")["step"]) == [0, 1, 2]
+
+    write_steps(w, range(3, 5))
+    data.data_version.clear()  # its 1 s TTL would otherwise make this test wait a second
+    fig = charts.step_curves(data.step_metrics(root, ["live"]), "reward_mean")
+    assert list(fig.data[0].x) == [0, 1, 2, 3, 4]
+    assert data.list_runs(root).iloc[0]["n_steps"] == 5
+    heat = charts.value_heatmap(data.value_distribution(root, ["live"], "weight"), "weight", "live")
+    assert list(heat.data[0].x) == [0, 1, 2, 3, 4]
+    assert list(data.steps_available(root, "live")["step"])[-1] == 4
+
+    w.set_status("finished")
+    data.data_version.clear()
+    assert data.list_runs(root).iloc[0]["status"] == "finished"
+
+
+def test_cache_is_keyed_on_the_data_version(tmp_path, monkeypatch):
+    w = RunWriter(tmp_path / "r", run_id="r", meta={"algo": "grpo"})
+    write_steps(w, [0], "grpo")
+    calls = []
+    real = data.queries.step_metrics
+    monkeypatch.setattr(data.queries, "step_metrics", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data._cached.clear()
+    data.step_metrics(str(tmp_path), ["r"])
+    data.step_metrics(str(tmp_path), ["r"])
+    assert len(calls) == 1  # same version: served from the cache
+    write_steps(w, [1], "grpo")
+    data.data_version.clear()
+    assert len(data.step_metrics(str(tmp_path), ["r"])) == 2 and len(calls) == 2
