@@ -1,0 +1,204 @@
+"""AspoGRPOTrainer (aspo.integrations.trl) end to end on CPU: a tiny Qwen2 + char tokenizer saved locally, a tiny
+in-memory dataset, a trivial reward; logs read back through logs_schema.queries."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+trl = pytest.importorskip("trl")
+datasets = pytest.importorskip("datasets")
+
+import torch  # noqa: E402
+from tokenizers import Tokenizer, decoders, models  # noqa: E402
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+from trl import GRPOConfig, GRPOTrainer  # noqa: E402
+
+from aspo.integrations.trl import AspoGRPOTrainer, trl_aggregation  # noqa: E402
+from logs_schema import queries  # noqa: E402
+
+ALPHABET = "0123456789+= ab"
+PROMPTS = ["1+1=", "2+3=", "4+4=", "5+1=", "7+2=", "3+3="]
+
+
+def save_tiny_model(path) -> str:
+    """A 2-layer Qwen2 (~20k parameters) and a char-level tokenizer, save_pretrained'ed into `path`."""
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    vocab = {t: i for i, t in enumerate(specials)}
+    for ch in ALPHABET:
+        vocab.setdefault(ch, len(vocab))
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tk.decoder = decoders.Fuse()
+    tk.add_special_tokens(specials)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+                                  unk_token="<unk>", padding_side="left")
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128,
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg)
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = 0, 2
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def reward_ones(completions, **_):
+    """Share of '1' characters: varies within groups from the first step on."""
+    return [c.count("1") / max(len(c), 1) for c in completions]
+
+
+def make_args(tmp_path, **over):
+    base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=4,
+                max_completion_length=8, num_iterations=2, steps_per_generation=2, max_steps=8,
+                learning_rate=3e-2, report_to="none", logging_steps=100, save_strategy="no", use_cpu=True,
+                bf16=False, seed=0, gradient_checkpointing=False, disable_tqdm=True, temperature=1.0)
+    return GRPOConfig(**{**base, **over})
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return datasets.Dataset.from_dict({"prompt": PROMPTS})
+
+
+def run(tmp_path, model_dir, dataset, loss, **args_over):
+    log_dir = tmp_path / f"logs-{loss}"
+    trainer = AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, **args_over),
+                              train_dataset=dataset, aspo_loss=loss, aspo_log_dir=log_dir)
+    trainer.train()
+    return log_dir, trainer
+
+
+@pytest.fixture(scope="module")
+def aspo_run(tmp_path_factory, model_dir, dataset):
+    return run(tmp_path_factory.mktemp("aspo"), model_dir, dataset, "aspo")
+
+
+def all_tokens(log_dir, run_id, step):
+    seqs = queries.samples(log_dir, run_id, step, limit=1000)
+    return seqs, [queries.sample_tokens(log_dir, run_id, step, int(s), epoch=None) for s in seqs["sample"]]
+
+
+def step_tokens(log_dir, step):
+    """Every token row of one step (all passes), through the dashboard's query API."""
+    return pd.concat(all_tokens(log_dir, log_dir.name, step)[1], ignore_index=True)
+
+
+def test_logs_are_readable_through_queries(aspo_run):
+    log_dir, trainer = aspo_run
+    runs = queries.list_runs(log_dir)
+    assert list(runs["run_id"]) == [log_dir.name] and runs["status"][0] == "finished"
+    assert runs["algo"][0] == "aspo"
+    # one generation batch = steps_per_generation 2 x num_iterations 2 = 4 optimizer steps: max_steps=8 -> 2 RL steps
+    steps = queries.step_metrics(log_dir)
+    assert list(steps["step"]) == [0, 1]
+    for col in ("reward_mean", "entropy_mean", "loss", "lr", "response_length_mean", "seconds", "grad_norm"):
+        assert steps[col].notna().all(), col
+    seqs, toks = all_tokens(log_dir, log_dir.name, 1)
+    assert len(seqs) == 8  # generation batch: per_device 4 x steps_per_generation 2
+    t = toks[0]
+    assert sorted(set(zip(t["epoch"], t["minibatch"]))) in ([(0, 0), (1, 0)], [(0, 1), (1, 1)])
+    assert t["new_logp"].notna().all() and t["token"].notna().all()
+    assert (t.groupby("epoch").size().nunique() == 1)  # the same tokens in every epoch
+    assert not queries.rich_get_richer(log_dir).empty
+
+
+def test_ratios_move_and_aspo_weights_follow_the_rule(aspo_run):
+    log_dir, _ = aspo_run
+    t = step_tokens(log_dir, 1)
+    second = t[t["epoch"] == 1]
+    assert (second["ratio"] - 1).abs().max() > 1e-3, "num_iterations=2: the second pass must be off-policy"
+    first = t[(t["epoch"] == 0) & (t["minibatch"] == 0)]
+    np.testing.assert_allclose(first["ratio"], 1.0, atol=1e-5)  # first update of the batch: on-policy
+    pos = t[(t["advantage"] > 0) & ~t["clipped"] & ~t["dual_clipped"]]
+    assert len(pos)
+    np.testing.assert_allclose(pos["weight"], 1 / pos["ratio"], rtol=1e-5)
+    neg = t[(t["advantage"] < 0) & ~t["clipped"] & ~t["dual_clipped"]]
+    np.testing.assert_allclose(neg["weight"], neg["ratio"], rtol=1e-5)
+    assert (t.loc[t["clipped"], "weight"] == 0).all()
+
+
+def test_grpo_weights_are_the_ratio(tmp_path, model_dir, dataset):
+    log_dir, _ = run(tmp_path, model_dir, dataset, "grpo", max_steps=4)
+    t = step_tokens(log_dir, 0)
+    live = t[(t["advantage"] != 0) & ~t["clipped"] & ~t["dual_clipped"]]
+    assert len(live) and (live["ratio"] - 1).abs().max() > 1e-3
+    np.testing.assert_allclose(live["weight"], live["ratio"], rtol=1e-5)
+
+
+def trl_batch(trainer, seed=1):
+    """A generated batch whose old logps are perturbed so ratios sit in ~[0.5, 2] (some tokens clipped)."""
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 2
+    torch.manual_seed(seed)
+    inputs = trainer._generate_and_score_completions([{"prompt": p} for p in PROMPTS[:2] for _ in range(4)])
+    logp, _, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
+        torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1), inputs["completion_ids"].size(1))
+    inputs["old_per_token_logps"] = logp.detach() + 0.3 * torch.randn_like(logp)
+    inputs["advantages"] = torch.randn(logp.size(0))
+    return inputs
+
+
+def loss_and_grads(trainer, fn, inputs):
+    trainer.model.zero_grad()
+    loss = fn(trainer.model, inputs)
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("loss_type,extra", [
+    ("grpo", {}), ("dapo", {}), ("bnpo", {}), ("dr_grpo", {}),
+    ("grpo", {"importance_sampling_level": "sequence"}),  # GSPO as TRL configures it
+    ("dapo", {"beta": 0.1}),  # k3 KL to the reference model
+])
+def test_grpo_gradient_equals_trls_own_loss(tmp_path, model_dir, dataset, loss_type, extra):
+    """On one batch with moved ratios (some clipped), aspo's grpo with TRL's normaliser has exactly the loss and
+    gradient of TRL's own loss. dual_clip is set out of reach: TRL's grpo has no dual clip."""
+    trainer = AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones,
+                              args=make_args(tmp_path, loss_type=loss_type, **extra),
+                              train_dataset=dataset, aspo_loss="grpo", aspo_loss_kwargs={"dual_clip": 1e9})
+    inputs = trl_batch(trainer)
+    ours, g_ours = loss_and_grads(trainer, trainer._compute_loss, inputs)
+    theirs, g_trl = loss_and_grads(trainer, lambda m, x: GRPOTrainer._compute_loss(trainer, m, x), inputs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+    assert len(g_ours) == len(g_trl)
+    for a, b in zip(g_ours, g_trl):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_aspo_gradient_differs_from_trls_grpo(tmp_path, model_dir, dataset):
+    """The equality above is not vacuous: on the same batch, aspo's rule moves the gradient."""
+    trainer = AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, loss_type="dapo"),
+                              train_dataset=dataset, aspo_loss="aspo")
+    inputs = trl_batch(trainer)
+    _, g_ours = loss_and_grads(trainer, trainer._compute_loss, inputs)
+    _, g_trl = loss_and_grads(trainer, lambda m, x: GRPOTrainer._compute_loss(trainer, m, x), inputs)
+    assert max((a - b).abs().max().item() for a, b in zip(g_ours, g_trl)) > 1e-4
+
+
+def test_trl_aggregation_modes():
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    assert trl_aggregation("grpo", mask, batch_size=2, grad_accum=3) == ("seq-mean-token-mean", 6)
+    mode, norm = trl_aggregation("dapo", mask, batch_size=2, grad_accum=2, num_items=torch.tensor(12.0),
+                                 num_processes=2, steps_per_generation=4)
+    assert mode == "token-mean" and float(norm) == 3.0
+    with pytest.raises(ValueError, match="loss_type"):
+        trl_aggregation("nope", mask, batch_size=2, grad_accum=1)
+
+
+def test_unknown_loss_and_unsupported_options_are_refused(tmp_path, model_dir, dataset):
+    with pytest.raises(ValueError, match="unknown aspo_loss"):
+        AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path), train_dataset=dataset,
+                        aspo_loss="ppo")
+    with pytest.raises(ValueError, match="top_entropy_quantile"):
+        AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, top_entropy_quantile=0.5),
+                        train_dataset=dataset)
