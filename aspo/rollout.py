@@ -1,0 +1,145 @@
+"""Sampling with a KV cache, and the per-token log-probabilities / entropies the losses consume.
+
+`generate` and `token_logp_entropy` compute the same distribution: softmax(logits / temperature) in float32.
+Sampling uses inverse-CDF draws from uniforms made by the (CPU) generator, so a seeded run gives the same tokens
+whatever the model's device, and the generator's state is all that a resume needs.
+"""
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+from transformers import DynamicCache
+
+
+class Rollout(NamedTuple):
+    input_ids: Tensor        # (N, P+T) long: prompt (left padded) + completion (right padded with pad)
+    attention_mask: Tensor   # (N, P+T) long: 1 on prompt tokens and on completion tokens up to and including EOS
+    completion_ids: Tensor   # (N, T) long
+    completion_mask: Tensor  # (N, T) long: 1 for generated tokens up to and including EOS
+    texts: list[str]         # decoded completions without special tokens
+    truncated: Tensor        # (N,) bool: no EOS within max_new_tokens
+    logp: Tensor             # (N, T) float32: log-prob of each sampled token under the sampling distribution, 0 if masked
+
+
+# ----------------------------------------------------------------------------------------------- model plumbing
+@lru_cache(maxsize=64)
+def _forward_params(cls) -> frozenset:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def _cache_kwarg(model) -> str:
+    """transformers 5.x calls the KV cache `cache`; older releases and some remote code `past_key_values`."""
+    return "cache" if "cache" in _forward_params(type(model)) else "past_key_values"
+
+
+def _out_cache(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """0, 1, 2, ... from each row's first real token (left padding gets position 0; it is masked anyway)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def _tokenize_prompts(tokenizer, prompts: list[str], device) -> tuple[Tensor, Tensor]:
+    """Left-padded prompt ids. Special tokens (e.g. <bos>) are added unless the text already starts with bos,
+    as a chat-templated prompt may."""
+    bos = tokenizer.bos_token
+    add_special = not (bos and all(p.startswith(bos) for p in prompts))
+    enc = tokenizer(list(prompts), padding=True, padding_side="left", add_special_tokens=add_special,
+                    return_tensors="pt")
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def _sample(logits: Tensor, temperature: float, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """(token, logp) per row. temperature <= 0 is greedy (logp then under temperature 1)."""
+    logp_all = torch.log_softmax(logits.float() / (temperature if temperature > 0 else 1.0), dim=-1)
+    if temperature <= 0:
+        token = logp_all.argmax(-1)
+    else:
+        u = torch.rand(logits.shape[0], 1, generator=generator, dtype=torch.float64).to(logits.device)
+        cdf = logp_all.double().exp().cumsum(-1)
+        token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp_max(logits.shape[-1] - 1)
+    return token, logp_all.gather(-1, token[:, None]).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------------------- generation
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
+             generator: torch.Generator | None = None, *, stop_at_eos: bool = True) -> Rollout:
+    """One sampled completion per prompt entry, with a KV cache (prefill, then one token at a time).
+
+    A sequence stops at its first EOS (kept, and masked in); afterwards it emits pad, masked out. The loop ends
+    early once every sequence has stopped, so T <= max_new_tokens. `stop_at_eos=False` (benchmarks) always runs
+    max_new_tokens steps and masks everything in.
+    """
+    if not prompts:
+        raise ValueError("generate needs at least one prompt")
+    device = next(model.parameters()).device
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad = eos if pad is None else pad
+    prompt_ids, prompt_mask = _tokenize_prompts(tokenizer, prompts, device)
+    n = prompt_ids.shape[0]
+    cache = DynamicCache(config=model.config)
+    kw = {_cache_kwarg(model): cache, "use_cache": True}
+    attn = prompt_mask
+    positions = position_ids_from_mask(attn)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=positions, logits_to_keep=1, **kw)
+    next_pos = positions[:, -1:] + 1
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    tokens, logps, alive = [], [], []
+    for step in range(max_new_tokens):
+        token, logp = _sample(out.logits[:, -1], temperature, generator)
+        live = ~done
+        token = torch.where(live, token, torch.full_like(token, pad))
+        tokens.append(token)
+        logps.append(torch.where(live, logp, torch.zeros_like(logp)))
+        alive.append(live)
+        if stop_at_eos and eos is not None:
+            done = done | (token == eos)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        attn = torch.cat([attn, live.long()[:, None]], dim=1)
+        kw[_cache_kwarg(model)] = _out_cache(out)
+        out = model(input_ids=token[:, None], attention_mask=attn, position_ids=next_pos, **kw)
+        next_pos = next_pos + 1
+    return _assemble(tokenizer, prompt_ids, prompt_mask, tokens, logps, alive, done)
+
+
+def _assemble(tokenizer, prompt_ids, prompt_mask, tokens, logps, alive, done) -> Rollout:
+    completion_ids = torch.stack(tokens, 1)
+    completion_mask = torch.stack(alive, 1).long()
+    texts = tokenizer.batch_decode(completion_ids.cpu().tolist(), skip_special_tokens=True)
+    return Rollout(
+        input_ids=torch.cat([prompt_ids, completion_ids], 1),
+        attention_mask=torch.cat([prompt_mask.long(), completion_mask], 1),
+        completion_ids=completion_ids, completion_mask=completion_mask, texts=texts, truncated=~done,
+        logp=torch.stack(logps, 1))
+
+
+# ----------------------------------------------------------------------------------------------- scoring
+def token_logp_entropy(model, input_ids: Tensor, attention_mask: Tensor, n_completion: int,
+                       temperature: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(logp, entropy), each (N, T=n_completion), from one forward (with autograd when enabled).
+
+    logp[i, t]: log-prob of completion token t (the last T columns of input_ids) under softmax(logits/temperature);
+    entropy[i, t]: entropy in nats of that same next-token distribution. Only the last T+1 positions' logits are
+    materialised (`logits_to_keep`), and the softmax runs in float32. Values at masked positions are meaningless.
+    """
+    T = int(n_completion)
+    kw = {"logits_to_keep": T + 1} if "logits_to_keep" in _forward_params(type(model)) else {}
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask), use_cache=False, **kw)
+    logits = out.logits[:, -(T + 1):-1].float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    targets = input_ids[:, -T:]
+    logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
