@@ -18,6 +18,7 @@ DEFAULT_ALGOS = "grpo,aspo"
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train GRPO and ASPO side by side on the embedded model and watch them live")
     p.add_argument("--task", default="math", help="math, code or jsonl:PATH (default: math)")
+    p.add_argument("--task-args", default="", help="task options as k=v,k=v (e.g. digits=2,terms=2)")
     p.add_argument("--algos", default=DEFAULT_ALGOS, help=f"comma-separated losses to compare (default: {DEFAULT_ALGOS})")
     p.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the demo preset's)")
     p.add_argument("--preset", default="demo", help="training preset (default: demo)")
@@ -35,6 +36,8 @@ def train_command(args, algo: str) -> list[str]:
            "--out", str(Path(args.out) / algo), "--threads", "1", "--no-progress"]
     if args.steps is not None:
         cmd += ["--steps", str(args.steps)]
+    if args.task_args:
+        cmd += ["--task-args", args.task_args]
     cmd += ["--overwrite"] if args.fresh else ["--resume"]
     return cmd + args.extra.split()
 
@@ -43,10 +46,7 @@ def warm_up_once(args) -> None:
     """Warm the shared start checkpoint up in this process first, so both runs start from the same weights."""
     from aspo.config import make_config  # noqa: PLC0415  (imports torch lazily)
     from aspo.trainer import prepare_warmup  # noqa: PLC0415
-    overrides = {"task": args.task}
-    for item in args.extra.split():
-        if item.startswith("--task-args="):
-            overrides["task_args"] = item.split("=", 1)[1]
+    overrides = {"task": args.task, "task_args": args.task_args}
     print("aspo demo: preparing the warmed-up start model (cached after the first time) ...", flush=True)
     prepare_warmup(make_config(args.preset, **overrides), log=lambda m: print(f"  {m}", flush=True))
 
