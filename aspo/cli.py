@@ -19,7 +19,7 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                         help="start from a named preset (tiny: seconds, demo: the embedded default, paper: GPU)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
