@@ -116,9 +116,9 @@ def rich_get_richer(df: pd.DataFrame, value: str = "weight_mean", runs=None) -> 
                 customdata=g["count"].to_numpy(), meta=run_id,
                 hovertemplate="old prob %{x:.3f}<br>" + value + " %{y:.4f}<br>count %{customdata}"),
                 row=1, col=i)
-        fig.update_xaxes(title_text="old probability exp(old_logp)", range=[0, 1], row=1, col=i)
+        fig.update_xaxes(title_text="exp(old_logp)", range=[0, 1], row=1, col=i)
     label = value.removesuffix("_mean")
-    fig.update_layout(**LAYOUT, title=f"mean {label} by old-probability bin")
+    fig.update_layout(**LAYOUT, title=f"mean {label} by old-probability bin (x: old probability)")
     fig.update_yaxes(title_text=f"mean {label}", row=1, col=1)
     if label == "delta_logp":
         fig.add_hline(y=0, line=dict(color="#999", width=1))
@@ -254,9 +254,9 @@ def weight_landscape(algo: str, tokens: pd.DataFrame | None = None, eps_low=None
                 customdata=t["weight"].to_numpy(float) if "weight" in t else None,
                 hovertemplate="old prob %{x:.3f}<br>prob %{y:.3f}<br>logged weight %{customdata:.3f}"),
                 row=1, col=col)
-        fig.update_xaxes(title_text="old probability exp(old_logp)", range=[0, 1], row=1, col=col)
+        fig.update_xaxes(title_text="old prob exp(old_logp)", range=[0, 1], row=1, col=col)
     fig.update_yaxes(title_text="probability exp(logp)", range=[0, 1], row=1, col=1)
-    fig.update_layout(**{**LAYOUT, "height": 420},
+    fig.update_layout(**{**LAYOUT, "height": 460}, legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
                       title=f"weight landscape — {algo} (eps_low={eps_low:g}, eps_high={eps_high:g}, c={c:g})",
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=max(c, 1.5),
                                      colorbar=dict(title="weight")))

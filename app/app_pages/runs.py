@@ -23,8 +23,8 @@ def body() -> None:
     table = runs.merge(badges, on="run_id", how="left")
     table["status"] = [f"{common.STATUS_ICONS.get(s, '')} {s}" for s in table["status"]]
     table["badges"] = table["badges"].fillna("no steps yet")
-    cols = ["run_id", "algo", "task", "model", "status", "n_steps", "last_step", "reward_mean", "accuracy",
-            "entropy_mean", "repetition_rate", "eval_pass_at_k", "badges", "heartbeat_age_s", "path"]
+    cols = ["run_id", "algo", "status", "badges", "n_steps", "last_step", "reward_mean", "accuracy",
+            "entropy_mean", "repetition_rate", "eval_pass_at_k", "task", "model", "heartbeat_age_s", "path"]
     st.dataframe(table[cols], hide_index=True, width="stretch", column_config={
         "n_steps": st.column_config.NumberColumn("steps"),
         "heartbeat_age_s": st.column_config.NumberColumn("heartbeat age (s)", format="%.0f"),

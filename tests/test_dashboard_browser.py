@@ -1,0 +1,173 @@
+"""End to end in a real headless Chromium: the dashboard on a run that another process is writing.
+
+Debian's /usr/bin/chromium is driven by Playwright (no browser download; scripts/setup_browser.sh
+installs it). The test opens every page, waits for its Plotly charts, checks that no exception is
+shown, and watches the live step counter grow without reloading the page (st.fragment timers,
+which AppTest cannot fire). Screenshots of every page go to a temporary directory, or to
+docs/screenshots/ when ASPO_UPDATE_SCREENSHOTS=1 (that is how the README's images are refreshed,
+without dirtying the tree on every test run).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from logs_helpers import make_synthetic_run
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PAGES = {"runs": "", "overview": "overview", "rich_get_richer": "rich_get_richer", "entropy": "entropy",
+         "repetition": "repetition", "samples": "samples"}
+STEP_DELAY_S = 1.0
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(),
+                                 reason="needs Debian's /usr/bin/chromium (make setup-dev / scripts/setup_browser.sh)")]
+
+# The run being written: synthetic steps through the real RunWriter, one every STEP_DELAY_S.
+_WRITER = """
+import sys, time
+import numpy as np
+sys.path[:0] = [{root!r}, {tests!r}]
+from logs_helpers import synthetic_step
+from logs_schema import RunWriter
+w = RunWriter({run_dir!r}, run_id="aspo-live", meta={{"algo": "aspo", "task": "math", "model": "tiny-0.6M"}})
+for step in range({steps}):
+    metrics, seq, tok = synthetic_step(np.random.default_rng([1, step]), "aspo", step / {steps}, seqs_per_step=32)
+    w.log_step(step, metrics, seq, tok)
+    time.sleep({delay})
+w.set_status("finished")
+"""
+
+
+def writer_command(run_dir: Path, steps: int = 120) -> list[str]:
+    """The process that writes the live run. (To become `aspo train --out run_dir ...` once the
+    trainer lands: only this function changes.)"""
+    code = _WRITER.format(root=str(ROOT), tests=str(ROOT / "tests"), run_dir=str(run_dir), steps=steps,
+                          delay=STEP_DELAY_S)
+    return [sys.executable, "-c", code]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.25):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def serving(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def live_logs(tmp_path):
+    """A finished GRPO run to compare with, and an ASPO run being written by another process."""
+    make_synthetic_run(tmp_path / "grpo", "grpo", steps=30, seqs_per_step=32)
+    proc = subprocess.Popen(writer_command(tmp_path / "aspo-live"), cwd=ROOT, start_new_session=True)
+    try:
+        wait_for(lambda: len(list((tmp_path / "aspo-live" / "steps").glob("step-*.parquet"))) >= 2, 60,
+                 "the writer's first steps")
+        yield tmp_path
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def dashboard(live_logs):
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "streamlit_app.py"),
+           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+           "--", "--logs", str(live_logs)]
+    log = open(live_logs / "streamlit.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: serving(url) or proc.poll() is not None, 60, "the Streamlit server")
+        assert proc.poll() is None, (live_logs / "streamlit.log").read_text()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    out = ROOT / "docs" / "screenshots" if os.environ.get("ASPO_UPDATE_SCREENSHOTS") == "1" else tmp_path / "shots"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def steps_logged(page, run_id: str) -> int:
+    text = page.locator('[data-testid="stCaptionContainer"]', has_text="steps logged").first.inner_text()
+    m = re.search(re.escape(run_id) + r":?\s*(\d+) steps logged", text)
+    assert m, text
+    return int(m.group(1))
+
+
+def open_page(page, url: str, path: str) -> float:
+    """Open a page, wait for its first drawn chart; returns the seconds that took."""
+    t0 = time.time()
+    page.goto(f"{url}/{path}")
+    page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=60_000)
+    took = time.time() - t0
+    assert page.locator('[data-testid="stException"]').count() == 0, page.inner_text("body")[:2000]
+    return took
+
+
+def screenshot(page, path: Path) -> None:
+    """The whole main area: the viewport is grown to its scroll height (Streamlit scrolls inside
+    stMain, so a full-page screenshot alone would stop at the window)."""
+    time.sleep(1.5)  # let the page's other charts draw
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
+    page.set_viewport_size({"width": 1500, "height": int(min(max(height, 900), 4000))})
+    time.sleep(0.5)
+    page.screenshot(path=str(path))
+
+
+def test_every_page_live_in_chromium(dashboard, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    out = shots_dir(tmp_path)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            for name, path in PAGES.items():
+                took = open_page(page, dashboard, path)
+                print(f"{name}: first chart after {took:.2f} s")
+                assert page.locator("text=live, refreshing every").count() >= 1, name
+                screenshot(page, out / f"{name}.png")
+                page.set_viewport_size({"width": 1500, "height": 1000})
+            # live: the counter of the run being written grows while the page stays open
+            open_page(page, dashboard, "overview")
+            before = steps_logged(page, "aspo-live")
+            after = wait_for(lambda: (n := steps_logged(page, "aspo-live")) >= before + 2 and n, 30,
+                             "the live step counter to grow", every=0.5)
+            assert after >= before + 2
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
