@@ -113,14 +113,15 @@ def _pairs(tok: dict, seq: dict) -> dict[str, tuple[float, float]]:
     if seq:
         r = np.asarray(seq["reward"], np.float64)
         ok = ~np.isnan(r)
-        n = float(len(r))
         out["reward_mean"] = (r[ok].sum(), ok.sum())
         out["_reward_sq"] = ((r[ok] ** 2).sum(), ok.sum())
-        out["accuracy"] = (np.asarray(seq["correct"]).sum(), n)
-        out["response_length_mean"] = (np.asarray(seq["length"]).sum(), n)
-        out["truncated_frac"] = (np.asarray(seq["truncated"]).sum(), n)
-        out["repetition_rate"] = (np.asarray(seq["repetition_rate"]).sum(), n)
-        out["zero_var_group_frac"] = _zero_var_groups(np.asarray(seq["group"]), r)
+        cols = {"accuracy": "correct", "response_length_mean": "length", "truncated_frac": "truncated",
+                "repetition_rate": "repetition_rate"}
+        for metric, col in cols.items():  # a plug-in that cannot see a column leaves its metric null
+            if col in seq:
+                out[metric] = (np.asarray(seq[col], np.float64).sum(), float(len(r)))
+        if "group" in seq and ok.any():
+            out["zero_var_group_frac"] = _zero_var_groups(np.asarray(seq["group"])[ok], r[ok])
     return out
 
 

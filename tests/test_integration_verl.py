@@ -1,0 +1,199 @@
+"""aspo.integrations.verl against verl's real interface on CPU: the policy-loss registry and ActorConfig
+(verl.trainer.ppo.core_algos, verl.workers.config), verl's own vanilla loss and agg_loss, and verl's actor-side
+`ppo_loss` (verl.workers.utils.losses). Only the engine's mini-batch loop (FSDP/Megatron, Ray) is a stand-in."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("verl.trainer.ppo.core_algos")
+
+import torch  # noqa: E402
+from tensordict import TensorDict  # noqa: E402
+from verl.trainer.ppo import core_algos  # noqa: E402
+from verl.utils import tensordict_utils as tu  # noqa: E402
+from verl.workers.config import ActorConfig  # noqa: E402
+from verl.workers.utils.losses import ppo_loss  # noqa: E402
+
+from aspo.integrations import verl as av  # noqa: E402
+from aspo.losses import LOSSES  # noqa: E402
+from logs_schema import queries  # noqa: E402
+
+
+def actor_config(**kw) -> ActorConfig:
+    base = dict(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=2, ppo_mini_batch_size=4, clip_ratio=0.2)
+    return ActorConfig(**{**base, **kw})
+
+
+def batch(B=6, T=7, seed=0, spread=0.5):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, T + 1, (B,), generator=g)
+    mask = (torch.arange(T)[None] < lengths[:, None])
+    old = -torch.rand(B, T, generator=g) * 3
+    logp = (old + spread * torch.randn(B, T, generator=g)).requires_grad_(True)  # ratios ~ e^{±1}: clips hit
+    adv = torch.randn(B, 1, generator=g).expand(B, T).clone()
+    return old, logp, adv, mask
+
+
+@pytest.fixture(autouse=True)
+def no_logging():
+    av.configure(log_dir=None)
+    yield
+    av.configure(log_dir=None)
+
+
+def call(name, old, logp, adv, mask, config, mode="token-mean"):
+    fn = core_algos.get_policy_loss_fn(name)
+    logp.grad = None
+    loss, metrics = fn(old_log_prob=old, log_prob=logp, advantages=adv, response_mask=mask, loss_agg_mode=mode,
+                       config=config, rollout_is_weights=None)
+    loss.backward()
+    return loss.detach(), logp.grad.clone(), metrics
+
+
+def test_everything_is_registered():
+    names = set(core_algos.POLICY_LOSS_REGISTRY)
+    assert {"aspo"} | {f"aspo_{n}" for n in LOSSES if n != "aspo"} <= names
+    assert {"aspo_logged_vanilla", "aspo_logged_gspo", "aspo_logged_cispo"} <= names
+    assert av.register() and set(core_algos.POLICY_LOSS_REGISTRY) == names  # idempotent
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "token-sum", "seq-mean-token-sum"])
+@pytest.mark.parametrize("dp", [1, 2])
+def test_aspo_grpo_has_verl_vanillas_loss_and_gradient(mode, dp):
+    """aspo's grpo (PPO clip + hard dual clip c) is verl's vanilla loss, for every aggregation mode and with the
+    global-batch normalisers verl injects for data parallelism."""
+    config = actor_config(clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=2.0)
+    old, logp, adv, mask = batch()
+    config.global_batch_info.update(dp_size=dp, batch_num_tokens=int(mask.sum()) * dp, global_batch_size=6 * dp)
+    ours = call("aspo_grpo", old, logp, adv, mask, config, mode)
+    theirs = call("vanilla", old, logp, adv, mask, config, mode)
+    torch.testing.assert_close(ours[0], theirs[0])
+    torch.testing.assert_close(ours[1], theirs[1])
+    assert ours[2]["actor/pg_clipfrac"] > 0  # the batch does exercise the clip
+
+
+def test_aspo_gradient_is_minus_a_weight_over_n(tmp_path):
+    av.configure(log_dir=tmp_path / "run")
+    config = actor_config()
+    old, logp, adv, mask = batch(seed=3)
+    _, grad, _ = call("aspo", old, logp, adv, mask, config)
+    out = LOSSES["aspo"](logp.detach(), old, adv, mask)
+    n = mask.sum()
+    torch.testing.assert_close(grad, -adv * out.weight / n * mask)
+    av.flush()
+    t = tokens(tmp_path / "run", 0)
+    assert len(t) == int(n)
+    pos = t[(t["advantage"] > 0) & ~t["clipped"] & ~t["dual_clipped"]]
+    assert len(pos)
+    np.testing.assert_allclose(pos["weight"], 1 / pos["ratio"], rtol=1e-5)
+
+
+def tokens(run_dir, step):
+    seqs = queries.samples(run_dir, run_dir.name, step, limit=1000)
+    return pd.concat([queries.sample_tokens(run_dir, run_dir.name, step, int(s), epoch=None, rank=int(r))
+                      for s, r in zip(seqs["sample"], seqs["rank"])], ignore_index=True)
+
+
+def test_logged_vanilla_keeps_verls_loss_and_logs_the_ppo_weight(tmp_path):
+    av.configure(log_dir=tmp_path / "run")
+    config = actor_config(clip_ratio_c=2.0)
+    old, logp, adv, mask = batch(seed=5, spread=0.8)
+    logged = call("aspo_logged_vanilla", old, logp, adv, mask, config)
+    plain = call("vanilla", old, logp, adv, mask, config)
+    torch.testing.assert_close(logged[0], plain[0])
+    torch.testing.assert_close(logged[1], plain[1])
+    assert logged[2] == plain[2]
+    assert av.flush() == 0
+    t = tokens(tmp_path / "run", 0)
+    ref = LOSSES["grpo"](logp.detach(), old, adv, mask, dual_clip=2.0)  # the same rule, from aspo's table
+    m = mask.numpy()
+    key = lambda df: df.sort_values(["sample", "position"])  # noqa: E731
+    t = key(t)
+    for col in ("weight", "ratio"):
+        np.testing.assert_allclose(t[col], getattr(ref, col).numpy()[m], rtol=1e-5, atol=1e-6)
+    for col in ("clipped", "dual_clipped"):
+        assert (t[col].to_numpy() == getattr(ref, col).numpy()[m]).all()
+    assert t["dual_clipped"].any() and t["clipped"].any()
+    assert t["new_logp"].isna().all()  # not measured on verl (documented)
+
+
+def actor_data(B=4, P=3, T=5, seed=0):
+    """A micro-batch as verl's actor sees it in `ppo_loss`: padded prompts/responses, attention and response
+    masks, old log-probs, advantages and token-level scores, plus the global-batch entries the engine adds."""
+    g = torch.Generator().manual_seed(seed)
+    resp_len = torch.randint(2, T + 1, (B,), generator=g)
+    response_mask = (torch.arange(T)[None] < resp_len[:, None]).long()
+    attention = torch.cat([torch.ones(B, P, dtype=torch.long), response_mask], 1)
+    scores = torch.zeros(B, T)
+    scores[torch.arange(B), resp_len - 1] = torch.randint(0, 2, (B,), generator=g).float()
+    data = TensorDict({"prompts": torch.randint(5, 50, (B, P), generator=g),
+                       "responses": torch.randint(5, 50, (B, T), generator=g) * response_mask,
+                       "attention_mask": attention, "response_mask": response_mask,
+                       "old_log_probs": -torch.rand(B, T, generator=g) * 2,
+                       "advantages": torch.randn(B, 1, generator=g).expand(B, T).clone(),
+                       "token_level_scores": scores}, batch_size=[B])
+    return data
+
+
+def flat(per_token: torch.Tensor, data) -> torch.Tensor:
+    """The engine's no-padding layout (total_nnz,) whose left-shifted response slice is `per_token`."""
+    parts = []
+    P = data["prompts"].shape[1]
+    for i in range(per_token.size(0)):
+        r = int(data["response_mask"][i].sum())
+        parts += [torch.zeros(P - 1), per_token[i, :r], torch.zeros(1)]
+    return torch.cat(parts)
+
+
+class StandInActor:
+    """Stands in for verl's engine TrainingWorker: mini-batches x epochs, each through verl's real ppo_loss."""
+
+    def __init__(self, config, params):
+        self.config, self.params = config, params
+
+    def train_mini_batch(self, data):
+        B = data.shape[0]
+        for epoch in range(2):
+            for idx in (torch.arange(B)[: B // 2], torch.arange(B)[B // 2:]):
+                mb = data[idx]
+                tu.assign_non_tensor(mb, dp_size=1, batch_num_tokens=int(mb["response_mask"].sum()),
+                                     global_batch_size=len(idx))
+                logp = mb["old_log_probs"] + self.params[idx]
+                out = {"log_probs": flat(logp, mb), "entropy": flat(torch.full_like(logp, 0.5 + epoch), mb)}
+                loss, _ = av.aspo_ppo_loss(self.config, out, mb, _inner=ppo_loss)
+                loss.backward()
+                with torch.no_grad():
+                    self.params -= 0.5 * self.params.grad
+                    self.params.grad = None
+        return "done"
+
+
+def test_actor_hook_writes_one_step_per_train_mini_batch(tmp_path):
+    run = tmp_path / "verl-run"
+    av.configure(log_dir=run, token_sample=None)
+    config = actor_config(policy_loss={"loss_mode": "aspo"})
+    data = actor_data()
+    actor = StandInActor(config, torch.zeros(4, 5, requires_grad=True))
+    step = av.wrap_train_mini_batch(StandInActor.train_mini_batch)
+    assert step(actor, data) == "done"
+    assert step(actor, actor_data(seed=1)) == "done"
+    assert list(queries.step_metrics(run)["step"]) == [0, 1]
+    t = tokens(run, 0)
+    assert sorted(t["epoch"].unique()) == [0, 1] and sorted(t["minibatch"].unique()) == [0, 1]
+    assert t.groupby(["sample", "position"]).size().eq(2).all()  # each token once per epoch
+    resp = data["responses"].numpy()
+    np.testing.assert_array_equal(t["token_id"], resp[t["sample"], t["position"]])
+    np.testing.assert_allclose(t["entropy"], 0.5 + t["epoch"])
+    e1 = t[t["epoch"] == 1]
+    assert (e1["ratio"] - 1).abs().max() > 1e-3  # the second epoch is off-policy
+    seqs = queries.samples(run, run.name, 0, limit=100)
+    np.testing.assert_allclose(seqs.sort_values("sample")["reward"], data["token_level_scores"].sum(-1).numpy())
+
+
+def test_without_log_dir_nothing_is_recorded(tmp_path):
+    config = actor_config()
+    old, logp, adv, mask = batch()
+    call("aspo", old, logp, adv, mask, config)
+    assert av.flush() is None and not list(tmp_path.iterdir())
