@@ -27,7 +27,8 @@ class TrainConfig:
     model: str = _f("tiny", "tiny or small (built from scratch and warmed up here) or the path of a local Hugging Face causal LM")
     out: str = _f("runs/run", "run directory: logs, checkpoints and the recorded config go here")
     run_name: str = _f("", "run id shown in the dashboard (default: the name of --out)")
-    seed: int = _f(0, "seed for model init, problem sampling and rollouts")
+    seed: int = _f(0, "seed for problem sampling, rollouts and mini-batch order")
+    warmup_seed: int = _f(0, "seed of the embedded model's init and warm-up: runs with different --seed share one start model")
     device: str = _f("auto", "auto (cuda if available), cpu or cuda")
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
     # --- RL loop

@@ -111,9 +111,9 @@ def load_policy(cfg: TrainConfig, task, run_dir: Path, device: torch.device, log
 def warmed_up_model(cfg: TrainConfig, task, log=print):
     """The embedded model after its supervised warm-up (cached on disk, so paid once per model/task/seed)."""
     tokenizer = build_tokenizer(task.alphabet)
-    model = build_small_model(tokenizer, size=cfg.model, seed=cfg.seed)
+    model = build_small_model(tokenizer, size=cfg.model, seed=cfg.warmup_seed)
     model = warmup(model, tokenizer, task, seconds=cfg.warmup_seconds, max_steps=cfg.warmup_max_steps,
-                   target_accuracy=cfg.warmup_target, seed=cfg.seed, log=log)
+                   target_accuracy=cfg.warmup_target, seed=cfg.warmup_seed, log=log)
     return model, tokenizer
 
 
@@ -160,7 +160,7 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     gen = torch.Generator().manual_seed(cfg.seed)
     start = resume_state(cfg, run_dir, model, opt, sched, gen, device)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    train, heldout = task.splits(cfg.seed)
+    train, heldout = task.splits(cfg.warmup_seed)  # one split per start model: held-out stays unseen
     writer = make_writer(cfg, run_dir, resume_step=start - 1 if cfg.resume else None)
     return Run(cfg, run_dir, device, task, train, heldout, model, ref, tokenizer, opt, sched, gen,
                LOSSES[cfg.algo], loss_kwargs(cfg), writer, start, cfg.max_new_tokens or task.max_new_tokens,

@@ -1,0 +1,101 @@
+"""`aspo experiment`: a grid of runs (loss x task x seed) from one shared warm-up, run in parallel processes.
+
+Every run is a plain `aspo train` process with one CPU thread, so a grid uses all cores without
+oversubscription, a killed experiment resumes run by run (`--resume` is passed), and every run's logs are the
+usual contract under OUT/<task>/<algo>-s<seed>.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT = dict(algos="grpo,aspo,no_is,pos_mean_is", tasks="math,code", seeds="0,1,2")
+# The default grid is sized for about an hour on 2 CPU cores; --quick for minutes.
+STEPS = {"full": 150, "quick": 12}
+TASK_ARGS = {"math": "digits=2,terms=2", "code": ""}
+
+
+@dataclass(frozen=True)
+class Job:
+    task: str
+    algo: str
+    seed: int
+    out: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.task.replace(':', '_').replace('/', '_')}/{self.algo}-s{self.seed}"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("experiment", help="run GRPO/ASPO/no_is/pos_mean_is x tasks x seeds from one warm-up")
+    p.add_argument("--out", default="runs/experiment", help="directory of the grid's runs (default: runs/experiment)")
+    p.add_argument("--algos", default=DEFAULT["algos"], help=f"losses (default: {DEFAULT['algos']})")
+    p.add_argument("--tasks", default=DEFAULT["tasks"], help=f"tasks (default: {DEFAULT['tasks']})")
+    p.add_argument("--seeds", default=DEFAULT["seeds"], help=f"seeds (default: {DEFAULT['seeds']})")
+    p.add_argument("--steps", type=int, default=None, help=f"RL steps per run (default {STEPS['full']}, quick {STEPS['quick']})")
+    p.add_argument("--quick", action="store_true", help="a few steps per run: checks the pipeline in minutes")
+    p.add_argument("--parallel", type=int, default=0, help="runs at once (default: the number of CPU cores)")
+    p.add_argument("--extra", default="", help="extra `aspo train` options for every run, e.g. \"--lr 1e-4\"")
+
+
+def jobs(args) -> list[Job]:
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+    seeds = [int(s) for s in split(args.seeds)]
+    return [Job(t, a, s, Path(args.out)) for t, a, s in itertools.product(split(args.tasks), split(args.algos), seeds)]
+
+
+def train_command(job: Job, args) -> list[str]:
+    steps = args.steps or STEPS["quick" if args.quick else "full"]
+    cmd = [sys.executable, "-m", "aspo.cli", "train", "--preset", "demo", "--algo", job.algo, "--task", job.task,
+           "--seed", str(job.seed), "--steps", str(steps), "--out", str(job.out / job.name), "--run-name",
+           job.name.replace("/", ":"), "--threads", "1", "--no-progress", "--resume",
+           "--warmup-seed", "0"]
+    if TASK_ARGS.get(job.task):
+        cmd += ["--task-args", TASK_ARGS[job.task]]
+    if args.quick:
+        cmd += ["--eval-every", "4", "--eval-problems", "50"]
+    return cmd + args.extra.split()
+
+
+def warm_up_all(args, tasks: list[str]) -> None:
+    """One warm-up per task, before the grid starts, so every run of a task starts from the same weights."""
+    from aspo.config import make_config  # noqa: PLC0415
+    from aspo.trainer import prepare_warmup  # noqa: PLC0415
+    for task in tasks:
+        print(f"aspo experiment: warm-up for {task} (cached after the first time)", flush=True)
+        prepare_warmup(make_config("demo", task=task, task_args=TASK_ARGS.get(task, ""), warmup_seed=0),
+                       log=lambda m: print(f"  {m}", flush=True))
+
+
+def run(args) -> int:
+    grid = jobs(args)
+    if not grid:
+        raise ValueError("empty grid: give at least one of each of --algos, --tasks, --seeds")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    warm_up_all(args, sorted({j.task for j in grid}))
+    parallel = args.parallel or os.cpu_count() or 1
+    pending, running, failed = list(grid), {}, []
+    started = time.time()
+    while pending or running:
+        while pending and len(running) < parallel:
+            job = pending.pop(0)
+            with open(Path(args.out) / f"{job.name.replace('/', '_')}.log", "w") as log:  # the child keeps its copy
+                running[job] = subprocess.Popen(train_command(job, args), stdout=log, stderr=subprocess.STDOUT)
+        for job, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[job]
+                if proc.returncode:
+                    failed.append(job.name)
+                print(f"aspo experiment: {job.name} {'failed' if proc.returncode else 'done'} "
+                      f"({len(grid) - len(pending) - len(running)}/{len(grid)}, {time.time() - started:.0f} s)",
+                      flush=True)
+        time.sleep(0.5)
+    print(f"aspo experiment: {len(grid) - len(failed)}/{len(grid)} runs finished under {args.out}; "
+          f"report: aspo report {args.out}", flush=True)
+    return 1 if failed else 0
