@@ -213,14 +213,14 @@ def broken(tmp_path_factory):
     """A good run plus a truncated part, a garbage part and a part from a newer schema."""
     root = tmp_path_factory.mktemp("broken")
     run = make_synthetic_run(root / "grpo", "grpo", steps=4, seqs_per_step=16)
-    tok = run / "tokens" / "step-00000001-rank0.parquet"
+    tok = sorted((run / "tokens").glob("*.parquet"))[1]
     tok.write_bytes(tok.read_bytes()[:200])
-    (run / "token_hist" / "step-00000002-rank0.parquet").write_bytes(b"not parquet at all")
-    newer = pq.read_table(run / "steps" / "step-00000003-rank0.parquet")
-    newer = newer.replace_schema_metadata({S.META_VERSION: str(S.SCHEMA_VERSION + 1).encode(),
-                                           S.META_TABLE: b"steps"})
-    pq.write_table(newer.append_column("future_metric", pa.array([1.0])),
-                   run / "steps" / "step-00000003-rank0.parquet")
+    (run / "token_hist" / "step-00000009-rank0.parquet").write_bytes(b"not parquet at all")
+    newer = pq.read_table(sorted((run / "steps").glob("*.parquet"))[0]).slice(0, 1)
+    newer = newer.set_column(newer.schema.get_field_index("step"), "step", pa.array([10], pa.int64()))
+    newer = newer.append_column("future_metric", pa.array([1.0])).replace_schema_metadata(
+        {S.META_VERSION: str(S.SCHEMA_VERSION + 1).encode(), S.META_TABLE: b"steps"})
+    pq.write_table(newer, run / "steps" / "step-00000010-rank0.parquet")
     return root
 
 

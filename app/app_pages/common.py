@@ -2,6 +2,7 @@
 stop), the skipped-file report, the live-mode wrapper and the live step counter."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -61,6 +62,16 @@ def runs_with_steps(ctx: Context, run_ids=None) -> list[str]:
     if empty:
         st.info(f"No steps logged yet for: {', '.join(empty)}.")
     return ok
+
+
+def run_config(ctx: Context, run_id: str) -> dict:
+    """The run's recorded trainer config ({} when missing or unreadable)."""
+    rows = ctx.runs[ctx.runs["run_id"] == run_id]["config_json"]
+    try:
+        cfg = json.loads(rows.iloc[0]) if len(rows) and isinstance(rows.iloc[0], str) else {}
+    except ValueError:
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def is_running(ctx: Context, run_ids=None) -> bool:

@@ -19,9 +19,10 @@ with c1:
 with c2:
     smoothing = common.pref(st.slider, "Smoothing (EMA weight)", "smoothing", 0.0, "repetition",
                             min_value=0.0, max_value=0.99, step=0.01)
-with c3:
-    n = st.number_input("n-gram length for highlighting", 2, 20, 3, key="rep_n")
 focus = ctx.focus if ctx.focus in run_ids else run_ids[-1]
+with c3:  # default: the n the trainer used for repetition_rate
+    n_default = int(common.run_config(ctx, focus).get("repetition_ngram") or 3)
+    n = st.number_input("n-gram length for highlighting", 1, 50, n_default, key=f"rep_n_{n_default}")
 
 
 def sample_text(row) -> str:

@@ -1,7 +1,5 @@
 """Rich-get-richer: weight and realised delta_logp against old token probability, per advantage sign,
 runs side by side; ratio/weight distributions per sign over steps; the loss's weight landscape."""
-import json
-
 import streamlit as st
 
 from app import charts, data
@@ -25,14 +23,17 @@ follow = window[1] >= last
 
 
 def loss_params(run_id: str) -> tuple[str, float | None, float | None, float | None]:
-    row = ctx.runs.set_index("run_id").loc[run_id]
-    try:
-        cfg = json.loads(row["config_json"]) if isinstance(row["config_json"], str) else {}
-    except ValueError:
-        cfg = {}
-    get = lambda *names: next((float(cfg[n]) for n in names if cfg.get(n) is not None), None)  # noqa: E731
-    return str(row["algo"] or cfg.get("algo") or "grpo"), get("eps_low"), get("eps_high"), \
-        get("dual_clip", "c")
+    """(algo, eps_low, eps_high, c) from the run's config; None (or a negative "use the loss's
+    default" value) falls back to the loss's defaults."""
+    cfg = common.run_config(ctx, run_id)
+    algo = ctx.runs.set_index("run_id").at[run_id, "algo"]
+
+    def get(name):
+        v = cfg.get(name)
+        return float(v) if isinstance(v, (int, float)) and v >= 0 else None
+
+    return str(algo if isinstance(algo, str) else cfg.get("algo", "grpo")), get("eps_low"), get("eps_high"), \
+        get("dual_clip")
 
 
 def rich_panels() -> None:
@@ -65,14 +66,15 @@ def landscape() -> None:
         return
     algo, eps_low, eps_high, c = loss_params(focus)
     l1, l2, l3, l4 = st.columns(4)
-    algo = l1.selectbox("Loss", list(charts.LANDSCAPE_DEFAULTS), key="landscape_algo",
+    algo = l1.selectbox("Loss", list(charts.LANDSCAPE_DEFAULTS), key=f"landscape_algo_{focus}",
                         index=list(charts.LANDSCAPE_DEFAULTS).index(algo) if algo in charts.LANDSCAPE_DEFAULTS else 0)
     d_lo, d_hi, d_c = charts.LANDSCAPE_DEFAULTS[algo]
-    eps_low = l2.number_input("eps_low", 0.0, 1.0, eps_low or d_lo, 0.01, format="%.4g")
-    eps_high = l3.number_input("eps_high", 0.0, 5.0, eps_high or d_hi, 0.01, format="%.4g")
-    c = l4.number_input("dual clip c", 1.01, 20.0, c or d_c, 0.5)
+    eps_low = l2.number_input("eps_low", 0.0, 1.0, d_lo if eps_low is None else eps_low, 0.01, format="%.4g")
+    eps_high = l3.number_input("eps_high", 0.0, 5.0, d_hi if eps_high is None else eps_high, 0.01, format="%.4g")
+    c = l4.number_input("dual clip c", 1.01, 20.0, d_c if c is None else max(c, 1.01), 0.5)
     options = steps["step"].tolist()
-    step = st.select_slider("Step whose logged tokens are drawn", options, value=options[-1], key="landscape_step")
+    step = st.select_slider("Step whose logged tokens are drawn", options, value=options[-1],
+                            key=f"landscape_step_{focus}")
     tokens = data.weight_landscape_tokens(ctx.root, focus, step)
     common.plot(charts.weight_landscape(algo, tokens, eps_low, eps_high, c), key="landscape")
     if tokens.empty:
