@@ -246,8 +246,9 @@ class AspoGRPOTrainer(GRPOTrainer):
             return
         micro = global_step * self.args.gradient_accumulation_steps
         self._aspo_step = micro // (self.args.steps_per_generation * self.num_iterations)
-        meta = {"algo": self.aspo_loss, "task": "trl", "model": str(self.model.config.name_or_path),
-                "seed": self.args.seed, "config": self._aspo_config()}
+        model = getattr(getattr(self.model, "config", None), "name_or_path", "")
+        meta = {"algo": self.aspo_loss, "task": "trl", "model": str(model), "seed": self.args.seed,
+                "config": self._aspo_config()}
         self._aspo_writer = RunWriter(self.aspo_log_dir, run_id=self.aspo_run_id, meta=meta,
                                       rank=self.accelerator.process_index, token_sample=self.aspo_token_sample,
                                       resume_step=self._aspo_step - 1 if global_step > 0 else None)

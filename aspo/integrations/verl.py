@@ -20,6 +20,7 @@ an extra forward pass of the engine after the update.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -34,6 +35,8 @@ try:  # verl is optional: without it this module still imports (and registers no
     from verl.trainer.ppo import core_algos as _core
 except ImportError:  # pragma: no cover - exercised only where verl is absent
     _core = None
+
+_LOG = logging.getLogger(__name__)
 
 __all__ = ["register", "configure", "flush", "make_policy_loss", "make_logged_loss", "install_actor_hooks",
            "aspo_ppo_loss", "RECORDER"]
@@ -53,7 +56,8 @@ def loss_kwargs(name: str, config) -> dict:
 def _metrics(out: LossOutput, mask, log_prob, old_log_prob) -> dict:
     m = mask.bool()
     n = m.sum().clamp(min=1)
-    mean = lambda x: (torch.where(m, x.float(), torch.zeros_like(x, dtype=torch.float32)).sum() / n).item()  # noqa: E731
+    zero = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
+    mean = lambda x: (torch.where(m, x.float(), zero).sum() / n).item()  # noqa: E731
     return {"actor/pg_clipfrac": mean(out.clipped), "actor/pg_clipfrac_lower": mean(out.dual_clipped),
             "actor/ppo_kl": mean(old_log_prob.detach() - log_prob.detach()),
             "actor/aspo_weight_mean": mean(out.weight)}
@@ -168,9 +172,10 @@ class _Recorder:
             self.visits[int(s)] = epoch + 1
         minibatch = self.calls.get(epoch, 0)
         self.calls[epoch] = minibatch + 1
+        fits = lambda x: x if x is not None and tuple(x.shape) == tuple(mask.shape) else None  # noqa: E731
         rows = pass_rows(epoch=epoch, minibatch=minibatch, sample=sample, mask=mask, logp=log_prob,
-                         old_logp=old_log_prob, out=out, advantages=advantages, entropy=ctx.get("entropy"),
-                         token_ids=ctx.get("responses"))
+                         old_logp=old_log_prob, out=out, advantages=advantages, entropy=fits(ctx.get("entropy")),
+                         token_ids=fits(ctx.get("responses")))
         self.passes.append(rows)
 
     def _writer(self, rank: int) -> RunWriter:
@@ -279,9 +284,15 @@ def wrap_train_mini_batch(orig):
             return orig(self, data)
         data["aspo_sample"] = torch.arange(data.shape[0])
         RECORDER.passes, RECORDER.visits, RECORDER.calls = [], {}, {}
-        RECORDER.sequences = _sequences_from_batch(data)
+        try:
+            RECORDER.sequences = _sequences_from_batch(data)
+        except Exception as exc:  # noqa: BLE001 - logs must never stop a multi-node run
+            _LOG.warning("aspo: sequences not logged this step (%s)", exc)
         result = orig(self, data)
-        RECORDER.flush()
+        try:
+            RECORDER.flush()
+        except Exception as exc:  # noqa: BLE001
+            _LOG.warning("aspo: step not logged (%s)", exc)
         return result
 
     return train_mini_batch
