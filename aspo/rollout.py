@@ -62,7 +62,8 @@ def _sample(logits: Tensor, temperature: float, generator: torch.Generator | Non
     if temperature <= 0:
         token = logp_all.argmax(-1)
     else:
-        u = torch.rand(logits.shape[0], 1, generator=generator, dtype=torch.float64).to(logits.device)
+        where = generator.device if generator is not None else torch.device("cpu")
+        u = torch.rand(logits.shape[0], 1, generator=generator, dtype=torch.float64, device=where).to(logits.device)
         cdf = logp_all.double().exp().cumsum(-1)
         token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp_max(logits.shape[-1] - 1)
     return token, logp_all.gather(-1, token[:, None]).squeeze(-1)
@@ -80,6 +81,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperat
     """
     if not prompts:
         raise ValueError("generate needs at least one prompt")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     pad = eos if pad is None else pad

@@ -188,3 +188,18 @@ def test_left_padding_does_not_change_a_sequence_logp(model, tok):
         alone_ids = ro.input_ids[:1, ro.attention_mask[0].argmax():]
         alone_logp, _ = token_logp_entropy(model, alone_ids, torch.ones_like(alone_ids), T)
     assert torch.allclose(batch_logp[0], alone_logp[0], atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rollout_matches_cpu_with_a_cpu_generator(tok):
+    cpu_model = build_small_model(tok, "tiny", seed=0)
+    gpu_model = build_small_model(tok, "tiny", seed=0).to("cuda")
+    a, b = roll(cpu_model, tok, seed=3), roll(gpu_model, tok, seed=3)
+    assert b.input_ids.device.type == "cuda"
+    assert torch.equal(a.completion_ids, b.completion_ids.cpu()) and a.texts == b.texts
+    assert torch.allclose(a.logp, b.logp.cpu(), atol=1e-4)
+    T = b.completion_ids.shape[1]
+    with torch.no_grad():
+        logp, _ = token_logp_entropy(gpu_model, b.input_ids, b.attention_mask, T)
+    m = b.completion_mask.bool()
+    assert (logp[m] - b.logp[m]).abs().max() < 1e-5
