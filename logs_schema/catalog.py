@@ -8,7 +8,6 @@ steady dashboard only pays one `stat` per file per query.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import schema as S
-from .writer import FILE_SCHEMAS, PART_TABLES
-
-PART_RE = re.compile(r"^step-(\d{8})-rank(\d+)\.parquet$")
-RUNS_RE = re.compile(r"^rank(\d+)\.parquet$")
+from .tables import FILE_SCHEMAS
+from .writer import PART_RE, PART_TABLES, RUNS_RE, SEG_RE
 
 
 @dataclass(frozen=True)
@@ -28,7 +25,8 @@ class Part:
     path: str
     table: str
     run_dir: str
-    step: int | None      # None for runs files
+    step: int | None      # first step in the file; None for runs files
+    last: int | None      # last step: == step for a per-step part, more for a segment
     rank: int
     version: int
     num_rows: int
@@ -36,8 +34,9 @@ class Part:
     row: dict | None = None  # the runs row, for runs files
 
 
+VANISHED = "vanished"  # a listed file deleted before it was read: never cached, triggers a re-list
 _LOCK = threading.Lock()
-_CACHE: dict[str, tuple[tuple[int, int], Part | str]] = {}  # path -> (stat key, Part or problem)
+_CACHE: dict[str, tuple[tuple, Part | str]] = {}  # path -> ((size, mtime_ns, ino), Part or problem)
 
 
 def is_run_dir(p: Path) -> bool:
@@ -60,31 +59,43 @@ def run_dirs(root) -> list[Path]:
     return found
 
 
-def _entries(run_dir: Path, table: str):
-    """(path, step, rank, stat) of files named like parts; temp files and strangers ignored."""
-    pattern = RUNS_RE if table == "runs" else PART_RE
+def _entries(run_dir: Path, table: str) -> list[tuple] | None:
+    """(path, first step, last step, rank, stat key) of the files to read: runs files, parts and
+    segments. Temp files and strangers are ignored, and so are parts superseded by a segment of
+    their rank (a compaction publishes the segment before deleting the parts). None when a listed
+    file vanished before its stat: the listing predates a compaction, list again."""
     try:
-        it = list(os.scandir(run_dir / table))
+        listing = list(os.scandir(run_dir / table))
     except (FileNotFoundError, NotADirectoryError):
-        return
-    for e in it:
-        m = pattern.match(e.name)
+        return []
+    parts, segs = [], []
+    for e in listing:
+        if table == "runs":
+            m, kind = RUNS_RE.match(e.name), "runs"
+        else:
+            m, kind = PART_RE.match(e.name), "part"
+            if not m:
+                m, kind = SEG_RE.match(e.name), "seg"
         if not m:
             continue
         try:
             st = e.stat()
-        except FileNotFoundError:  # removed since listing (resume, re-logged step)
-            continue
-        step, rank = (None, int(m[1])) if table == "runs" else (int(m[1]), int(m[2]))
-        yield e.path, step, rank, (st.st_size, st.st_mtime_ns)
+        except FileNotFoundError:  # removed since listing (compaction, resume)
+            return None
+        g = [int(x) for x in m.groups()]
+        first, last, rank = (None, None, g[0]) if kind == "runs" else (g[0], g[0], g[1]) if kind == "part" else g
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)  # ino: os.replace always makes a new one
+        (segs if kind == "seg" else parts).append((e.path, first, last, rank, key))
+    covered = [(a, b, r) for _, a, b, r, _ in segs]
+    return segs + [f for f in parts if not any(a <= f[1] <= b and r == f[3] for a, b, r in covered)]
 
 
-def _inspect(path: str, table: str, run_dir: str, step, rank) -> Part | str:
+def _inspect(path: str, table: str, run_dir: str, step, last, rank) -> Part | str:
     """A Part, or the reason the file must be skipped."""
     try:
         md = pq.read_metadata(path)
     except (OSError, pa.ArrowException) as e:
-        return f"corrupt or truncated Parquet file: {e}"
+        return VANISHED if not os.path.exists(path) else f"corrupt or truncated Parquet file: {e}"
     kv = md.metadata or {}
     if S.META_VERSION not in kv:
         return "no aspo.schema_version in the file's key-value metadata (not written by an aspo writer?)"
@@ -104,7 +115,7 @@ def _inspect(path: str, table: str, run_dir: str, step, rank) -> Part | str:
     row = _runs_row(path) if table == "runs" else None
     if isinstance(row, str):
         return row
-    return Part(path, table, run_dir, step, rank, version, md.num_rows,
+    return Part(path, table, run_dir, step, last, rank, version, md.num_rows,
                 names == FILE_SCHEMAS[table].names, row)
 
 
@@ -116,13 +127,14 @@ def _runs_row(path: str) -> dict | str:
     return rows[0] if rows else "empty runs file"
 
 
-def _checked(path, table, run_dir, step, rank, key) -> Part | str:
+def _checked(path, table, run_dir, step, last, rank, key) -> Part | str:
     hit = _CACHE.get(path)
     if hit and hit[0] == key:
         return hit[1]
-    result = _inspect(path, table, run_dir, step, rank)
-    with _LOCK:
-        _CACHE[path] = (key, result)
+    result = _inspect(path, table, run_dir, step, last, rank)
+    if result is not VANISHED:
+        with _LOCK:
+            _CACHE[path] = (key, result)
     return result
 
 
@@ -133,20 +145,36 @@ def mark_bad(path: str, reason: str) -> None:
     except FileNotFoundError:
         return
     with _LOCK:
-        _CACHE[path] = ((st.st_size, st.st_mtime_ns), reason)
+        _CACHE[path] = ((st.st_size, st.st_mtime_ns, st.st_ino), reason)
 
 
-def scan(root, table: str) -> tuple[list[Part], list[tuple[str, str, str]]]:
-    """Valid parts of `table` under root, and (path, table, reason) of the skipped ones."""
+def scan(root, table: str, dirs=None, step_min=None, step_max=None) -> tuple[list[Part], list]:
+    """Valid files of `table` under root (or in `dirs`) overlapping the step range, and
+    (path, table, reason) of the skipped ones. Pruning by name happens before any footer read."""
     parts, bad = [], []
-    for d in run_dirs(root):
-        for path, step, rank, key in _entries(d, table):
-            r = _checked(path, table, str(d), step, rank, key)
-            if isinstance(r, Part):
-                parts.append(r)
-            else:
-                bad.append((path, table, r))
+    for d in run_dirs(root) if dirs is None else dirs:
+        p, b = _scan_dir(Path(d), table, step_min, step_max)
+        parts, bad = parts + p, bad + b
     return sorted(parts, key=lambda p: (p.run_dir, p.step or 0, p.rank)), bad
+
+
+def _scan_dir(d: Path, table: str, step_min, step_max, attempts: int = 20):
+    """One directory's files; listed again while files vanish under it (a compaction deletes
+    parts only after publishing their segment, so a fresh listing always has every step)."""
+    for _ in range(attempts):
+        entries, parts, bad = _entries(d, table), [], []
+        for path, step, last, rank, key in entries or ():
+            if step is not None and ((step_min is not None and last < step_min) or
+                                     (step_max is not None and step > step_max)):
+                continue
+            r = _checked(path, table, str(d), step, last, rank, key)
+            if r is VANISHED:
+                break
+            (parts if isinstance(r, Part) else bad).append(r if isinstance(r, Part) else (path, table, r))
+        else:
+            if entries is not None:
+                return parts, bad
+    return parts, bad
 
 
 def run_ids_by_dir(root) -> dict[str, str]:
@@ -160,17 +188,12 @@ def run_ids_by_dir(root) -> dict[str, str]:
 
 
 def select(root, table: str, run_ids=None, step_min=None, step_max=None) -> list[Part]:
-    """Parts of `table` pruned by run and step range from names alone (no file is opened)."""
-    parts = scan(root, table)[0]
+    """Valid files of `table` for these runs (all when None) overlapping the step range."""
+    dirs = None
     if run_ids is not None:
-        ids = run_ids_by_dir(root)
         wanted = set(run_ids)
-        parts = [p for p in parts if ids.get(p.run_dir) in wanted]
-    if step_min is not None:
-        parts = [p for p in parts if p.step is None or p.step >= step_min]
-    if step_max is not None:
-        parts = [p for p in parts if p.step is None or p.step <= step_max]
-    return parts
+        dirs = [d for d, rid in run_ids_by_dir(root).items() if rid in wanted]
+    return scan(root, table, dirs, step_min, step_max)[0]
 
 
 def problems(root) -> list[tuple[str, str, str]]:
@@ -181,10 +204,11 @@ def problems(root) -> list[tuple[str, str, str]]:
 
 
 def data_version(root) -> str:
-    """Cheap fingerprint of everything readable under root: part count, newest mtime, total bytes."""
-    n = newest = size = 0
+    """Cheap fingerprint of everything readable under root: file count, newest mtime, total bytes
+    and an inode checksum (a rewrite within one mtime tick still changes it)."""
+    n = newest = size = inodes = 0
     for d in run_dirs(root):
         for t in ("runs",) + PART_TABLES:
-            for _, _, _, (sz, mt) in _entries(d, t):
-                n, newest, size = n + 1, max(newest, mt), size + sz
-    return f"{n}-{newest}-{size}"
+            for *_, (sz, mt, ino) in _entries(d, t) or ():
+                n, newest, size, inodes = n + 1, max(newest, mt), size + sz, (inodes + ino) % (1 << 32)
+    return f"{n}-{newest}-{size}-{inodes}"

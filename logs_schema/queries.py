@@ -154,7 +154,7 @@ def list_runs(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime 
     """Columns RUN_COLUMNS, one row per run, ordered by started_at. `status` is the written status,
     except that a 'running' run is reported 'stale' when its heartbeat (updated_at) is older than
     stale_after_s or its writer process (same host) is gone. reward_mean..eval_pass_at_k are the
-    last non-null values; last_step/n_steps come from the steps table."""
+    last non-null values; last_step/n_steps come from the steps table (null/0 before step 0)."""
     last = ", ".join(f"arg_max({m}, step) FILTER (WHERE {m} IS NOT NULL) AS {m}" for m in _LAST)
     sql = f"""SELECT run_id, max(step) AS last_step, count(DISTINCT step) AS n_steps, {last}
               FROM {{steps}} GROUP BY run_id"""
@@ -167,6 +167,7 @@ def list_runs(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime 
                              index=df.index, dtype=object)
     for c in ("seed", "last_step", "n_steps"):
         df[c] = df[c].astype("Int64")
+    df["n_steps"] = df["n_steps"].fillna(0)
     return df[RUN_COLUMNS].sort_values(["started_at", "run_id"], na_position="last").reset_index(drop=True)
 
 
@@ -226,9 +227,9 @@ def rich_get_richer_over_steps(root, run_ids=None, step_min=None, step_max=None,
     """rich_get_richer per step window: run_id, window_start, window_end (inclusive nominal step
     bounds), then the rich_get_richer columns. `window` steps per window; default: the selected
     step range split into n_windows windows."""
-    steps = [p.step for p in catalog.select(root, "token_hist", _ids(run_ids), step_min, step_max)]
-    lo = step_min if step_min is not None else min(steps, default=0)
-    hi = step_max if step_max is not None else max(steps, default=0)
+    parts = catalog.select(root, "token_hist", _ids(run_ids), step_min, step_max)
+    lo = step_min if step_min is not None else min((p.step for p in parts), default=0)
+    hi = step_max if step_max is not None else max((p.last for p in parts), default=0)
     window = int(window or max(1, math.ceil((hi - lo + 1) / max(n_windows, 1))))
     sql = f"""SELECT run_id, $lo + ((step - $lo) // $window) * $window AS window_start,
               $lo + ((step - $lo) // $window) * $window + $window - 1 AS window_end,
@@ -386,16 +387,24 @@ def weight_landscape_tokens(root, run_id: str, step: int, limit: int = 5000, epo
 
 def steps_available(root, run_id: str) -> pd.DataFrame:
     """step, n_sequences, n_token_rows (summed over ranks) for every step of the run whose steps
-    row is published (a visible step is complete). From file footers only: no data is read."""
-    counts: dict[int, list[int]] = {}
-    for p in catalog.select(root, "steps", [run_id]):
-        counts.setdefault(p.step, [0, 0])
-    for i, t in enumerate(("sequences", "tokens")):
-        for p in catalog.select(root, t, [run_id]):
-            if p.step in counts:
-                counts[p.step][i] += p.num_rows
-    rows = [(s, a, b) for s, (a, b) in sorted(counts.items())]
-    return pd.DataFrame(rows, columns=["step", "n_sequences", "n_token_rows"]).astype("int64")
+    row is published (a visible step is complete). Token counts come from file footers."""
+    sql = """SELECT s.step, coalesce(q.n, 0)::BIGINT AS n_sequences FROM
+               (SELECT DISTINCT step FROM {steps} {where}) s
+               LEFT JOIN (SELECT step, count(*) AS n FROM {sequences} {where} GROUP BY step) q USING (step)
+             ORDER BY s.step"""
+    df = _q(sql, ("steps", "sequences"), root, [run_id])
+    parts = catalog.select(root, "tokens", [run_id])
+    tokens: dict[int, int] = {}
+    for p in parts:  # the writer never merges tokens: one step per file, counted from its footer
+        if p.step == p.last:
+            tokens[p.step] = tokens.get(p.step, 0) + p.num_rows
+    merged = [p for p in parts if p.step != p.last]  # segments made by other tools: count rows
+    if merged:
+        n = _run("SELECT step, count(*) AS n FROM {tokens} GROUP BY step", lambda: {"tokens": merged})
+        for step, k in zip(n["step"], n["n"]):
+            tokens[step] = tokens.get(step, 0) + int(k)
+    df["n_token_rows"] = [tokens.get(s, 0) for s in df["step"]]
+    return df.astype("int64")
 
 
 def data_version(root) -> str:

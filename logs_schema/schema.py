@@ -18,7 +18,8 @@ import pyarrow as pa
 
 SCHEMA_VERSION = 1
 CHANGELOG = {
-    1: "Initial contract: runs, steps, sequences, tokens, token_hist, value_hist.",
+    1: "Initial contract: runs, steps, sequences, tokens, token_hist, value_hist; one part per "
+       "(table, step, rank), small tables compacted into per-rank segments of steps A..B.",
 }
 
 # Parquet key-value metadata keys present in every part file.

@@ -1,63 +1,80 @@
-"""RunWriter: the trainer's only way to produce logs. Immutable, atomically published part files.
+"""RunWriter: the trainer's only way to produce logs. Immutable, atomically published files.
 
 Layout of a run directory (no hive `key=value` directories, see DESIGN §3):
 
-    <run_dir>/runs/rank<R>.parquet                       one row, rewritten atomically (latest wins)
-    <run_dir>/<table>/step-<STEP:08d>-rank<R>.parquet    one immutable part per (table, step, rank)
+    <run_dir>/runs/rank<R>.parquet                      one row, rewritten atomically (latest wins)
+    <run_dir>/<table>/step-<S:08d>-rank<R>.parquet      one part per (table, step, rank)
+    <run_dir>/<table>/seg-<A:08d>-<B:08d>-rank<R>.parquet   segment: that rank's steps A..B merged
 
 for table in steps, sequences, tokens, token_hist, value_hist. Every file carries
 `aspo.schema_version` and `aspo.table` in its Parquet key-value metadata.
 
-Atomicity: a part is written to `.<name>.tmp-<pid>-<rand>` in the same directory and then
+Atomicity: every file is written to `.<name>.tmp-<pid>-<rand>` in the same directory and then
 `os.replace`d, so readers see either no file or a complete one; a crash loses at most the step in
 flight (its temp file is ignored by readers and removed when the rank's writer starts again).
 Within a step the detail tables are published before `steps`, so once a step is visible in
 `steps` all its tables are readable.
 
+Compaction: reading thousands of tiny files costs DuckDB ~0.3 ms per file and column, too slow
+at 1000 steps. So every `compact_every` steps (and when a final status is set), the small tables
+(steps, sequences, token_hist, value_hist) of the finished block are merged into one segment;
+tokens stay one file per step (they are read one step at a time). A segment A..B supersedes
+the same rank's parts of steps A..B: it is published first and the parts deleted after, so a
+reader at any instant sees each step exactly once.
+
 fsync policy: by default nothing is fsynced. A killed *process* cannot lose or tear a published
-file (the page cache survives it); only an OS crash or power loss can leave a renamed part empty or
-truncated, and readers skip such a file and report it in `queries.problems`. Pass `fsync=True` to
-fsync every part and its directory before/after the rename (durable, costs a few ms per file).
+file (the page cache survives it); only an OS crash or power loss can leave a renamed file empty
+or truncated, and readers skip such a file and report it in `queries.problems`. Pass `fsync=True`
+to fsync every file and its directory before/after the rename (durable, ~5 ms per file).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import schema as S
+from .tables import (AGG_COLUMNS, FILE_SCHEMAS, build_table, sample_ids, steps_table,  # noqa: F401
+                     token_hist_table, value_hist_table)  # re-exported: writer.<name> stays valid
 
 PART_TABLES = ("tokens", "token_hist", "value_hist", "sequences", "steps")  # publication order
-# Files carry plain schemas: docs live in schema.py/README, keeping every footer small.
-FILE_SCHEMAS = {n: pa.schema([pa.field(f.name, f.type) for f in s]) for n, s in S.TABLES.items()}
+SEGMENT_TABLES = ("steps", "sequences", "token_hist", "value_hist")
 META_KEYS = ("algo", "task", "model", "seed", "config")
-AGG_COLUMNS = ("sample", "old_logp", "new_logp", "ratio", "weight", "clipped", "dual_clipped",
-               "advantage", "entropy")
+PART_RE = re.compile(r"^step-(\d{8})-rank(\d+)\.parquet$")
+SEG_RE = re.compile(r"^seg-(\d{8})-(\d{8})-rank(\d+)\.parquet$")
+RUNS_RE = re.compile(r"^rank(\d+)\.parquet$")
+ROW_GROUP_ROWS = 1 << 17  # segments: big row groups (DuckDB pays per row group and column)
+HOLD_BYTES = 4 << 20  # a step's small table is kept in memory for compaction below this size
 
 
 def part_name(step: int, rank: int) -> str:
     return f"step-{step:08d}-rank{rank}.parquet"
 
 
-def _file_metadata(table: str) -> dict:
-    return {S.META_VERSION: str(S.SCHEMA_VERSION).encode(), S.META_TABLE: table.encode()}
+def segment_name(first: int, last: int, rank: int) -> str:
+    return f"seg-{first:08d}-{last:08d}-rank{rank}.parquet"
 
 
-def write_atomic(table: pa.Table, path: Path, name: str, *, fsync: bool = False,
-                 compression: str = "snappy") -> None:
-    """Write `table` (schema of table `name`) to `path` via a temp file + os.replace."""
-    table = table.replace_schema_metadata(_file_metadata(name))
+def write_atomic(tables, path: Path, name: str, *, fsync: bool = False, compression: str = "snappy") -> None:
+    """Write a table (or a list of tables, concatenated) of table `name` to `path` through a temp
+    file + os.replace; every file gets the schema version in its key-value metadata."""
+    tables = [tables] if isinstance(tables, pa.Table) else list(tables) or [FILE_SCHEMAS[name].empty_table()]
+    schema = FILE_SCHEMAS[name].with_metadata(
+        {S.META_VERSION: str(S.SCHEMA_VERSION).encode(), S.META_TABLE: name.encode()})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        pq.write_table(table, tmp, compression=compression)
+        with pq.ParquetWriter(tmp, schema, compression=compression) as w:
+            for group in _row_groups(tables):
+                w.write_table(pa.concat_tables(group).replace_schema_metadata(schema.metadata))
         if fsync:
             _fsync_path(tmp)
         os.replace(tmp, path)
@@ -68,6 +85,17 @@ def write_atomic(table: pa.Table, path: Path, name: str, *, fsync: bool = False,
         raise
 
 
+def _row_groups(tables: list[pa.Table]):
+    """Batches of tables holding about ROW_GROUP_ROWS rows each; the last may be smaller."""
+    group, rows = [], 0
+    for i, t in enumerate(tables):
+        group.append(t.replace_schema_metadata(None))
+        rows += t.num_rows
+        if rows >= ROW_GROUP_ROWS or i == len(tables) - 1:
+            yield group
+            group, rows = [], 0
+
+
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -76,133 +104,71 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def own_files(run_dir: Path, table: str, rank: int) -> list[tuple[Path, int, int, bool]]:
+    """(path, first step, last step, is_segment) of one rank's parts and segments of `table`."""
+    out = []
+    for p in (run_dir / table).iterdir() if (run_dir / table).is_dir() else ():
+        m, s = PART_RE.match(p.name), SEG_RE.match(p.name)
+        if m and int(m[2]) == rank:
+            out.append((p, int(m[1]), int(m[1]), False))
+        elif s and int(s[3]) == rank:
+            out.append((p, int(s[1]), int(s[2]), True))
+    return sorted(out, key=lambda f: (f[1], f[3]))
+
+
+def compact(run_dir, rank: int = 0, every: int = 100, before: int | None = None,
+            memory: dict | None = None, **write_kw) -> None:
+    """Merge a rank's per-step parts of SEGMENT_TABLES (steps < `before`; all when None) into one
+    segment per block of `every` steps, then delete the merged parts. `memory` ({table: {step:
+    Table}}) spares re-reading parts the writer still holds. Never run it on a run whose writer
+    is alive in another process."""
+    run_dir = Path(run_dir)
+    for table in SEGMENT_TABLES:
+        files = own_files(run_dir, table, rank)
+        covered = [(a, b) for _, a, b, is_seg in files if is_seg]
+        blocks: dict[int, list] = {}
+        for p, step, _, is_seg in files:
+            if is_seg or (before is not None and step >= before):
+                continue
+            if any(a <= step <= b for a, b in covered):  # left by an interrupted compaction
+                p.unlink(missing_ok=True)
+            else:
+                blocks.setdefault(step // every, []).append((step, p))
+        held = (memory or {}).get(table, {})
+        for items in blocks.values():
+            tables = [held[s] if s in held else pq.read_table(p) for s, p in items]
+            seg = run_dir / table / segment_name(items[0][0], items[-1][0], rank)
+            write_atomic(tables, seg, table, **write_kw)
+            for s, p in items:
+                p.unlink(missing_ok=True)
+                held.pop(s, None)
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-# ---------------------------------------------------------------- column conversion
-def _to_arrow(values, typ: pa.DataType, n: int) -> pa.Array:
-    if values is None:
-        return pa.nulls(n, typ)
-    if pa.types.is_string(typ):
-        return pa.array(np.asarray(values, dtype=object) if not isinstance(values, list) else values,
-                        type=typ)
-    return pa.array(np.asarray(values, dtype=typ.to_pandas_dtype()), type=typ)
-
-
-def build_table(name: str, cols: dict, run_id: str, step: int, rank: int) -> pa.Table:
-    """Arrow table of `name` from plain columns; unknown columns and missing required ones raise.
-    An empty dict gives an empty table (an empty step is a valid step)."""
-    sch = FILE_SCHEMAS[name]
-    if not cols:
-        return sch.empty_table()
-    given = set(cols)
-    unknown = given - set(sch.names)
-    if unknown:
-        raise ValueError(f"{name}: unknown column(s) {sorted(unknown)}; known: {sch.names}")
-    missing = set(S.required_columns(name)) - given - {"run_id", "step", "rank"}
-    if missing:
-        raise ValueError(f"{name}: missing required column(s) {sorted(missing)}")
-    lengths = {k: len(v) for k, v in cols.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"{name}: columns have different lengths {lengths}")
-    n = next(iter(lengths.values()), 0)
-    keys = {"run_id": pa.array([run_id] * n, pa.string()),
-            "step": pa.array(np.full(n, step, np.int64)), "rank": pa.array(np.full(n, rank, np.int32))}
-    arrays = [keys[f.name] if f.name in keys else _to_arrow(cols.get(f.name), f.type, n) for f in sch]
-    return pa.Table.from_arrays(arrays, schema=sch)
-
-
-def steps_table(metrics: dict, run_id: str, step: int, rank: int) -> pa.Table:
-    unknown = set(metrics) - set(S.STEP_METRICS)
-    if unknown:
-        raise ValueError(f"steps: unknown metric(s) {sorted(unknown)}; known: {list(S.STEP_METRICS)}")
-    cols = {k: [None if v is None else float(v)] for k, v in metrics.items()}
-    return build_table("steps", {"step": [step], **cols}, run_id, step, rank)  # one row even if empty
-
-
-# ---------------------------------------------------------------- aggregates (vectorised)
-def adv_sign_index(advantage: np.ndarray) -> np.ndarray:
-    """0 = pos, 1 = neg, 2 = zero (the order of schema.ADV_SIGNS)."""
-    return np.where(advantage > 0, 0, np.where(advantage < 0, 1, 2)).astype(np.int64)
-
-
-def token_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:
-    """token_hist rows of one step from ALL token rows: bincount over a flat cell index."""
-    old = np.asarray(tok["old_logp"], np.float64)
-    pbin = np.clip(np.floor(np.exp(old) * S.PROB_BINS), 0, S.PROB_BINS - 1).astype(np.int64)
-    sign = adv_sign_index(np.asarray(tok["advantage"]))
-    clip = np.where(np.asarray(tok["dual_clipped"], bool), 2, np.asarray(tok["clipped"], bool) * 1)
-    cell = (pbin * 3 + sign) * 3 + clip
-    size = S.PROB_BINS * 9
-    count = np.bincount(cell, minlength=size)
-    delta = np.asarray(tok["new_logp"], np.float64) - old
-    sums = {f"{k}_sum": np.bincount(cell, weights=np.asarray(v, np.float64), minlength=size)
-            for k, v in (("weight", tok["weight"]), ("ratio", tok["ratio"]),
-                         ("delta_logp", delta), ("entropy", tok["entropy"]))}
-    idx = np.nonzero(count)[0]
-    b, s, c = idx // 9, (idx // 3) % 3, idx % 3
-    cols = {"prob_bin": b, "prob_lo": b / S.PROB_BINS, "prob_hi": (b + 1) / S.PROB_BINS,
-            "adv_sign": np.asarray(S.ADV_SIGNS, object)[s], "clip_state": np.asarray(S.CLIP_STATES, object)[c],
-            "count": count[idx], **{k: v[idx] for k, v in sums.items()}}
-    return build_table("token_hist", cols, run_id, step, rank)
-
-
-def value_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:
-    """value_hist rows of one step: per quantity, bincount over (sign, fixed bin); NaN rows skipped."""
-    sign = adv_sign_index(np.asarray(tok["advantage"]))
-    values = {"ratio": tok["ratio"], "weight": tok["weight"], "entropy": tok["entropy"],
-              "delta_logp": np.asarray(tok["new_logp"], np.float64) - np.asarray(tok["old_logp"], np.float64)}
-    parts = []
-    for q, edges in S.VALUE_BIN_EDGES.items():
-        x = np.asarray(values[q], np.float64)
-        ok = ~np.isnan(x)
-        nb = len(edges) + 1
-        count = np.bincount(sign[ok] * nb + np.searchsorted(edges, x[ok], side="right"), minlength=3 * nb)
-        idx = np.nonzero(count)[0]
-        lo = np.concatenate([[-np.inf], edges])
-        hi = np.concatenate([edges, [np.inf]])
-        b = idx % nb
-        parts.append({"quantity": np.full(len(idx), q, object),
-                      "adv_sign": np.asarray(S.ADV_SIGNS, object)[idx // nb],
-                      "bin": b, "bin_lo": lo[b], "bin_hi": hi[b], "count": count[idx]})
-    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return build_table("value_hist", cols, run_id, step, rank)
-
-
-def sample_ids(all_samples: np.ndarray, token_sample, step: int, rank: int) -> np.ndarray:
-    """Samples whose token rows are kept: all (None), a count (int) or a share (float) of them.
-    Deterministic: seeded by (step, rank), so a re-logged step keeps the same samples."""
-    ids = np.unique(np.asarray(all_samples))
-    if token_sample is None:
-        return ids
-    if isinstance(token_sample, float):
-        if not 0.0 <= token_sample <= 1.0:
-            raise ValueError(f"token_sample share must be in [0, 1], got {token_sample}")
-        k = int(round(token_sample * len(ids))) if token_sample < 1.0 else len(ids)
-        k = max(k, 1 if token_sample > 0 and len(ids) else 0)
-    else:
-        k = min(int(token_sample), len(ids))
-    rng = np.random.default_rng([step, rank, 0xA5B0])
-    return np.sort(rng.choice(ids, size=k, replace=False)) if k < len(ids) else ids
-
-
 class RunWriter:
-    """Writes one run's logs; see the module docstring for layout, atomicity and fsync policy.
+    """Writes one run's logs; see the module docstring for layout, atomicity, compaction, fsync.
 
     token_sample: None = token rows of every response; int = that many responses per step;
     float = that share of responses. token_hist / value_hist are always computed over all rows.
-    resume_step: remove this rank's parts of steps > resume_step (left by a killed attempt).
-    Without it, a run_dir that already holds step parts for this rank is refused.
+    resume_step: remove this rank's data of steps > resume_step (left by a killed attempt).
+    Without it, a run_dir that already holds steps for this rank is refused.
+    compact_every: steps per segment (None or 0: never compact). Steps must increase.
     """
 
     def __init__(self, run_dir, run_id: str, meta: dict | None = None, rank: int = 0,
                  token_sample: int | float | None = None, resume_step: int | None = None,
-                 *, fsync: bool = False, compression: str = "snappy"):
+                 *, fsync: bool = False, compression: str = "snappy", compact_every: int | None = 100):
         self.dir, self.run_id, self.rank = Path(run_dir), str(run_id), int(rank)
-        self.token_sample, self.fsync, self.compression = token_sample, fsync, compression
+        self.token_sample, self.compact_every = token_sample, compact_every
+        self._write_kw = {"fsync": fsync, "compression": compression}
         self.status, self.finished_at = "running", None
         self._row = self._runs_row(meta or {})
+        self._held: dict[str, dict[int, pa.Table]] = {t: {} for t in SEGMENT_TABLES}
+        self._compacted_through = -1   # last step inside a segment: later steps only
+        self._loose_from: int | None = None  # first step with parts not yet compacted
         for t in PART_TABLES + ("runs",):
             (self.dir / t).mkdir(parents=True, exist_ok=True)
         self._clean_temp_files()
@@ -213,16 +179,10 @@ class RunWriter:
         unknown = set(meta) - set(META_KEYS)
         if unknown:
             raise ValueError(f"meta: unknown key(s) {sorted(unknown)}; known: {list(META_KEYS)}")
-        cfg = meta.get("config")
-        seed = meta.get("seed")
+        cfg, seed = meta.get("config"), meta.get("seed")
         return {"algo": meta.get("algo"), "task": meta.get("task"), "model": meta.get("model"),
                 "seed": None if seed is None else int(seed), "started_at": _now(),
                 "config_json": None if cfg is None else json.dumps(cfg, sort_keys=True, default=str)}
-
-    def _own_parts(self):
-        for t in PART_TABLES:
-            for p in (self.dir / t).glob(f"step-*-rank{self.rank}.parquet"):
-                yield p, int(p.name[5:13])
 
     def _clean_temp_files(self) -> None:
         for t in PART_TABLES + ("runs",):
@@ -230,18 +190,28 @@ class RunWriter:
                 p.unlink(missing_ok=True)
 
     def _prepare_steps(self, resume_step: int | None) -> None:
-        parts = list(self._own_parts())
+        files = [(t, *f) for t in PART_TABLES for f in own_files(self.dir, t, self.rank)]
         if resume_step is None:
-            if parts:
-                steps = sorted({s for _, s in parts})
+            if files:
+                first, last = min(f[2] for f in files), max(f[3] for f in files)
                 raise FileExistsError(
-                    f"{self.dir} already holds steps {steps[0]}..{steps[-1]} for rank {self.rank}; "
+                    f"{self.dir} already holds steps {first}..{last} for rank {self.rank}; "
                     "pass resume_step=k to resume after step k, or use a new run directory")
             return
-        for p, s in parts:
-            if s > resume_step:
-                p.unlink(missing_ok=True)
         self._keep_started_at()
+        for table, path, first, last, is_seg in files:
+            if is_seg and first <= resume_step < last:  # split: keep steps <= k as parts
+                t = pq.read_table(path)
+                for s in range(first, resume_step + 1):
+                    rows = t.filter(pc.equal(t["step"], s))
+                    if rows.num_rows:
+                        write_atomic(rows, self.dir / table / part_name(s, self.rank), table, **self._write_kw)
+            if first > resume_step or (is_seg and last > resume_step):
+                path.unlink(missing_ok=True)
+            elif is_seg:
+                self._compacted_through = max(self._compacted_through, last)
+            elif table in SEGMENT_TABLES:
+                self._loose_from = min(first, self._loose_from if self._loose_from is not None else first)
 
     def _keep_started_at(self) -> None:
         path = self.dir / "runs" / f"rank{self.rank}.parquet"
@@ -260,29 +230,53 @@ class RunWriter:
                "schema_version": S.SCHEMA_VERSION, "finished_at": self.finished_at,
                "updated_at": _now(), "pid": os.getpid(), "host": socket.gethostname()}
         table = pa.Table.from_pylist([row], schema=FILE_SCHEMAS["runs"])
-        write_atomic(table, self.dir / "runs" / f"rank{self.rank}.parquet", "runs",
-                     fsync=self.fsync, compression=self.compression)
+        write_atomic(table, self.dir / "runs" / f"rank{self.rank}.parquet", "runs", **self._write_kw)
 
     def set_status(self, status: str) -> None:
+        """running | finished | failed | killed; a final status also compacts what is left."""
         if status not in S.RUN_STATUSES:
             raise ValueError(f"status must be one of {S.RUN_STATUSES}, got {status!r}")
         self.status = status
         self.finished_at = None if status == "running" else _now()
+        if status != "running":
+            self.compact()
         self.heartbeat()
+
+    def compact(self, before: int | None = None) -> None:
+        """Merge this rank's per-step parts of steps < `before` (all when None) into segments."""
+        if self.compact_every:
+            compact(self.dir, self.rank, self.compact_every, before, self._held, **self._write_kw)
+            files = own_files(self.dir, "steps", self.rank)
+            self._compacted_through = max([self._compacted_through, *(f[2] for f in files if f[3])])
+            self._loose_from = min((f[1] for f in files if not f[3]), default=None)
 
     def log_step(self, step: int, metrics: dict, sequences: dict, tokens: dict) -> None:
         """Write one step: aggregates over all token rows, token rows of the sampled responses,
         sequences, then the metrics row (last, so a visible step is complete)."""
         step = int(step)
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
-        steps = steps_table(metrics or {}, self.run_id, step, self.rank)  # validate before writing
+        if step < 0 or step <= self._compacted_through:
+            raise ValueError(f"step {step} must be >= 0 and after the compacted steps "
+                             f"(..{self._compacted_through}): steps must increase")
         tables = self._detail_tables(step, sequences or {}, tokens or {})
-        tables["steps"] = steps
+        tables["steps"] = steps_table(metrics or {}, self.run_id, step, self.rank)
         for name in PART_TABLES:
-            write_atomic(tables[name], self.dir / name / part_name(step, self.rank), name,
-                         fsync=self.fsync, compression=self.compression)
+            write_atomic(tables[name], self.dir / name / part_name(step, self.rank), name, **self._write_kw)
+        for name in SEGMENT_TABLES:  # kept for compaction, unless big (long completions)
+            if tables[name].nbytes < HOLD_BYTES:
+                self._held[name][step] = tables[name]
+        self._loose_from = step if self._loose_from is None else min(self._loose_from, step)
         self.heartbeat()
+        self._maybe_compact(step)
+
+    def _maybe_compact(self, step: int) -> None:
+        """Compact every finished block: right after its last step, or once a later block starts
+        (runs that skip steps). Costs one small write per table every compact_every steps."""
+        k = self.compact_every
+        if not k or self._loose_from is None:
+            return
+        before = step + 1 if step % k == k - 1 else step - step % k
+        if self._loose_from < before:
+            self.compact(before)
 
     def _detail_tables(self, step: int, sequences: dict, tokens: dict) -> dict:
         tok = build_table("tokens", tokens, self.run_id, step, self.rank) if tokens else \

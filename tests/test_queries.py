@@ -19,14 +19,21 @@ STEPS = 6
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    make_synthetic_run(root / "grpo-a", "grpo", steps=STEPS, seqs_per_step=24, mean_len=10, seed=1)
+    # grpo-a: finished, so fully compacted (segments 0-3 mid-run, 4-5 at the end); aspo-a: running,
+    # one part per step. Every query must give the same answers over both layouts.
+    make_synthetic_run(root / "grpo-a", "grpo", steps=STEPS, seqs_per_step=24, mean_len=10, seed=1,
+                       compact_every=4)
     make_synthetic_run(root / "aspo-a", "aspo", steps=STEPS, seqs_per_step=24, mean_len=10, seed=2,
                        token_sample=5, status=None)
     return root
 
 
+def read_all(run_dir, table="tokens") -> pd.DataFrame:
+    return pd.concat([pq.read_table(p).to_pandas() for p in sorted((run_dir / table).glob("*.parquet"))])
+
+
 def all_tokens(run_dir) -> pd.DataFrame:
-    return pd.concat([pq.read_table(p).to_pandas() for p in sorted((run_dir / "tokens").glob("step-*"))])
+    return read_all(run_dir, "tokens")
 
 
 def with_keys(t: pd.DataFrame) -> pd.DataFrame:
@@ -168,7 +175,7 @@ def test_clip_fractions_match_step_metrics(root):
 
 
 def test_repetition(root):
-    seqs = pd.concat([pq.read_table(p).to_pandas() for p in (root / "grpo-a" / "sequences").glob("step-*")])
+    seqs = read_all(root / "grpo-a", "sequences")
     r = q.repetition_over_steps(root, "grpo-a").set_index(["step", "reward_sign"])
     neg = seqs[seqs.advantage < 0].groupby("step").repetition_rate.agg(["mean", "size"])
     np.testing.assert_allclose(r.xs("neg", level=1).repetition_rate, neg["mean"])
@@ -210,30 +217,38 @@ def test_empty_run_dir_and_empty_step(tmp_path):
             df = getattr(q, name)(tmp_path / d, *args)
             assert list(df.columns) == reference[name], (d, name)
     assert q.list_runs(tmp_path / "empty_step")["n_steps"].tolist() == [1]
+    started = q.list_runs(tmp_path / "started")
+    assert started["n_steps"].tolist() == [0] and started["last_step"].isna().all()
     assert q.steps_available(tmp_path / "empty_step", "r").values.tolist() == [[0, 0, 0]]
 
 
-def copy_run(root, tmp_path, name="grpo-a"):
+def copy_run(root, tmp_path, name):
     dst = tmp_path / name
     shutil.copytree(root / name, dst)
     return dst
 
 
 def test_newer_schema_file_is_skipped_and_reported(root, tmp_path):
-    run = copy_run(root, tmp_path)
+    run = copy_run(root, tmp_path, "aspo-a")
     part = run / "token_hist" / "step-00000006-rank0.parquet"
     t = pq.read_table(run / "token_hist" / "step-00000001-rank0.parquet")
     pq.write_table(t.replace_schema_metadata({"aspo.schema_version": "2", "aspo.table": "token_hist"}), part)
-    assert q.rich_get_richer(run)["count"].sum() == q.rich_get_richer(root, "grpo-a")["count"].sum()
+    assert q.rich_get_richer(run)["count"].sum() == q.rich_get_richer(root, "aspo-a")["count"].sum()
     p = q.problems(run)
     assert p.path.tolist() == [str(part)]
     assert "schema v2, this aspo reads up to v1: upgrade aspo" in p.reason.iloc[0]
 
 
-@pytest.mark.parametrize("damage", ["truncate", "data_page", "garbage", "no_version"])
-def test_damaged_part_is_skipped_and_reported(root, tmp_path, damage):
-    run = copy_run(root, tmp_path)
-    part = run / "token_hist" / "step-00000002-rank0.parquet"
+@pytest.mark.parametrize("damage, run_id, name, lost", [
+    ("truncate", "aspo-a", "step-00000002-rank0.parquet", (2, 2)),
+    ("data_page", "aspo-a", "step-00000002-rank0.parquet", (2, 2)),
+    ("garbage", "aspo-a", "step-00000002-rank0.parquet", (2, 2)),
+    ("no_version", "aspo-a", "step-00000002-rank0.parquet", (2, 2)),
+    ("truncate", "grpo-a", "seg-00000000-00000003-rank0.parquet", (0, 3)),
+    ("data_page", "grpo-a", "seg-00000004-00000005-rank0.parquet", (4, 5))])
+def test_damaged_file_is_skipped_and_reported(root, tmp_path, damage, run_id, name, lost):
+    run = copy_run(root, tmp_path, run_id)
+    part = run / "token_hist" / name
     data = bytearray(part.read_bytes())
     if damage == "truncate":
         data = data[: len(data) // 2]
@@ -249,16 +264,15 @@ def test_damaged_part_is_skipped_and_reported(root, tmp_path, damage):
         pq.write_table(t.replace_schema_metadata({}), part)
         data = bytearray(part.read_bytes())
     part.write_bytes(bytes(data))
-    want = q.rich_get_richer(root, "grpo-a", step_min=0, step_max=5)
-    got = q.rich_get_richer(run)
-    lost = q.rich_get_richer(root, "grpo-a", step_min=2, step_max=2)["count"].sum()
-    assert got["count"].sum() == want["count"].sum() - lost
+    want = q.rich_get_richer(root, run_id)["count"].sum()
+    gone = q.rich_get_richer(root, run_id, step_min=lost[0], step_max=lost[1])["count"].sum()
+    assert q.rich_get_richer(run)["count"].sum() == want - gone
     assert q.problems(run).path.tolist() == [str(part)]
-    assert len(q.entropy_over_steps(run)) == STEPS  # steps row still there; joins keep it
+    assert len(q.entropy_over_steps(run)) == STEPS  # steps rows still there; joins keep them
 
 
 def test_temp_and_stray_files_are_ignored(root, tmp_path):
-    run = copy_run(root, tmp_path)
+    run = copy_run(root, tmp_path, "grpo-a")
     (run / "tokens" / ".step-00000009-rank0.parquet.tmp-12-ab").write_bytes(b"half")
     (run / "steps" / "step-00000009-rank0.parquet.tmp").write_bytes(b"half")
     (run / "steps" / "notes.txt").write_text("hello")
@@ -320,7 +334,7 @@ def test_footer_checks_are_cached(root, monkeypatch):
 
 def test_outside_writer_column_order_is_aligned(root, tmp_path):
     """A compatible file written by another tool with columns in another order still reads."""
-    run = copy_run(root, tmp_path)
+    run = copy_run(root, tmp_path, "aspo-a")
     part = run / "steps" / "step-00000003-rank0.parquet"
     t = pq.read_table(part)
     t = t.select(list(reversed(t.column_names)))
@@ -328,5 +342,49 @@ def test_outside_writer_column_order_is_aligned(root, tmp_path):
     assert not catalog.scan(run, "steps")[0][3].canonical
     m = q.step_metrics(run)
     assert m.step.tolist() == list(range(STEPS)) and list(m.columns) == ["run_id", "step", *S.STEP_METRICS]
-    assert m.set_index("step").loc[3, "reward_mean"] == q.step_metrics(root, "grpo-a").loc[3, "reward_mean"]
+    assert m.set_index("step").loc[3, "reward_mean"] == q.step_metrics(root, "aspo-a").loc[3, "reward_mean"]
     assert FILE_SCHEMAS["steps"].names[0] == "run_id"
+
+
+def test_compacted_and_per_step_layouts_answer_the_same(tmp_path):
+    a = make_synthetic_run(tmp_path / "a" / "r", "grpo", steps=7, seqs_per_step=8, mean_len=5, compact_every=3)
+    b = make_synthetic_run(tmp_path / "b" / "r", "grpo", steps=7, seqs_per_step=8, mean_len=5, compact_every=None)
+    assert any(p.name.startswith("seg-") for p in (a / "steps").iterdir())
+    assert not any(p.name.startswith("seg-") for p in (b / "steps").iterdir())
+    for fn, args in ((q.step_metrics, ()), (q.rich_get_richer, ()), (q.value_distribution, ()),
+                     (q.entropy_over_steps, ()), (q.clip_fractions, ()), (q.repetition_over_steps, ()),
+                     (q.samples, ("r", 4)), (q.steps_available, ("r",)), (q.top_repetitive_samples, ("r",)),
+                     (q.rich_get_richer, ("r", 2, 4)), (q.sample_tokens, ("r", 5, 1))):
+        pd.testing.assert_frame_equal(fn(a, *args), fn(b, *args), obj=fn.__name__)
+
+
+def test_scan_lists_again_when_a_compaction_runs_under_it(tmp_path, monkeypatch):
+    """A listing taken just before a compaction names parts that are gone a moment later: the
+    scan must list again (and find the segment) instead of silently losing those steps."""
+    from logs_schema import writer as W
+    run = make_synthetic_run(tmp_path / "r", "grpo", steps=3, seqs_per_step=8, mean_len=4, status=None,
+                             compact_every=None)
+    real, fired = os.scandir, []
+
+    def scandir(path):
+        entries = list(real(path))
+        if not fired and str(path).endswith("steps"):
+            fired.append(W.compact(run, 0, every=10))  # publishes seg 0-2, deletes the parts
+        return iter(entries)
+    monkeypatch.setattr(catalog.os, "scandir", scandir)
+    assert q.step_metrics(run).step.tolist() == [0, 1, 2] and fired
+    assert q.problems(run).empty
+
+
+def test_readme_duckdb_cli_examples_run(root, monkeypatch):
+    import re
+    import duckdb
+    readme = (S.__file__[: -len("schema.py")] + "README.md")
+    sql = re.search(r"```sql\n(.*?)```", open(readme).read(), re.S).group(1)
+    statements = [x.strip() for x in sql.split(";") if x.strip()]
+    assert len(statements) == 3
+    monkeypatch.chdir(root)
+    con = duckdb.connect()
+    for stmt in statements:
+        stmt = stmt.replace("my-aspo-run", "aspo-a").replace("step-00000050", "step-00000003")
+        assert len(con.execute(stmt).df()) > 0, stmt

@@ -15,7 +15,8 @@ import numpy as np
 from logs_helpers import synthetic_step
 from logs_schema.writer import RunWriter
 run_dir, n, pause, hang = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "hang"
-w = RunWriter(run_dir, run_id="live", meta={"algo": "grpo", "task": "math"}, token_sample=0.5)
+w = RunWriter(run_dir, run_id="live", meta={"algo": "grpo", "task": "math"}, token_sample=0.5,
+              compact_every=3)  # segments appear and parts vanish while the test reads
 for step in range(n):
     m, seq, tok = synthetic_step(np.random.default_rng(step), "grpo", step / n, 32, 8, 12, 3, 4)
     w.log_step(step, m, seq, tok)
@@ -34,7 +35,7 @@ def start_writer(run_dir, n, pause, hang=False) -> subprocess.Popen:
 
 def read_everything(root) -> tuple:
     runs = q.list_runs(root)
-    n_steps = int(runs["n_steps"].iloc[0]) if len(runs) and runs["n_steps"].notna().iloc[0] else 0
+    n_steps = int(runs["n_steps"].iloc[0]) if len(runs) else 0
     metrics = q.step_metrics(root)
     hist = int(q.rich_get_richer(root)["count"].sum())
     avail = q.steps_available(root, "live")

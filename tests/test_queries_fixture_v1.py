@@ -11,7 +11,9 @@ V1 = Path(__file__).parent / "fixtures" / "schema_v1"
 
 def test_fixture_files_are_v1():
     files = sorted(V1.rglob("*.parquet"))
-    assert len(files) == 32
+    assert len(files) == 24
+    assert (V1 / "grpo-v1" / "steps" / "seg-00000000-00000002-rank0.parquet").exists()  # compacted
+    assert (V1 / "aspo-v1" / "steps" / "step-00000002-rank0.parquet").exists()  # one part per step
     assert {pq.read_metadata(f).metadata[b"aspo.schema_version"] for f in files} == {b"1"}
 
 

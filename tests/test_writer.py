@@ -9,7 +9,8 @@ import pytest
 
 from logs_helpers import loss_weights, make_synthetic_run, synthetic_step
 from logs_schema import schema as S
-from logs_schema.writer import PART_TABLES, RunWriter, sample_ids
+from logs_schema import writer as W
+from logs_schema.writer import PART_TABLES, SEGMENT_TABLES, RunWriter, sample_ids
 
 META = {"algo": "grpo", "task": "math", "model": "tiny", "seed": 3, "config": {"lr": 1e-4}}
 
@@ -23,15 +24,37 @@ def read(run_dir, table, step=0, rank=0):
     return pq.read_table(run_dir / table / f"step-{step:08d}-rank{rank}.parquet").to_pandas()
 
 
+def names(run_dir, table):
+    return sorted(os.listdir(run_dir / table))
+
+
 def test_layout_and_metadata(tmp_path):
-    make_synthetic_run(tmp_path / "r", "grpo", steps=2, seqs_per_step=16, mean_len=8)
+    make_synthetic_run(tmp_path / "r", "grpo", steps=2, seqs_per_step=16, mean_len=8, status=None)
     for t in PART_TABLES:
-        names = sorted(os.listdir(tmp_path / "r" / t))
-        assert names == ["step-00000000-rank0.parquet", "step-00000001-rank0.parquet"], t
-        kv = pq.read_metadata(tmp_path / "r" / t / names[0]).metadata
+        assert names(tmp_path / "r", t) == ["step-00000000-rank0.parquet", "step-00000001-rank0.parquet"], t
+        kv = pq.read_metadata(tmp_path / "r" / t / names(tmp_path / "r", t)[0]).metadata
         assert kv[S.META_VERSION] == b"1" and kv[S.META_TABLE] == t.encode()
     assert os.listdir(tmp_path / "r" / "runs") == ["rank0.parquet"]
     assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]  # no temp file left behind
+
+
+def test_compaction_layout(tmp_path):
+    """Every compact_every steps the small tables become one segment; a final status compacts
+    the rest; tokens stay one file per step."""
+    run = make_synthetic_run(tmp_path / "r", "grpo", steps=10, seqs_per_step=8, mean_len=4,
+                             status=None, compact_every=4)
+    for t in SEGMENT_TABLES:
+        assert names(run, t) == ["seg-00000000-00000003-rank0.parquet", "seg-00000004-00000007-rank0.parquet",
+                                 "step-00000008-rank0.parquet", "step-00000009-rank0.parquet"], t
+        seg = pq.read_table(run / t / "seg-00000004-00000007-rank0.parquet")
+        assert sorted(set(seg["step"].to_pylist())) == [4, 5, 6, 7]
+        assert pq.read_metadata(run / t / "seg-00000004-00000007-rank0.parquet").metadata[S.META_VERSION] == b"1"
+    assert len(names(run, "tokens")) == 10
+    w = RunWriter(run, run_id="r", resume_step=9, compact_every=4)
+    with pytest.raises(ValueError, match="steps must increase"):
+        w.log_step(7, {}, {}, {})
+    w.set_status("finished")
+    assert names(run, "steps")[-1] == "seg-00000008-00000009-rank0.parquet" and len(names(run, "steps")) == 3
 
 
 def test_runs_row_and_statuses(tmp_path):
@@ -168,10 +191,36 @@ def test_resume_step_removes_later_steps(tmp_path):
     with pytest.raises(FileExistsError, match="resume_step"):
         RunWriter(tmp_path, run_id=tmp_path.name)
     make_synthetic_run(tmp_path, "grpo", steps=2, seqs_per_step=8, mean_len=5, start_step=3,
-                       resume_step=2, status="finished")  # steps 3, 4 re-done; 5 must be gone
+                       resume_step=2, status=None)  # steps 3, 4 re-done; 5 must be gone
     for t in PART_TABLES:
         steps = sorted(int(re.findall(r"\d{8}", n)[0]) for n in os.listdir(tmp_path / t))
         assert steps == [0, 1, 2, 3, 4], t
+
+
+def test_resume_splits_a_segment_that_straddles_the_resume_step(tmp_path):
+    run = make_synthetic_run(tmp_path / "r", "grpo", steps=10, seqs_per_step=8, mean_len=4,
+                             status=None, compact_every=4)
+    make_synthetic_run(run, "grpo", steps=3, seqs_per_step=8, mean_len=4, start_step=6, resume_step=5,
+                       status=None, compact_every=4, seed=99)
+    assert names(run, "steps") == ["seg-00000000-00000003-rank0.parquet", "seg-00000004-00000007-rank0.parquet",
+                                   "step-00000008-rank0.parquet"]
+    steps = pq.read_table(run / "steps" / "seg-00000004-00000007-rank0.parquet").to_pandas()
+    assert steps.step.tolist() == [4, 5, 6, 7]
+    fresh = synthetic_step(np.random.default_rng([99, 6]), "grpo", 6 / 8, 8, 8, 4, 3, 4)[0]
+    assert steps.set_index("step").loc[6, "reward_mean"] == fresh["reward_mean"]  # the resumed attempt's
+
+
+def test_interrupted_compaction_leaves_no_duplicates(tmp_path):
+    run = make_synthetic_run(tmp_path / "r", "grpo", steps=4, seqs_per_step=8, mean_len=4, status=None,
+                             compact_every=None)
+    keep = {t: (run / t / "step-00000002-rank0.parquet").read_bytes() for t in SEGMENT_TABLES}
+    W.compact(run, 0, every=4)
+    for t, data in keep.items():  # as if killed between publishing the segment and deleting parts
+        (run / t / "step-00000002-rank0.parquet").write_bytes(data)
+    from logs_schema import queries as q
+    assert q.step_metrics(run).step.tolist() == [0, 1, 2, 3]
+    RunWriter(run, run_id="r", resume_step=3, compact_every=4).set_status("finished")
+    assert names(run, "steps") == ["seg-00000000-00000003-rank0.parquet"]
 
 
 def test_resume_refuses_another_run(tmp_path):
@@ -184,10 +233,10 @@ def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
     w = RunWriter(tmp_path, run_id="r")
     m, seq, tok = step_data()
 
-    def boom(table, where, **kw):
-        open(where, "wb").write(b"PAR1 half a file")
+    def boom(tables):  # the temp file exists, half written, when the disk fills up
         raise OSError("disk full")
-    monkeypatch.setattr(pq, "write_table", boom)
+        yield
+    monkeypatch.setattr(W, "_row_groups", boom)
     with pytest.raises(OSError, match="disk full"):
         w.log_step(0, m, seq, tok)
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name != "runs"]

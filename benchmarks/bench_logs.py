@@ -1,0 +1,141 @@
+"""Benchmark of the log contract: query latency at 10M token rows and the writer's cost per step.
+
+    python benchmarks/bench_logs.py [--out DIR] [--steps 1000] [--rows-per-step 10000] [--repeats 5]
+
+1. Writes a synthetic grpo run through the real RunWriter (default 1000 steps x ~10k token rows =
+   ~10M token rows, all kept) into --out, unless it is already there (--regenerate to force).
+2. Prints every dashboard query's cold latency (first call: footer checks of every part) and its
+   median warm latency over --repeats calls. Target: < 1 s each on 2 cores.
+3. Prints RunWriter.log_step's median cost for a demo-sized step (~5k tokens x 3 passes) in ms and
+   as a share of a 1.5 s training step (target < 5%).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from logs_helpers import synthetic_step  # noqa: E402
+from logs_schema import catalog, queries as q  # noqa: E402
+from logs_schema.writer import RunWriter  # noqa: E402
+
+RUN = "bench-grpo"
+
+
+def generate(run_dir: Path, steps: int, rows_per_step: int) -> int:
+    """Write the run; returns the number of token rows written."""
+    mean_len = max(rows_per_step // (64 * 3), 4)  # 64 responses x 3 epochs
+    w = RunWriter(run_dir, run_id=RUN, meta={"algo": "grpo", "task": "math", "model": "bench", "seed": 0})
+    total, t0 = 0, time.perf_counter()
+    for step in range(steps):
+        m, seq, tok = synthetic_step(np.random.default_rng(step), "grpo", step / max(steps - 1, 1),
+                                     64, 8, mean_len, 3, 4)
+        w.log_step(step, m, seq, tok)
+        total += len(tok["sample"])
+        if step % 100 == 0:
+            print(f"  step {step}/{steps}  {total / 1e6:.1f}M rows  {time.perf_counter() - t0:.0f} s", flush=True)
+    w.set_status("finished")
+    return total
+
+
+def timed(fn, repeats: int) -> tuple[float, float, int]:
+    """(first call s, median of the next `repeats` calls s, rows returned)."""
+    t0 = time.perf_counter()
+    out = fn()
+    cold = time.perf_counter() - t0
+    warm = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        warm.append(time.perf_counter() - t0)
+    return cold, statistics.median(warm), len(out)
+
+
+def queries(root: Path, last: int) -> dict:
+    mid = last // 2
+    return {
+        "list_runs": lambda: q.list_runs(root),
+        "step_metrics": lambda: q.step_metrics(root),
+        "rich_get_richer (all steps)": lambda: q.rich_get_richer(root),
+        "rich_get_richer (last 100)": lambda: q.rich_get_richer(root, [RUN], last - 99, last),
+        "rich_get_richer_over_steps": lambda: q.rich_get_richer_over_steps(root, [RUN]),
+        "value_distribution ratio": lambda: q.value_distribution(root, [RUN], "ratio"),
+        "value_distribution weight every=10": lambda: q.value_distribution(root, [RUN], "weight", every=10),
+        "entropy_over_steps": lambda: q.entropy_over_steps(root),
+        "entropy_distribution": lambda: q.entropy_distribution(root, [RUN]),
+        "clip_fractions": lambda: q.clip_fractions(root),
+        "repetition_over_steps": lambda: q.repetition_over_steps(root),
+        "top_repetitive_samples": lambda: q.top_repetitive_samples(root, RUN, 20),
+        "samples (one step)": lambda: q.samples(root, RUN, mid),
+        "sample_tokens": lambda: q.sample_tokens(root, RUN, mid, 3),
+        "weight_landscape_tokens": lambda: q.weight_landscape_tokens(root, RUN, mid, 5000),
+        "steps_available": lambda: q.steps_available(root, RUN),
+        "data_version": lambda: [q.data_version(root)],
+        "problems": lambda: q.problems(root),
+    }
+
+
+def bench_queries(root: Path, repeats: int) -> None:
+    last = int(q.steps_available(root, RUN).step.max())
+    catalog._CACHE.clear()  # cold = a fresh dashboard process
+    print(f"\n{'query':38s} {'cold s':>8s} {'warm median s':>14s} {'rows':>8s}")
+    worst = 0.0
+    for name, fn in queries(root, last).items():
+        cold, warm, rows = timed(fn, repeats)
+        worst = max(worst, warm)
+        print(f"{name:38s} {cold:8.3f} {warm:14.3f} {rows:8d}", flush=True)
+    print(f"slowest warm median: {worst:.3f} s (target < 1 s)")
+
+
+def bench_writer(steps: int = 200) -> None:
+    """log_step cost for a demo step: 192 responses x ~26 tokens x 3 epochs x 4 mini-batches
+    (~15k token rows), over 200 steps so that the two compactions (every 100 steps) count."""
+    with tempfile.TemporaryDirectory() as d:
+        for label, kw, n in (("default", {}, steps), ("fsync=True", {"fsync": True}, 20)):
+            w = RunWriter(Path(d) / label, run_id="w", meta={"algo": "grpo"}, **kw)
+            times = []
+            for step in range(n):
+                m, seq, tok = synthetic_step(np.random.default_rng(step), "grpo", 0.5, 192, 8, 26, 3, 4)
+                t0 = time.perf_counter()
+                w.log_step(step, m, seq, tok)
+                times.append(time.perf_counter() - t0)
+            med, mean, worst = (f(times) * 1e3 for f in (statistics.median, statistics.mean, max))
+            print(f"writer {label:11s}: {len(tok['sample'])} token rows/step over {n} steps: median {med:.1f} ms, "
+                  f"mean {mean:.1f} ms = {mean / 1500 * 100:.2f}% of a 1.5 s step (target < 5%), worst {worst:.0f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "aspo_bench_logs")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--rows-per-step", type=int, default=10_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--regenerate", action="store_true")
+    args = ap.parse_args()
+    run_dir = args.out / RUN
+    if args.regenerate and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if not (run_dir / "steps").exists():
+        print(f"writing {args.steps} steps x ~{args.rows_per_step} token rows to {run_dir}")
+        t0 = time.perf_counter()
+        rows = generate(run_dir, args.steps, args.rows_per_step)
+        print(f"wrote {rows / 1e6:.2f}M token rows in {time.perf_counter() - t0:.0f} s")
+    size = sum(p.stat().st_size for p in run_dir.rglob("*.parquet"))
+    n_rows = int(q.steps_available(args.out, RUN).n_token_rows.sum())
+    print(f"run: {n_rows / 1e6:.2f}M token rows, {size / 1e6:.0f} MB on disk")
+    bench_queries(args.out, args.repeats)
+    print()
+    bench_writer()
+
+
+if __name__ == "__main__":
+    main()
