@@ -159,6 +159,8 @@ def list_runs(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime 
     sql = f"""SELECT run_id, max(step) AS last_step, count(DISTINCT step) AS n_steps, {last}
               FROM {{steps}} GROUP BY run_id"""
     df = _runs_frame(root).merge(_q(sql, ("steps",), root), on="run_id", how="outer")
+    paths = {rid: d for d, rid in catalog.run_ids_by_dir(root).items()}  # runs without a runs file
+    df["path"] = df["path"].fillna(df["run_id"].map(paths))
     now = now or datetime.now(timezone.utc)
     df["heartbeat_age_s"] = pd.Series([(now - u).total_seconds() if pd.notna(u) else None
                                        for u in df["updated_at"]], index=df.index, dtype=float)
@@ -299,6 +301,11 @@ def clip_fractions(root, run_ids=None, step_min=None, step_max=None) -> pd.DataF
     return _q(sql, ("token_hist",), root, run_ids, step_min, step_max)
 
 
+def _check_sign(adv_sign) -> None:
+    if adv_sign is not None and adv_sign not in S.ADV_SIGNS:
+        raise ValueError(f"adv_sign must be one of {S.ADV_SIGNS} or None, got {adv_sign!r}")
+
+
 def _sign(col: str) -> str:
     return f"CASE WHEN {col} > 0 THEN 'pos' WHEN {col} < 0 THEN 'neg' ELSE 'zero' END"
 
@@ -335,6 +342,7 @@ def samples(root, run_id: str, step: int, adv_sign: str | None = None, min_rewar
             limit: int = 1000, tokens_logged: bool | None = None) -> pd.DataFrame:
     """Responses of one step: the sequences columns plus adv_sign, ordered by rank, sample.
     Filters: adv_sign (pos/neg/zero), reward range, tokens_logged (token rows kept or not)."""
+    _check_sign(adv_sign)
     extra, params = [], {"limit": int(limit)}
     for frag, name, val in ((f"{_sign('advantage')} = $adv_sign", "adv_sign", adv_sign),
                             ("reward >= $min_reward", "min_reward", min_reward),
@@ -372,6 +380,7 @@ def weight_landscape_tokens(root, run_id: str, step: int, limit: int = 5000, epo
     """Token rows to draw on the weight landscape: old_prob (exp(old_logp)), prob (exp(logp), the
     current policy at that pass), ratio, weight, adv_sign, clipped, dual_clipped, epoch, sample,
     position, token. A deterministic subsample of at most `limit` rows (hash order)."""
+    _check_sign(adv_sign)
     extra, params = [], {"limit": int(limit)}
     if epoch is not None:
         extra.append("epoch = $epoch")

@@ -177,7 +177,9 @@ DESCRIPTIONS = {
              "missing ones are null.",
     "sequences": "One row per rolled-out response.",
     "tokens": "One row per valid token per update pass, for the sampled responses only (token budget).",
-    "token_hist": "Per step x old-probability bin x advantage sign x clip state, over ALL token rows.",
+    "token_hist": "Per step x old-probability bin x advantage sign x clip state, over ALL token rows. "
+                  "Sums, not means, so cells add up exactly over steps and ranks (mean = sum / count); "
+                  "a NaN input makes its cell's sum NaN (value_hist skips NaN).",
     "value_hist": "Per step x advantage sign x quantity x fixed value bin: counts over ALL token rows.",
 }
 

@@ -388,3 +388,18 @@ def test_readme_duckdb_cli_examples_run(root, monkeypatch):
     for stmt in statements:
         stmt = stmt.replace("my-aspo-run", "aspo-a").replace("step-00000050", "step-00000003")
         assert len(con.execute(stmt).df()) > 0, stmt
+
+
+def test_bad_arguments_raise_clearly(root):
+    with pytest.raises(ValueError, match="adv_sign"):
+        q.samples(root, "grpo-a", 1, adv_sign="positive")
+    with pytest.raises(ValueError, match="by must be"):
+        q.repetition_over_steps(root, by="length")
+
+
+def test_run_without_runs_file_is_listed_from_its_steps(root, tmp_path):
+    run = copy_run(root, tmp_path, "aspo-a")
+    shutil.rmtree(run / "runs")
+    runs = q.list_runs(tmp_path)
+    assert runs["run_id"].tolist() == ["aspo-a"] and runs["status"].tolist() == ["unknown"]
+    assert runs["path"].tolist() == [str(run)] and runs["n_steps"].tolist() == [STEPS]
