@@ -150,3 +150,17 @@ def test_without_runs_the_notebook_says_what_to_do_and_stops_cleanly(name, run_n
     code = [c for c in nb.cells if c.cell_type == "code"]
     setup = next(i for i, c in enumerate(code) if "require_runs(" in c.source)
     assert all(not c.outputs for c in code[setup + 1:])  # the rest was skipped
+
+
+def test_rerunning_the_setup_cell_once_runs_exist_resumes_the_notebook(logs, tmp_path, monkeypatch):
+    shell = pytest.importorskip("IPython.core.interactiveshell").InteractiveShell.instance()
+    monkeypatch.syspath_prepend(str(NOTEBOOKS))
+    setup = "from _paths import require_runs\nfrom logs_schema import queries as q\nrequire_runs(q.list_runs(LOGS), LOGS)"
+    try:
+        shell.run_cell(f"LOGS = {str(tmp_path)!r}\n" + setup)  # no runs: later cells are skipped
+        assert shell.run_cell("1 / 0").success
+        shell.run_cell(f"LOGS = {str(logs)!r}\n" + setup)  # the setup cell still runs, and lifts the skip
+        assert not shell.run_cell("1 / 0").success
+    finally:
+        shell.input_transformers_cleanup[:] = [t for t in shell.input_transformers_cleanup
+                                               if getattr(t, "__name__", "") != "_skip_cell"]
