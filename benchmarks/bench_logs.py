@@ -1,9 +1,10 @@
 """Benchmark of the log contract: query latency at 10M token rows and the writer's cost per step.
 
     python benchmarks/bench_logs.py [--out DIR] [--steps 1000] [--rows-per-step 10000] [--repeats 5]
+                                    [--compact-every 100 | 0] [--regenerate] [--skip-writer]
 
 1. Writes a synthetic grpo run through the real RunWriter (default 1000 steps x ~10k token rows =
-   ~10M token rows, all kept) into --out, unless it is already there (--regenerate to force).
+   ~10M token rows, all kept) into --out/compact<N>, unless already there (--regenerate to force).
 2. Prints every dashboard query's cold latency (first call: footer checks of every part) and its
    median warm latency over --repeats calls. Target: < 1 s each on 2 cores.
 3. Prints RunWriter.log_step's median cost for a demo-sized step (~5k tokens x 3 passes) in ms and
@@ -31,10 +32,11 @@ from logs_schema.writer import RunWriter  # noqa: E402
 RUN = "bench-grpo"
 
 
-def generate(run_dir: Path, steps: int, rows_per_step: int) -> int:
+def generate(run_dir: Path, steps: int, rows_per_step: int, compact_every: int) -> int:
     """Write the run; returns the number of token rows written."""
     mean_len = max(rows_per_step // (64 * 3), 4)  # 64 responses x 3 epochs
-    w = RunWriter(run_dir, run_id=RUN, meta={"algo": "grpo", "task": "math", "model": "bench", "seed": 0})
+    w = RunWriter(run_dir, run_id=RUN, meta={"algo": "grpo", "task": "math", "model": "bench", "seed": 0},
+                  compact_every=compact_every or None)
     total, t0 = 0, time.perf_counter()
     for step in range(steps):
         m, seq, tok = synthetic_step(np.random.default_rng(step), "grpo", step / max(steps - 1, 1),
@@ -120,21 +122,26 @@ def main() -> None:
     ap.add_argument("--rows-per-step", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--regenerate", action="store_true")
+    ap.add_argument("--compact-every", type=int, default=100,
+                    help="writer compaction period; 0 = one file per step (the slow layout, for comparison)")
+    ap.add_argument("--skip-writer", action="store_true")
     args = ap.parse_args()
+    args.out = args.out / f"compact{args.compact_every}"
     run_dir = args.out / RUN
     if args.regenerate and run_dir.exists():
         shutil.rmtree(run_dir)
     if not (run_dir / "steps").exists():
         print(f"writing {args.steps} steps x ~{args.rows_per_step} token rows to {run_dir}")
         t0 = time.perf_counter()
-        rows = generate(run_dir, args.steps, args.rows_per_step)
+        rows = generate(run_dir, args.steps, args.rows_per_step, args.compact_every)
         print(f"wrote {rows / 1e6:.2f}M token rows in {time.perf_counter() - t0:.0f} s")
     size = sum(p.stat().st_size for p in run_dir.rglob("*.parquet"))
     n_rows = int(q.steps_available(args.out, RUN).n_token_rows.sum())
     print(f"run: {n_rows / 1e6:.2f}M token rows, {size / 1e6:.0f} MB on disk")
     bench_queries(args.out, args.repeats)
-    print()
-    bench_writer()
+    if not args.skip_writer:
+        print()
+        bench_writer()
 
 
 if __name__ == "__main__":
