@@ -125,7 +125,13 @@ def trl_step_stats(model_dir, prompts, reward_fn, B: int, G: int, max_new_tokens
 
 def trl_step_seconds(model_dir, prompts, reward_fn, B: int, G: int, max_new_tokens: int, iterations: int,
                      steps: int, **kwargs) -> float:
-    """Seconds per RL step of TRL's GRPOTrainer on this model and batch shape (see `trl_step_stats`)."""
+    """Seconds per RL step of TRL's GRPOTrainer on this model and batch shape (see `trl_step_stats`).
+
+    model_dir: a local Hugging Face model directory with its tokenizer (save_pretrained of both); prompts: at
+    least B * steps prompt strings (taken in order, B per step); reward_fn(prompts, completions, **kwargs) ->
+    list[float], TRL's reward-function signature (completions are decoded texts); iterations: PPO epochs over
+    each rollout batch (TRL num_iterations); steps: RL steps run, the first one untimed (warm-up);
+    minibatches=k (keyword): optimizer steps per epoch, as aspo's trainer's mini-batches."""
     return trl_step_stats(model_dir, prompts, reward_fn, B, G, max_new_tokens, iterations, steps,
                           **kwargs)["seconds_per_step"]
 

@@ -69,10 +69,10 @@ def dataset():
     return datasets.Dataset.from_dict({"prompt": PROMPTS})
 
 
-def run(tmp_path, model_dir, dataset, loss, **args_over):
+def run(tmp_path, model_dir, dataset, loss, aspo_kwargs=None, **args_over):
     log_dir = tmp_path / f"logs-{loss}"
     trainer = AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, **args_over),
-                              train_dataset=dataset, aspo_loss=loss, aspo_log_dir=log_dir)
+                              train_dataset=dataset, aspo_loss=loss, aspo_log_dir=log_dir, **(aspo_kwargs or {}))
     trainer.train()
     return log_dir, trainer
 
@@ -127,8 +127,13 @@ def test_ratios_move_and_aspo_weights_follow_the_rule(aspo_run):
 
 
 def test_grpo_weights_are_the_ratio(tmp_path, model_dir, dataset):
-    log_dir, _ = run(tmp_path, model_dir, dataset, "grpo", max_steps=4)
+    log_dir, _ = run(tmp_path, model_dir, dataset, "grpo", {"aspo_new_logp": False, "aspo_token_sample": 3},
+                     max_steps=4)
     t = step_tokens(log_dir, 0)
+    assert t["new_logp"].isna().all()  # no extra forward asked for
+    assert t["sample"].nunique() == 3  # token budget: 3 responses' rows kept ...
+    hist = queries.rich_get_richer(log_dir)  # ... while the histograms count every token
+    assert hist["count"].sum() > len(t)
     live = t[(t["advantage"] != 0) & ~t["clipped"] & ~t["dual_clipped"]]
     assert len(live) and (live["ratio"] - 1).abs().max() > 1e-3
     np.testing.assert_allclose(live["weight"], live["ratio"], rtol=1e-5)
