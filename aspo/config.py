@@ -62,8 +62,8 @@ class TrainConfig:
     resume: bool = _f(False, "continue the run in --out from its last checkpoint")
     overwrite: bool = _f(False, "delete an existing run in --out and start fresh")
     # --- supervised warm-up of the embedded model
-    warmup_seconds: float = _f(90.0, "time budget of the supervised warm-up (cached: paid once per model/task)")
-    warmup_max_steps: int = _f(3000, "step budget of the supervised warm-up")
+    warmup_seconds: float = _f(900.0, "safety time limit of the supervised warm-up (the step budget is what makes it reproducible)")
+    warmup_max_steps: int = _f(1200, "step budget of the supervised warm-up (cached: paid once per model/task/seed)")
     warmup_target: float = _f(0.55, "stop the warm-up once held-out accuracy reaches this")
     progress: bool = _f(True, "show a progress bar")
 
@@ -82,7 +82,7 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     # seconds-long runs for tests and smoke checks
     "tiny": dict(steps=3, prompts_per_step=4, group_size=4, minibatch_prompts=2, epochs=2, eval_every=2,
-                 eval_problems=8, eval_k=2, checkpoint_every=1, warmup_seconds=8, warmup_max_steps=300,
+                 eval_problems=8, eval_k=2, checkpoint_every=1, warmup_seconds=120, warmup_max_steps=120,
                  warmup_target=0.3, kl_beta=0.001),
     # the embedded default: visible GRPO vs ASPO differences in a few minutes on 2 CPU cores
     "demo": dict(steps=60, prompts_per_step=16, group_size=8, minibatch_prompts=4, epochs=3, eval_every=10,
