@@ -116,7 +116,7 @@ def test_logged_vanilla_keeps_verls_loss_and_logs_the_ppo_weight(tmp_path):
     for col in ("clipped", "dual_clipped"):
         assert (t[col].to_numpy() == getattr(ref, col).numpy()[m]).all()
     assert t["dual_clipped"].any() and t["clipped"].any()
-    assert t["new_logp"].isna().all()  # not measured on verl (documented)
+    assert t["new_logp"].isna().all()  # flush() without new_logp: not measured
 
 
 def actor_data(B=4, P=3, T=5, seed=0):
@@ -169,15 +169,21 @@ class StandInActor:
                     self.params.grad = None
         return "done"
 
+    def infer_batch(self, data):
+        """verl's compute_log_prob output: the updated policy's log-probs in the no-padding layout."""
+        with torch.no_grad():
+            return TensorDict({"log_probs": flat(data["old_log_probs"] + self.params, data)}, batch_size=[])
+
 
 def test_actor_hook_writes_one_step_per_train_mini_batch(tmp_path):
     run = tmp_path / "verl-run"
-    av.configure(log_dir=run, token_sample=None)
+    av.configure(log_dir=run, token_sample=None, new_logp=True)
     config = actor_config(policy_loss={"loss_mode": "aspo"})
     data = actor_data()
     actor = StandInActor(config, torch.zeros(4, 5, requires_grad=True))
     step = av.wrap_train_mini_batch(StandInActor.train_mini_batch)
     assert step(actor, data) == "done"
+    after_step0 = (data["old_log_probs"] + actor.params).detach().numpy()
     assert step(actor, actor_data(seed=1)) == "done"
     assert list(queries.step_metrics(run)["step"]) == [0, 1]
     t = tokens(run, 0)
@@ -186,6 +192,7 @@ def test_actor_hook_writes_one_step_per_train_mini_batch(tmp_path):
     resp = data["responses"].numpy()
     np.testing.assert_array_equal(t["token_id"], resp[t["sample"], t["position"]])
     np.testing.assert_allclose(t["entropy"], 0.5 + t["epoch"])
+    np.testing.assert_allclose(t["new_logp"], after_step0[t["sample"], t["position"]], rtol=1e-6)  # after the updates
     e1 = t[t["epoch"] == 1]
     assert (e1["ratio"] - 1).abs().max() > 1e-3  # the second epoch is off-policy
     seqs = queries.samples(run, run.name, 0, limit=100)

@@ -14,8 +14,8 @@ Token tables: set ASPO_LOG_DIR (and optionally ASPO_RUN_ID, ASPO_TOKEN_SAMPLE) i
 or call `configure(...)`. Every loss call then records its valid tokens; `install_actor_hooks()` (run on
 import when ASPO_LOG_DIR is set and verl's engine workers import) wraps verl's actor so that each
 `train_mini_batch` (one RL step's ppo_epochs x mini-batches on this rank) is one aspo step, with token ids,
-entropy (when the actor computes it) and sample ids. `new_logp` is not measured on verl (NaN): it would need
-an extra forward pass of the engine after the update.
+entropy (when the actor computes it) and sample ids. `new_logp` needs one extra forward of the actor after
+the step's updates: opt in with ASPO_NEW_LOGP=1 (else NaN).
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ class _Recorder:
     def __init__(self):
         self.log_dir, self.run_id, self.token_sample, self.algo = None, None, None, None
         self.writer, self.step, self.passes, self.ctx, self.visits, self.calls = None, 0, [], None, {}, {}
-        self.sequences = None
+        self.sequences, self.new_logp = None, False
 
     @property
     def active(self) -> bool:
@@ -189,8 +189,9 @@ class _Recorder:
         return self.writer
 
     def flush(self, step: int | None = None, sequences: dict | None = None, metrics: dict | None = None,
-              rank: int | None = None) -> int | None:
-        """Write the recorded passes as one step (default: the next step number); None when nothing recorded."""
+              rank: int | None = None, new_logp: torch.Tensor | None = None) -> int | None:
+        """Write the recorded passes as one step (default: the next step number); None when nothing recorded.
+        new_logp: (responses, T) log-probs after the step's updates, indexed by sample id; None: NaN."""
         passes, seqs = self.passes, sequences or self.sequences
         self.passes, self.visits, self.calls, self.sequences = [], {}, {}, None
         if not self.active or not passes:
@@ -198,7 +199,10 @@ class _Recorder:
         writer = self._writer(_rank() if rank is None else rank)
         step = self.step if step is None else int(step)
         tok = merge_rows(passes)
-        tok["new_logp"] = np.full(len(tok["sample"]), np.nan, np.float32)  # not measured on verl
+        if new_logp is None:
+            tok["new_logp"] = np.full(len(tok["sample"]), np.nan, np.float32)
+        else:
+            tok["new_logp"] = new_logp.float().cpu().numpy()[tok["sample"], tok["position"]].astype(np.float32)
         if seqs is None:
             seqs = _sequences_from_tokens(tok)
         writer.log_step(step, step_metrics(tok, seqs, metrics), seqs, tok)
@@ -228,9 +232,10 @@ def _sequences_from_tokens(tok: dict) -> dict:
 
 
 def configure(log_dir=None, run_id: str | None = None, token_sample: int | float | None = None,
-              algo: str | None = None) -> None:
+              algo: str | None = None, new_logp: bool | None = None) -> None:
     """Turn token logging on (log_dir) or off (None) in this process. Defaults from the environment:
-    ASPO_LOG_DIR, ASPO_RUN_ID (default: the directory's name), ASPO_TOKEN_SAMPLE, ASPO_ALGO."""
+    ASPO_LOG_DIR, ASPO_RUN_ID (default: the directory's name), ASPO_TOKEN_SAMPLE, ASPO_ALGO, ASPO_NEW_LOGP=1
+    (one extra actor forward per step after the update, for new_logp; off by default)."""
     if RECORDER.writer is not None:
         RECORDER.writer.set_status("finished")
     log_dir = log_dir or os.environ.get("ASPO_LOG_DIR") or None
@@ -242,11 +247,13 @@ def configure(log_dir=None, run_id: str | None = None, token_sample: int | float
     ts = token_sample if token_sample is not None else os.environ.get("ASPO_TOKEN_SAMPLE")
     RECORDER.token_sample = None if ts in (None, "") else (float(ts) if "." in str(ts) else int(ts))
     RECORDER.algo = algo or os.environ.get("ASPO_ALGO")
+    RECORDER.new_logp = new_logp if new_logp is not None else os.environ.get("ASPO_NEW_LOGP", "0") == "1"
 
 
-def flush(step: int | None = None, sequences: dict | None = None, metrics: dict | None = None) -> int | None:
+def flush(step: int | None = None, sequences: dict | None = None, metrics: dict | None = None,
+          new_logp: torch.Tensor | None = None) -> int | None:
     """Write what the losses recorded since the last flush as one step (for custom actors/trainers)."""
-    return RECORDER.flush(step, sequences, metrics)
+    return RECORDER.flush(step, sequences, metrics, new_logp=new_logp)
 
 
 # ------------------------------------------------------------------ actor hooks
@@ -290,12 +297,22 @@ def wrap_train_mini_batch(orig):
             _LOG.warning("aspo: sequences not logged this step (%s)", exc)
         result = orig(self, data)
         try:
-            RECORDER.flush()
+            RECORDER.flush(new_logp=_new_logp(self, data) if RECORDER.new_logp else None)
         except Exception as exc:  # noqa: BLE001
             _LOG.warning("aspo: step not logged (%s)", exc)
         return result
 
     return train_mini_batch
+
+
+def _new_logp(worker, data) -> torch.Tensor | None:
+    """One forward of the updated actor over the step's batch (the worker's own infer_batch, as verl's
+    compute_log_prob does): padded (responses, T) log-probs; None on ranks that hold no outputs."""
+    from verl.utils import tensordict_utils as tu  # noqa: PLC0415
+    from verl.workers.utils.padding import no_padding_2_padding  # noqa: PLC0415
+    tu.assign_non_tensor(data, calculate_entropy=False, compute_loss=False)
+    out = worker.infer_batch(data)
+    return None if out is None else no_padding_2_padding(tu.get(out, "log_probs"), data)
 
 
 def _sequences_from_batch(data) -> dict | None:
