@@ -92,7 +92,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperat
     kw = {_cache_kwarg(model): cache, "use_cache": True}
     attn = prompt_mask
     positions = position_ids_from_mask(attn)
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=positions, logits_to_keep=1, **kw)
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in _forward_params(type(model)) else {}
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=positions, **keep, **kw)
     next_pos = positions[:, -1:] + 1
     done = torch.zeros(n, dtype=torch.bool, device=device)
     tokens, logps, alive = [], [], []
