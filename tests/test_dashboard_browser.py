@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -50,12 +51,21 @@ w.set_status("finished")
 """
 
 
-def writer_command(run_dir: Path, steps: int = 120) -> list[str]:
-    """The process that writes the live run. (To become `aspo train --out run_dir ...` once the
-    trainer lands: only this function changes.)"""
-    code = _WRITER.format(root=str(ROOT), tests=str(ROOT / "tests"), run_dir=str(run_dir), steps=steps,
+def writer_command(run_dir: Path) -> list[str]:
+    """The process that writes the live run (run id "aspo-live"). Default: synthetic steps through
+    the real RunWriter, one every STEP_DELAY_S. ASPO_E2E_WRITER=train: a real `aspo train` process
+    (tiny preset; slower: a warm-up, then a step every few seconds on 2 cores)."""
+    if os.environ.get("ASPO_E2E_WRITER") == "train":
+        return [sys.executable, "-m", "aspo.cli", "train", "--preset", "tiny", "--algo", "aspo",
+                "--out", str(run_dir), "--run-name", "aspo-live", "--steps", "1000", "--no-progress"]
+    code = _WRITER.format(root=str(ROOT), tests=str(ROOT / "tests"), run_dir=str(run_dir), steps=120,
                           delay=STEP_DELAY_S)
     return [sys.executable, "-c", code]
+
+
+def live_timeout_s() -> float:
+    """How long a new step may take to appear."""
+    return 180.0 if os.environ.get("ASPO_E2E_WRITER") == "train" else 30.0
 
 
 def free_port() -> int:
@@ -86,13 +96,14 @@ def serving(url: str) -> bool:
 def live_logs(tmp_path):
     """A finished GRPO run to compare with, and an ASPO run being written by another process."""
     make_synthetic_run(tmp_path / "grpo", "grpo", steps=30, seqs_per_step=32)
-    proc = subprocess.Popen(writer_command(tmp_path / "aspo-live"), cwd=ROOT, start_new_session=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(writer_command(tmp_path / "aspo-live"), cwd=ROOT, env=env, start_new_session=True)
     try:
-        wait_for(lambda: len(list((tmp_path / "aspo-live" / "steps").glob("step-*.parquet"))) >= 2, 60,
-                 "the writer's first steps")
+        wait_for(lambda: len(list((tmp_path / "aspo-live" / "steps").glob("*.parquet"))) >= 1, 2 * live_timeout_s(),
+                 "the writer's first step")
         yield tmp_path
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the writer and any child it started
         proc.wait(timeout=10)
 
 
@@ -165,8 +176,8 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
             # live: the counter of the run being written grows while the page stays open
             open_page(page, dashboard, "overview")
             before = steps_logged(page, "aspo-live")
-            after = wait_for(lambda: (n := steps_logged(page, "aspo-live")) >= before + 2 and n, 30,
-                             "the live step counter to grow", every=0.5)
+            after = wait_for(lambda: (n := steps_logged(page, "aspo-live")) >= before + 2 and n,
+                             live_timeout_s(), "the live step counter to grow", every=0.5)
             assert after >= before + 2
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:
