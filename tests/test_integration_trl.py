@@ -207,3 +207,20 @@ def test_unknown_loss_and_unsupported_options_are_refused(tmp_path, model_dir, d
     with pytest.raises(ValueError, match="top_entropy_quantile"):
         AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, top_entropy_quantile=0.5),
                         train_dataset=dataset)
+
+
+@pytest.mark.parametrize("page", ["runs", "overview", "rich_get_richer", "entropy", "repetition", "samples"])
+def test_trl_logs_open_in_the_dashboard(aspo_run, page, monkeypatch):
+    """Every dashboard page renders the TRL run's logs (streamlit AppTest): no exception, at least one chart."""
+    testing = pytest.importorskip("streamlit.testing.v1")
+    from pathlib import Path
+    log_dir, _ = aspo_run
+    monkeypatch.setenv("ASPO_LOGS", str(log_dir.parent))
+    at = testing.AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"),
+                                   default_timeout=60)
+    at.run()
+    if page != "runs":
+        at.switch_page(f"app_pages/{page}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.get("plotly_chart") or page == "samples", page
