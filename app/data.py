@@ -21,6 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from logs_schema import queries
+from logs_schema.schema import NEAR_DETERMINISTIC_NATS  # noqa: F401  (re-exported for the pages)
 
 DEFAULT_LOGS = "runs"
 LIVE_EVERY_S = 2.5          # fragment refresh period of live views
@@ -77,6 +78,27 @@ def list_runs(root):
 
 def step_metrics(root, run_ids=None, step_min=None, step_max=None):
     return _query("step_metrics", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
+
+
+CLIP_COLUMNS = {("pos", "hard"): "clip_frac_pos", ("neg", "hard"): "clip_frac_neg",
+                ("pos", "dual"): "dual_clip_frac_pos", ("neg", "dual"): "dual_clip_frac_neg"}
+
+
+def step_metrics_filled(root, run_ids=None, step_min=None, step_max=None):
+    """step_metrics, with the clip fractions a trainer did not log (all null for a run) taken from
+    clip_fractions (token_hist, all token rows): outside trainers need not compute them."""
+    steps = step_metrics(root, run_ids, step_min, step_max)
+    cols = list(CLIP_COLUMNS.values())
+    if steps.empty or steps.groupby("run_id")[cols].count().gt(0).all(axis=None):
+        return steps
+    clips = clip_fractions(root, run_ids, step_min, step_max)
+    if clips.empty:
+        return steps
+    clips = clips.assign(col=[CLIP_COLUMNS[k] for k in zip(clips["adv_sign"], clips["kind"])])
+    wide = clips.pivot_table(index=["run_id", "step"], columns="col", values="frac")
+    steps = steps.set_index(["run_id", "step"])
+    steps[cols] = steps[cols].fillna(wide.reindex(steps.index).reindex(columns=cols))
+    return steps.reset_index()
 
 
 def rich_get_richer(root, run_ids, step_min=None, step_max=None):

@@ -94,3 +94,18 @@ def test_cache_is_keyed_on_the_data_version(tmp_path, monkeypatch):
     write_steps(w, [1], "grpo")
     data.data_version.clear()
     assert len(data.step_metrics(str(tmp_path), ["r"])) == 2 and len(calls) == 2
+
+
+def test_clip_fractions_not_logged_by_the_trainer_come_from_token_hist(tmp_path):
+    w = RunWriter(tmp_path / "outside", run_id="outside", meta={"algo": "grpo"})
+    for step in range(3):
+        metrics, seq, tok = synthetic_step(np.random.default_rng([2, step]), "grpo", 0.5, seqs_per_step=16)
+        keep = {k: v for k, v in metrics.items() if "clip_frac" not in k}  # an outside trainer
+        w.log_step(step, keep, seq, tok)
+    data.data_version.clear()
+    raw = data.step_metrics(str(tmp_path), ["outside"])
+    assert raw["clip_frac_neg"].isna().all()
+    filled = data.step_metrics_filled(str(tmp_path), ["outside"])
+    clips = data.queries.clip_fractions(tmp_path, ["outside"])
+    want = clips[(clips["adv_sign"] == "neg") & (clips["kind"] == "hard")]["frac"].to_numpy()
+    assert np.allclose(filled["clip_frac_neg"], want) and filled["clip_frac_neg"].gt(0).any()

@@ -5,8 +5,6 @@ import streamlit as st
 from app import charts, data
 from app.app_pages import common
 
-NEAR_NATS = 0.1  # logs_schema.schema.NEAR_DETERMINISTIC_NATS (what near_deterministic_frac counts)
-
 ctx = common.context("Entropy")
 run_ids = common.runs_with_steps(ctx)
 if not run_ids:
@@ -54,8 +52,8 @@ def body() -> None:
     with a:
         common.plot(fig, key="entropy_mean")
     with b:
-        common.plot(charts.step_curves(ent, "near_deterministic_frac", smoothing, colors=colors,
-                                       title=f"share of near-deterministic tokens (entropy < {NEAR_NATS} nats)",
+        near = f"share of near-deterministic tokens (entropy < {data.NEAR_DETERMINISTIC_NATS:g} nats)"
+        common.plot(charts.step_curves(ent, "near_deterministic_frac", smoothing, colors=colors, title=near,
                                        y_title="share of token rows"), key="near_det")
     a, b = st.columns(2)
     with a:

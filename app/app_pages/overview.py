@@ -38,7 +38,7 @@ PANELS = [
 
 def body() -> None:
     end = None if follow and hi >= last else hi
-    steps = data.step_metrics(ctx.root, run_ids, lo, end)
+    steps = data.step_metrics_filled(ctx.root, run_ids, lo, end)
     if steps.empty:
         st.info("No steps in this range.")
         return
