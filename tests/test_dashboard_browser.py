@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from app.data import LIVE_EVERY_S
 from logs_helpers import make_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,10 @@ def writer_command(run_dir: Path) -> list[str]:
     code = _WRITER.format(root=str(ROOT), tests=str(ROOT / "tests"), run_dir=str(run_dir), steps=120,
                           delay=STEP_DELAY_S)
     return [sys.executable, "-c", code]
+
+
+def data_refresh_s() -> float:
+    return LIVE_EVERY_S
 
 
 def live_timeout_s() -> float:
@@ -140,6 +145,20 @@ def steps_logged(page, run_id: str) -> int:
     return int(m.group(1))
 
 
+TITLES = {"runs": "Runs", "overview": "Overview / compare", "rich_get_richer": "Rich-get-richer",
+          "entropy": "Entropy", "repetition": "Repetition", "samples": "Samples"}
+NEW_CHART_JS = """(title) => {
+  const h = document.querySelector('h1');
+  if (!h || !h.innerText.includes(title)) return false;
+  return [...document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg')]
+    .some(e => !e.closest('[data-stale="true"]'));
+}"""
+
+
+def no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.inner_text("body")[:2000]
+
+
 def open_page(page, url: str, path: str) -> float:
     """Open a page, wait for its first drawn chart; returns the seconds that took."""
     t0 = time.time()
@@ -173,6 +192,18 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
                 assert page.locator("text=live, refreshing every").count() >= 1, name
                 screenshot(page, out / f"{name}.png")
                 page.set_viewport_size({"width": 1500, "height": 1000})
+            # the way users move: sidebar links in one session, with fragment timers ticking
+            for name in list(PAGES)[1:] + ["runs"]:
+                page.get_by_role("link", name=TITLES[name]).click()
+                page.wait_for_function(NEW_CHART_JS, arg=TITLES[name], timeout=60_000)
+                time.sleep(data_refresh_s() + 0.5)  # at least one fragment rerun on this page
+                no_exception(page)
+            page.get_by_role("link", name=TITLES["samples"]).click()  # a widget inside a live fragment
+            page.wait_for_function(NEW_CHART_JS, arg=TITLES["samples"], timeout=60_000)
+            page.locator('[data-testid="stRadio"]', has_text="Update pass").get_by_text("2", exact=True).click()
+            page.wait_for_function(NEW_CHART_JS, arg=TITLES["samples"], timeout=60_000)
+            time.sleep(data_refresh_s())
+            no_exception(page)
             # live: the counter of the run being written grows while the page stays open
             open_page(page, dashboard, "overview")
             before = steps_logged(page, "aspo-live")
