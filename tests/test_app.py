@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +240,17 @@ def test_running_run_renders_live_view(tmp_path, monkeypatch):
         at = open_page(tmp_path, page, monkeypatch)
         caption = " ".join(c.value for c in at.caption)
         assert "live, refreshing every" in caption and "3 steps logged (last step 2)" in caption, page
+
+
+def test_runs_page_shows_killed_failed_and_stale(tmp_path, monkeypatch):
+    make_synthetic_run(tmp_path / "k", "grpo", steps=2, seqs_per_step=8, status="killed")
+    make_synthetic_run(tmp_path / "f", "grpo", steps=2, seqs_per_step=8, status="failed")
+    code = ("import sys; sys.path[:0] = [{!r}, {!r}]; from logs_helpers import make_synthetic_run; "
+            "make_synthetic_run({!r}, 'aspo', steps=2, seqs_per_step=8, status=None)").format(
+        str(Path(__file__).parents[1]), str(Path(__file__).parent), str(tmp_path / "s"))
+    subprocess.run([sys.executable, "-c", code], check=True)  # writer process gone, status 'running'
+    at = open_page(tmp_path, "runs", monkeypatch)
+    table = at.dataframe[0].value.set_index("run_id")
+    assert dict(table["status"]) == {"k": "■ killed", "f": "✗ failed", "s": "⚠ stale"}
+    assert any("stale: the run says it is running" in c.value for c in at.caption)
+    assert not any("live, refreshing" in c.value for c in at.caption)  # nothing is really running
