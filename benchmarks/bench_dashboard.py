@@ -2,14 +2,17 @@
 
     python benchmarks/bench_dashboard.py [--out DIR] [--steps 1000] [--rows-per-step 10000] [--browser]
 
-The log is the one benchmarks/bench_logs.py writes (its generator, through the real RunWriter with
-the default compaction; reused when it is already there). Each page is rendered by Streamlit's AppTest in a fresh session
-with every cache cleared (cold: a user opening the page for the first time on a fresh server), then
-once more in the same session (warm: a rerun whose data did not change). "first chart" is the time
-from the start of the script run to its first st.plotly_chart call; "page" is the whole script run.
+The log is written by benchmarks/bench_logs.py's generator (through the real RunWriter, default
+compaction) into --out, and reused when it is already there. Each page is rendered by Streamlit's
+AppTest in a fresh session with every cache cleared (cold: a user opening the page for the first
+time on a fresh server), then once more in the same session (warm: a rerun whose data did not
+change). "first chart" is the time from the start of the script run to its first st.plotly_chart
+call; "page" is the whole script run.
+
 --browser also times a real headless Chromium (/usr/bin/chromium via Playwright) on a fresh server:
 from a click on the page's sidebar link to the first drawn Plotly chart of that page (the first
-visit runs the page's queries; the Runs page's first visit is the initial page load). Target: first chart < 2 s per page on 2 cores.
+visit runs the page's queries; the Runs page's first visit is the initial page load, JavaScript
+bundle included). Target: first chart < 2 s per page on 2 cores.
 """
 from __future__ import annotations
 
@@ -136,8 +139,8 @@ def bench_browser(root: Path) -> list[tuple[str, float, float]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "aspo_bench_logs" / "compact100",
-                    help="log directory (default: the one bench_logs.py writes, shared)")
+    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "aspo_bench_dashboard",
+                    help="log directory; generated when missing (pass bench_logs.py's --out/compact100 to reuse it)")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--rows-per-step", type=int, default=10_000)
     ap.add_argument("--browser", action="store_true", help="also time a real headless Chromium")
