@@ -1,0 +1,455 @@
+"""A static report of a GRPO-vs-ASPO experiment: `python -m app.report RUN_DIR [RUN_DIR...] --out DIR`.
+
+Writes DIR/report.html (one self-contained file, plotly.js inline, works offline), DIR/summary.md and
+DIR/summary.json (every number, per task x algorithm x seed). Runs are found under each RUN_DIR (a run, a
+directory of runs, or OUT/<task>/<run> as `aspo experiment` writes them) and grouped by the task, algo and
+seed recorded in their `runs` table. All data come from `logs_schema.queries`; no Streamlit here.
+
+The paper's claims (arXiv 2510.06062) are checked by the fixed rule in RULE, never tuned per result. The
+output is deterministic for the same logs except for the one "Generated at" line (summary.json has none).
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+from app import charts
+from logs_schema import queries as q
+
+Z = 2.0             # a check is decided when the difference of seed means exceeds Z standard errors
+TAIL = 0.1          # "initial" / "final" values are means over the first / last 10% of a run's logged values
+EPS = 1e-12         # differences smaller than this are no difference at all
+ALGO_ORDER = ("grpo", "aspo", "no_is", "pos_mean_is", "dapo", "cispo", "gspo")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run")
+RULE = (f"Each claim is one or more directional checks on per-seed numbers. For a check 'A > B' the "
+        f"difference d = mean(A) - mean(B) is taken in the claimed direction, with standard error "
+        f"SE = sqrt(var(A)/n_A + var(B)/n_B) (sample variances over seeds; a check against 0 uses "
+        f"SE = sqrt(var(A)/n_A)). The check is 'supported' when d > {Z:g}·SE, 'contradicted' when "
+        f"d < -{Z:g}·SE, and 'unclear' otherwise, or when a side has fewer than 2 seeds (no SE) or no data. "
+        f"A claim is 'reproduced' when every check is supported, 'not reproduced' when any check is "
+        f"contradicted, 'inconclusive' otherwise, and 'not run' when an algorithm it needs has no runs for "
+        f"the task. Initial/final values of a curve are means over the first/last {TAIL:.0%} of its logged "
+        f"values (at least one); final avg@k/pass@k are the last held-out evaluation. With 2-3 seeds "
+        f"{Z:g}·SE is a screen for effects beyond seed noise, not a significance test.")
+
+CURVES = (("eval_avg_at_k", "held-out avg@k"), ("eval_pass_at_k", "held-out pass@k"),
+          ("entropy_mean", "mean token entropy (nats)"), ("repetition_rate", "repetition rate"),
+          ("clip_frac_pos", "positive-token hard-clip fraction"), ("kl", "KL to reference (k3)"))
+LABELS = {
+    "avg_final": "final avg@k", "pass_final": "final pass@k", "avg_best": "best avg@k",
+    "avg_best_step": "step of best avg@k", "avg_drop": "best - final avg@k",
+    "entropy_initial": "initial entropy", "entropy_final": "final entropy", "entropy_change": "Δ entropy",
+    "repetition_initial": "initial repetition", "repetition_final": "final repetition",
+    "repetition_change": "Δ repetition", "clip_pos_initial": "initial pos. clip frac",
+    "clip_pos_final": "final pos. clip frac", "clip_pos_change": "Δ pos. clip frac", "kl_final": "final KL",
+    "weight_slope": "slope of pos. weight vs old prob",
+    "weight_slope_unclipped": "slope of pos. weight vs old prob, unclipped rows", "delta_logp_slope": "slope of pos. Δlogp vs old prob",
+}
+CLAIMS = (  # (id, claim, the paper's numbers, checks: (algo, metric, '>' | '<', algo or 0))
+    (1, "GRPO's entropy collapses while ASPO keeps entropy higher",
+     "GRPO entropy collapses during training; ASPO's stays higher (1.5B-30B models)",
+     (("grpo", "entropy_change", "<", 0), ("aspo", "entropy_final", ">", "grpo"))),
+    (2, "GRPO's repetition rate climbs", "GRPO's repetition rate climbs during training; ASPO's stays lower",
+     (("grpo", "repetition_change", ">", 0), ("grpo", "repetition_final", ">", "aspo"))),
+    (3, "GRPO's positive clip fraction climbs", "GRPO's positive-token clip fraction climbs; ASPO's stays lower",
+     (("grpo", "clip_pos_change", ">", 0), ("grpo", "clip_pos_final", ">", "aspo"))),
+    (4, "GRPO peaks early then stalls; ASPO learns more slowly and ends higher",
+     "math avg 59.3 (ASPO) vs 53.5 (GRPO) at 1.5B; GRPO's test accuracy peaks early then stalls/declines",
+     (("aspo", "avg_final", ">", "grpo"), ("grpo", "avg_drop", ">", "aspo"))),
+    (5, "GRPO without IS (no_is) and response-mean ratios (pos_mean_is) sit between GRPO and ASPO",
+     "both variants score between GRPO and ASPO", (("no_is", "avg_final", ">", "grpo"), (
+         "no_is", "avg_final", "<", "aspo"), ("pos_mean_is", "avg_final", ">", "grpo"),
+         ("pos_mean_is", "avg_final", "<", "aspo"))),
+    (6, "Mechanism: GRPO's positive-token weight rises with old probability, ASPO's falls",
+     "GRPO gives high-probability positive tokens larger weights; ASPO gives lagging tokens more",
+     (("grpo", "weight_slope", ">", 0), ("aspo", "weight_slope", "<", 0))),
+)
+
+
+class ReportError(Exception):
+    """Bad input the user can fix: printed as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------- data
+def collect(roots) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """(runs, step metrics, rich-get-richer rows, notes) of every run under the roots, via the queries."""
+    runs, metrics, rgr, notes, seen = [], [], [], [], {}
+    for root in roots:
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise ReportError(f"run directory {root} does not exist (or is not a directory)")
+        r = q.list_runs(path)
+        if r.empty:
+            raise ReportError(f"no runs under {root}: expected logs written by `aspo train` or `aspo experiment`")
+        for rid, p in zip(r["run_id"], r["path"]):
+            if rid in seen and Path(seen[rid]).resolve() != Path(p).resolve():
+                raise ReportError(f"run id {rid} appears twice ({seen[rid]} and {p}): give each run its own --run-name")
+        r = r[~r["run_id"].isin(list(seen))]
+        seen.update(zip(r["run_id"], r["path"]))
+        if r.empty:
+            continue
+        ids = sorted(r["run_id"])
+        runs.append(r)
+        metrics.append(q.step_metrics(path, ids))
+        rgr.append(q.rich_get_richer(path, ids))
+    runs = pd.concat(runs, ignore_index=True) if runs else pd.DataFrame(columns=q.RUN_COLUMNS)
+    for rid in sorted(runs.loc[runs["algo"].isna() | runs["task"].isna(), "run_id"]):
+        notes.append(f"{rid}: no runs table (algo/task unknown): left out")
+    for rid in sorted(runs.loc[runs["n_steps"] == 0, "run_id"]):
+        notes.append(f"{rid}: no completed step yet: left out")
+    for rid, st in sorted(zip(runs["run_id"], runs["status"])):
+        if st != "finished":
+            notes.append(f"{rid}: status {st}: its numbers stop at its last logged step")
+    runs = runs[runs["algo"].notna() & runs["task"].notna() & (runs["n_steps"] > 0)]
+    runs = runs.assign(seed=runs["seed"].fillna(-1).astype(int)).sort_values(["task", "algo", "seed", "run_id"])
+    key = runs[["run_id", "task", "algo", "seed"]]
+    metrics = pd.concat(metrics, ignore_index=True).merge(key, on="run_id") if metrics else pd.DataFrame()
+    rgr = pd.concat(rgr, ignore_index=True).merge(key, on="run_id") if rgr else pd.DataFrame()
+    return runs.reset_index(drop=True), metrics, rgr, notes
+
+
+def algo_order(algos) -> list[str]:
+    return sorted(set(algos), key=lambda a: (ALGO_ORDER.index(a) if a in ALGO_ORDER else len(ALGO_ORDER), a))
+
+
+def _ends(values) -> tuple[float, float]:
+    v = pd.Series(values, dtype=float).dropna().to_numpy()
+    if not len(v):
+        return math.nan, math.nan
+    w = max(1, math.ceil(TAIL * len(v)))
+    return float(v[:w].mean()), float(v[-w:].mean())
+
+
+def _slope(rows: pd.DataFrame, value: str, unclipped: bool = False) -> float:
+    """Count-weighted least-squares slope of `value` against the old-probability bin centre. unclipped:
+    the mean weight of the rows the hard clip left alone (a hard-clipped row has weight 0)."""
+    d = rows[["prob_lo", "prob_hi", "count", "clip_frac", value]].dropna()
+    if unclipped:
+        kept = d["count"] * (1 - d["clip_frac"])
+        d = d.assign(**{value: d[value] * d["count"] / kept.where(kept > 0), "count": kept}).dropna()
+    if d["prob_lo"].nunique() < 2:
+        return math.nan
+    x = ((d["prob_lo"] + d["prob_hi"]) / 2).to_numpy(float)
+    return float(np.polyfit(x, d[value].to_numpy(float), 1, w=np.sqrt(d["count"].to_numpy(float)))[0])
+
+
+def run_numbers(m: pd.DataFrame, rgr: pd.DataFrame) -> dict:
+    """One run's numbers: m its step_metrics rows (by step), rgr its rich_get_richer rows."""
+    out = {}
+    ev = m[["step", "eval_avg_at_k"]].dropna()
+    pk = m["eval_pass_at_k"].dropna()
+    out["avg_final"] = float(ev["eval_avg_at_k"].iloc[-1]) if len(ev) else math.nan
+    out["pass_final"] = float(pk.iloc[-1]) if len(pk) else math.nan
+    out["avg_best"] = float(ev["eval_avg_at_k"].max()) if len(ev) else math.nan
+    out["avg_best_step"] = float(ev["step"].iloc[int(ev["eval_avg_at_k"].to_numpy().argmax())]) if len(ev) else math.nan
+    out["avg_drop"] = out["avg_best"] - out["avg_final"]
+    for name, col in (("entropy", "entropy_mean"), ("repetition", "repetition_rate"), ("clip_pos", "clip_frac_pos")):
+        first, last = _ends(m[col])
+        out.update({f"{name}_initial": first, f"{name}_final": last, f"{name}_change": last - first})
+    out["kl_final"] = _ends(m["kl"])[1]
+    pos = rgr[rgr["adv_sign"] == "pos"]
+    out["weight_slope"] = _slope(pos, "weight_mean")
+    out["weight_slope_unclipped"] = _slope(pos, "weight_mean", unclipped=True)
+    out["delta_logp_slope"] = _slope(pos, "delta_logp_mean")
+    return out
+
+
+def _stats(values) -> dict:
+    v = np.array([x for x in values if not math.isnan(x)], dtype=float)
+    return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "n": int(len(v)), "values": [None if math.isnan(x) else float(x) for x in values]}
+
+
+def group_numbers(runs: pd.DataFrame, metrics: pd.DataFrame, rgr: pd.DataFrame) -> dict:
+    """{task: {algo: {"seeds", "run_ids", "metrics": {name: {mean, std, n, values (by seed)}}}}}."""
+    out: dict = {}
+    for task in sorted(runs["task"].unique()):
+        out[task] = {}
+        for algo in algo_order(runs.loc[runs["task"] == task, "algo"]):
+            g = runs[(runs["task"] == task) & (runs["algo"] == algo)]
+            per_run = [run_numbers(metrics[metrics["run_id"] == rid].sort_values("step"),
+                                   rgr[rgr["run_id"] == rid]) for rid in g["run_id"]]
+            out[task][algo] = {"seeds": [int(s) for s in g["seed"]], "run_ids": list(g["run_id"]),
+                               "metrics": {k: _stats([p[k] for p in per_run]) for k in LABELS}}
+    return out
+
+
+# ---------------------------------------------------------------- verdicts
+def check(a, b, direction: str, z: float = Z) -> dict:
+    """Compare per-seed values a with b (per-seed values, or a constant) in the claimed direction."""
+    a = np.array([x for x in a if x is not None and not math.isnan(x)], dtype=float)
+    two = not isinstance(b, (int, float))
+    bv = np.array([x for x in b if x is not None and not math.isnan(x)], dtype=float) if two else None
+    if not len(a) or (two and not len(bv)):
+        return {"d": None, "se": None, "outcome": "unclear", "why": "no data"}
+    d = (a.mean() - (bv.mean() if two else float(b))) * (1 if direction == ">" else -1)
+    if len(a) < 2 or (two and len(bv) < 2):
+        return {"d": float(d), "se": None, "outcome": "unclear", "why": "fewer than 2 seeds"}
+    se = math.sqrt(a.var(ddof=1) / len(a) + (bv.var(ddof=1) / len(bv) if two else 0.0))
+    outcome = "supported" if d > z * se and d > EPS else "contradicted" if d < -z * se and d < -EPS else "unclear"
+    return {"d": float(d), "se": float(se), "outcome": outcome, "why": ""}
+
+
+def verdict(outcomes) -> str:
+    outcomes = list(outcomes)
+    if outcomes and all(o == "supported" for o in outcomes):
+        return "reproduced"
+    return "not reproduced" if "contradicted" in outcomes else "inconclusive"
+
+
+def _pm(s: dict, n: bool = True) -> str:
+    if s["mean"] is None:
+        return "n/a"
+    return f"{s['mean']:.3g}" + (f" ± {s['std']:.2g}" if s["std"] is not None else "") + (f" (n={s['n']})" if n else "")
+
+
+def judge(claim, algos: dict, z: float = Z) -> dict:
+    """Verdict of one CLAIMS entry for one task; algos: that task's group_numbers entry."""
+    cid, text, paper, checks = claim
+    need = sorted({c[0] for c in checks} | {c[3] for c in checks if isinstance(c[3], str)})
+    missing = [a for a in need if a not in algos]
+    out = {"id": cid, "claim": text, "paper": paper, "checks": [], "verdict": "not run"}
+    if missing:
+        out["ours"] = f"not run: no runs of {', '.join(missing)}"
+        return out
+    lines = []
+    for algo, metric, op, other in checks:
+        sa = algos[algo]["metrics"][metric]
+        sb = algos[other]["metrics"][metric] if isinstance(other, str) else None
+        c = check(sa["values"], sb["values"] if sb else other, op, z)
+        out["checks"].append({"algo": algo, "metric": metric, "direction": op, "against": other, **c})
+        right = f"{other} {_pm(sb)}" if sb else f"{other}"
+        tail = (f"d={c['d']:+.3g}, {z:g}·SE={z * c['se']:.2g}" if c["se"] is not None else
+                (f"d={c['d']:+.3g}, " if c["d"] is not None else "") + c["why"])
+        lines.append(f"{algo} {LABELS[metric]} {_pm(sa)} {op} {right}: {tail} → {c['outcome']}")
+    out["verdict"] = verdict(c["outcome"] for c in out["checks"])
+    out["ours"] = "; ".join(lines)
+    return out
+
+
+# ---------------------------------------------------------------- figures
+def algo_colors(algos) -> dict:
+    return {a: charts.PALETTE[(ALGO_ORDER.index(a) if a in ALGO_ORDER else 7 + i) % len(charts.PALETTE)]
+            for i, a in enumerate(algo_order(algos))}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
+
+
+def band_figure(m: pd.DataFrame, metric: str, label: str, colors: dict) -> go.Figure:
+    """Mean over seeds per step and algorithm (line, meta 'algo|mean') with a ±1 std band."""
+    fig = go.Figure(layout=charts.LAYOUT)
+    for algo, color in colors.items():
+        d = m.loc[m["algo"] == algo, ["step", "seed", metric]].dropna() if metric in m else pd.DataFrame()
+        if d.empty:
+            continue
+        s = d.groupby("step")[metric].agg(["mean", "std", "count"]).reset_index()
+        x, mean, std = s["step"].to_numpy(), s["mean"].to_numpy(float), s["std"].fillna(0).to_numpy(float)
+        if (s["count"] > 1).any():
+            fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
+                                     mode="lines", fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False, legendgroup=algo, meta=f"{algo}|band"))
+        fig.add_trace(go.Scatter(x=x, y=mean, name=f"{algo} (n={d['seed'].nunique()})", legendgroup=algo,
+                                 mode="lines+markers" if len(x) < 30 else "lines", line=dict(color=color),
+                                 meta=f"{algo}|mean", customdata=s["count"].to_numpy(),
+                                 hovertemplate="step %{x}<br>mean %{y:.4g}<br>seeds %{customdata}"))
+    if not fig.data:
+        return charts.empty_figure(f"no {metric} logged")
+    fig.update_layout(title=f"{label}: mean over seeds, band ±1 std", xaxis_title="step", yaxis_title=label)
+    return fig
+
+
+def pool_rgr(rgr: pd.DataFrame) -> pd.DataFrame:
+    """rich_get_richer rows pooled over seeds per algorithm (token-count weighted); run_id := algo."""
+    if rgr.empty:
+        return rgr
+    vals = ["weight_mean", "ratio_mean", "delta_logp_mean", "entropy_mean", "clip_frac", "dual_clip_frac"]
+    d = rgr.assign(**{v: rgr[v] * rgr["count"] for v in vals})
+    g = d.groupby(["algo", "adv_sign", "prob_bin"], sort=True).agg(
+        prob_lo=("prob_lo", "min"), prob_hi=("prob_hi", "max"), count=("count", "sum"),
+        **{v: (v, "sum") for v in vals}).reset_index()
+    g[vals] = g[vals].div(g["count"], axis=0)
+    return g.rename(columns={"algo": "run_id"})
+
+
+def rgr_compare(pooled: pd.DataFrame, colors: dict) -> go.Figure:
+    """Positive-advantage tokens: weight (left) and Δlogp (right) by old-probability bin, one line per algo."""
+    pos = pooled[pooled["adv_sign"] == "pos"] if not pooled.empty else pooled
+    if pos.empty:
+        return charts.empty_figure("no positive-advantage token rows")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["mean weight", "mean Δlogp = new_logp - old_logp"])
+    for col, value in enumerate(("weight_mean", "delta_logp_mean"), start=1):
+        for algo, color in colors.items():
+            g = pos[pos["run_id"] == algo].sort_values("prob_lo")
+            if g.empty:
+                continue
+            fig.add_trace(go.Scatter(x=((g["prob_lo"] + g["prob_hi"]) / 2).to_numpy(float), y=g[value].to_numpy(float),
+                                     name=algo, legendgroup=algo, showlegend=col == 1, mode="lines+markers",
+                                     line=dict(color=color), meta=f"{algo}|{value}", customdata=g["count"].to_numpy(),
+                                     hovertemplate="old prob %{x:.3f}<br>%{y:.4f}<br>token rows %{customdata}"),
+                          row=1, col=col)
+        fig.update_xaxes(title_text="old probability exp(old_logp)", range=[0, 1], row=1, col=col)
+    fig.add_hline(y=0, line=dict(color="#999", width=1), row=1, col=2)
+    fig.update_layout(**{**charts.LAYOUT, "height": 380},
+                      title="rich-get-richer, positive-advantage tokens, all steps pooled over seeds")
+    return fig
+
+
+def task_figures(task: str, metrics: pd.DataFrame, rgr: pd.DataFrame, algos) -> list[tuple[str, go.Figure]]:
+    colors = algo_colors(algos)
+    m = metrics[metrics["task"] == task] if not metrics.empty else metrics
+    figs = [(metric, band_figure(m, metric, label, colors)) for metric, label in CURVES]
+    pooled = pool_rgr(rgr[rgr["task"] == task] if not rgr.empty else rgr)
+    figs.append(("rich_get_richer", rgr_compare(pooled, colors)))
+    if not pooled.empty:
+        figs.append(("rich_get_richer_signs", charts.rich_get_richer(pooled, "weight_mean", runs=list(colors))))
+    return figs
+
+
+# ---------------------------------------------------------------- document
+def build(roots, title: str = "GRPO vs ASPO: does the paper reproduce here?") -> tuple[dict, list]:
+    """(summary, blocks): the numbers of summary.json and the document as blocks ("h1" | "h2" | "h3" |
+    "p", text), ("table", headers, rows), ("fig", id, figure)."""
+    runs, metrics, rgr, notes = collect(roots)
+    if runs.empty:
+        raise ReportError("no run with a runs table and at least one completed step under " + ", ".join(map(str, roots)))
+    groups = group_numbers(runs, metrics, rgr)
+    summary = {"title": title, "rule": RULE, "z": Z, "tail": TAIL, "tasks": {}, "notes": notes,
+               "runs": [{k: (int(v) if k in ("seed", "n_steps") else v) for k, v in r.items()}
+                        for r in runs[["run_id", "task", "algo", "seed", "status", "n_steps"]].to_dict("records")]}
+    blocks = [("h1", title), ("h2", "How verdicts are decided"), ("p", RULE)]
+    for task, algos in groups.items():
+        claims = [judge(c, algos) for c in CLAIMS]
+        summary["tasks"][task] = {"algos": algos, "claims": claims}
+        blocks += [("h2", f"Task: {task}"), ("h3", "The paper's claims beside ours"),
+                   ("table", ["#", "paper's claim", "paper", "ours", "verdict"],
+                    [[str(c["id"]), c["claim"], c["paper"], c["ours"], c["verdict"]] for c in claims]),
+                   ("h3", "Results per algorithm (mean ± std over seeds)"), results_table(algos)]
+        blocks += [("fig", f"fig-{_slug(task)}-{name}", fig) for name, fig in task_figures(task, metrics, rgr, algos)]
+        blocks += setup_blocks(runs[runs["task"] == task])
+    blocks += [("h2", "Runs"), ("table", ["run_id", "task", "algo", "seed", "status", "steps"],
+                                [[str(r["run_id"]), str(r["task"]), str(r["algo"]), str(r["seed"]), str(r["status"]),
+                                  str(r["n_steps"])] for r in summary["runs"]])]
+    blocks += [("h2", "Notes"), *[("p", n) for n in notes]] if notes else []
+    return summary, blocks
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text)
+
+
+RESULT_COLS = ("avg_final", "pass_final", "avg_best", "entropy_initial", "entropy_final", "repetition_final",
+               "clip_pos_final", "kl_final", "weight_slope", "weight_slope_unclipped", "delta_logp_slope")
+
+
+def results_table(algos: dict) -> tuple:
+    rows = [[algo, ",".join(map(str, g["seeds"])), *[_pm(g["metrics"][k], n=False) for k in RESULT_COLS]]
+            for algo, g in algos.items()]
+    return ("table", ["algo", "seeds", *[LABELS[k] for k in RESULT_COLS]], rows)
+
+
+SETUP_SKIP = {"algo", "seed", "out", "run_name", "resume", "overwrite", "progress"}
+
+
+def setup_blocks(task_runs: pd.DataFrame) -> list:
+    """The recorded config of the task's runs: values shared by all runs, and those that differ."""
+    cfgs = {r: json.loads(c) for r, c in zip(task_runs["run_id"], task_runs["config_json"]) if isinstance(c, str)}
+    if not cfgs:
+        return []
+    keys = sorted(set().union(*cfgs.values()) - SETUP_SKIP)
+    same = [k for k in keys if len({json.dumps(c.get(k)) for c in cfgs.values()}) == 1]
+    text = ", ".join(f"{k}={json.dumps(next(iter(cfgs.values())).get(k))}" for k in same)
+    out = [("h3", "Setup (recorded config)"), ("p", f"Shared by every run: {text}")]
+    differ = [k for k in keys if k not in same]
+    if differ:
+        out.append(("table", ["run_id", *differ], [[r, *[json.dumps(c.get(k)) for k in differ]] for r, c in cfgs.items()]))
+    return out
+
+
+def render_md(blocks, generated: str) -> str:
+    out = []
+    for b in blocks:
+        if b[0] in ("h1", "h2", "h3"):
+            out.append("#" * int(b[0][1]) + " " + b[1] + ("\n\n" + generated if b[0] == "h1" else ""))
+        elif b[0] == "p":
+            out.append(b[1])
+        elif b[0] == "table":
+            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+            out.append("\n".join(["| " + " | ".join(map(cell, b[1])) + " |", "|" + "---|" * len(b[1]),
+                                  *["| " + " | ".join(map(cell, r)) + " |" for r in b[2]]]))
+        elif b[0] == "fig":
+            out.append(f"*Figure `{b[1]}`: {b[2].layout.title.text} (see report.html)*")
+    return "\n\n".join(out) + "\n"
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 6px;
+vertical-align:top;text-align:left}th{background:#f4f4f4}.v-reproduced{background:#d4edda}
+.v-not-reproduced{background:#f8d7da}.v-inconclusive{background:#fff3cd}.v-not-run{background:#e2e3e5}
+.generated{color:#777}"""
+
+
+def render_html(blocks, generated: str) -> str:
+    from plotly.offline import get_plotlyjs  # noqa: PLC0415
+    esc = html.escape
+    body = []
+    for b in blocks:
+        if b[0] in ("h1", "h2", "h3"):
+            body.append(f"<{b[0]}>{esc(b[1])}</{b[0]}>" + (f'<p class="generated">{esc(generated)}</p>' if b[0] == "h1" else ""))
+        elif b[0] == "p":
+            body.append(f"<p>{esc(b[1])}</p>")
+        elif b[0] == "table":
+            td = lambda s: (f'<td class="v-{s.replace(" ", "-")}"><b>{esc(s)}</b></td>' if s in VERDICTS  # noqa: E731
+                            else f"<td>{esc(str(s)).replace('; ', ';<br>')}</td>")
+            body.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in b[1]) + "</tr>"
+                        + "".join("<tr>" + "".join(td(c) for c in r) + "</tr>" for r in b[2]) + "</table>")
+        elif b[0] == "fig":
+            body.append(pio.to_html(b[2], full_html=False, include_plotlyjs=False, div_id=b[1],
+                                    default_height=f"{b[2].layout.height or 360}px", config={"displaylogo": False}))
+    title = next((b[1] for b in blocks if b[0] == "h1"), "aspo report")
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{CSS}</style>\n<script>{get_plotlyjs()}</script>\n</head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(roots, out, title: str | None = None) -> Path:
+    summary, blocks = build(roots, **({"title": title} if title else {}))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    generated = f"Generated at {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC from {len(summary['runs'])} runs."
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    (out / "summary.md").write_text(render_md(blocks, generated))
+    (out / "report.html").write_text(render_html(blocks, generated))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="aspo report", description=__doc__.split("\n")[0])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run, a directory of runs, or an experiment OUT")
+    p.add_argument("--out", default="report", help="directory for report.html, summary.md, summary.json (default: report)")
+    p.add_argument("--title", default=None, help="title of the report")
+    args = p.parse_args(argv)
+    try:
+        out = write_report(args.run_dirs, args.out, args.title)
+    except ReportError as exc:
+        print(f"aspo report: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"aspo report: {out / 'report.html'}, {out / 'summary.md'}, {out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
