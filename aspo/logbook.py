@@ -8,9 +8,8 @@ import numpy as np
 import torch
 
 from aspo.metrics import repetition_rate
+from logs_schema.schema import NEAR_DETERMINISTIC_NATS
 from logs_schema.writer import RunWriter
-
-NEAR_DETERMINISTIC_NATS = 0.1  # a token whose sampling entropy is below this is treated as near-deterministic
 
 
 def make_writer(cfg, run_dir, resume_step):

@@ -316,11 +316,14 @@ def evaluate(run: Run) -> dict:
 def train_step(run: Run, step: int) -> dict:
     started = time.perf_counter()
     batch = collect_rollouts(run, step)
+    run.writer.heartbeat()  # long steps (big models) must not look like a dead run in the dashboard
     log = StepLog(run.tokenizer)
     update_policy(run, batch, log)
+    run.writer.heartbeat()
     new_logp, _ = forward_all(run, run.model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1])
     metrics = step_metrics(batch, log, run.cfg)
     if should_eval(run.cfg, step):
+        run.writer.heartbeat()
         metrics.update(evaluate(run))
     metrics["seconds"] = time.perf_counter() - started
     metrics["tokens_per_s"] = float(batch.mask.sum()) * run.cfg.epochs / metrics["seconds"]

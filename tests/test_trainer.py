@@ -135,3 +135,12 @@ def test_cli_bad_input_is_one_line(args, needle, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_step_tokens_returns_every_logged_row_of_a_step(aspo_run):
+    step, _, _, tok = aspo_run.writer.calls[-1]
+    rows = queries.step_tokens(aspo_run.run_dir, aspo_run.cfg.run_id, step)
+    assert len(rows) == len(tok["weight"])  # token_sample=0: every sequence's rows are kept
+    np.testing.assert_allclose(np.sort(rows["weight"].to_numpy(float)), np.sort(tok["weight"].astype(float)), rtol=1e-6)
+    pos = queries.step_tokens(aspo_run.run_dir, aspo_run.cfg.run_id, step, adv_sign="pos", epoch=0)
+    assert (pos["advantage"] > 0).all() and (pos["epoch"] == 0).all()
