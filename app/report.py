@@ -54,7 +54,8 @@ LABELS = {
     "repetition_change": "Δ repetition", "clip_pos_initial": "initial pos. clip frac",
     "clip_pos_final": "final pos. clip frac", "clip_pos_change": "Δ pos. clip frac", "kl_final": "final KL",
     "weight_slope": "slope of pos. weight vs old prob",
-    "weight_slope_unclipped": "slope of pos. weight vs old prob, unclipped rows", "delta_logp_slope": "slope of pos. Δlogp vs old prob",
+    "weight_slope_unclipped": "slope of pos. weight vs old prob, unclipped rows",
+    "delta_logp_slope": "slope of pos. Δlogp vs old prob",
 }
 CLAIMS = (  # (id, claim, the paper's numbers, checks: (algo, metric, '>' | '<', algo or 0))
     (1, "GRPO's entropy collapses while ASPO keeps entropy higher",
@@ -193,7 +194,7 @@ def check(a, b, direction: str, z: float = Z) -> dict:
     bv = np.array([x for x in b if x is not None and not math.isnan(x)], dtype=float) if two else None
     if not len(a) or (two and not len(bv)):
         return {"d": None, "se": None, "outcome": "unclear", "why": "no data"}
-    d = (a.mean() - (bv.mean() if two else float(b))) * (1 if direction == ">" else -1)
+    d = (a.mean() - (bv.mean() if two else float(b))) * (1 if direction == ">" else -1) + 0.0  # no -0
     if len(a) < 2 or (two and len(bv) < 2):
         return {"d": float(d), "se": None, "outcome": "unclear", "why": "fewer than 2 seeds"}
     se = math.sqrt(a.var(ddof=1) / len(a) + (bv.var(ddof=1) / len(bv) if two else 0.0))
@@ -211,7 +212,8 @@ def verdict(outcomes) -> str:
 def _pm(s: dict, n: bool = True) -> str:
     if s["mean"] is None:
         return "n/a"
-    return f"{s['mean']:.3g}" + (f" ± {s['std']:.2g}" if s["std"] is not None else "") + (f" (n={s['n']})" if n else "")
+    std = f" ± {s['std']:.2g}" if s["std"] is not None else ""
+    return f"{s['mean']:.3g}{std}" + (f" (n={s['n']})" if n else "")
 
 
 def judge(claim, algos: dict, z: float = Z) -> dict:
@@ -325,7 +327,7 @@ def build(roots, title: str = "GRPO vs ASPO: does the paper reproduce here?") ->
     "p", text), ("table", headers, rows), ("fig", id, figure)."""
     runs, metrics, rgr, notes = collect(roots)
     if runs.empty:
-        raise ReportError("no run with a runs table and at least one completed step under " + ", ".join(map(str, roots)))
+        raise ReportError("no run with a runs table and a completed step under " + ", ".join(map(str, roots)))
     groups = group_numbers(runs, metrics, rgr)
     summary = {"title": title, "rule": RULE, "z": Z, "tail": TAIL, "tasks": {}, "notes": notes,
                "runs": [{k: (int(v) if k in ("seed", "n_steps") else v) for k, v in r.items()}
@@ -375,7 +377,8 @@ def setup_blocks(task_runs: pd.DataFrame) -> list:
     out = [("h3", "Setup (recorded config)"), ("p", f"Shared by every run: {text}")]
     differ = [k for k in keys if k not in same]
     if differ:
-        out.append(("table", ["run_id", *differ], [[r, *[json.dumps(c.get(k)) for k in differ]] for r, c in cfgs.items()]))
+        rows = [[r, *[json.dumps(c.get(k)) for k in differ]] for r, c in cfgs.items()]
+        out.append(("table", ["run_id", *differ], rows))
     return out
 
 
@@ -399,7 +402,7 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 6px;
 vertical-align:top;text-align:left}th{background:#f4f4f4}.v-reproduced{background:#d4edda}
 .v-not-reproduced{background:#f8d7da}.v-inconclusive{background:#fff3cd}.v-not-run{background:#e2e3e5}
-.generated{color:#777}"""
+.generated{color:#777}.claims td:nth-child(4){min-width:460px}.claims td:nth-child(2){min-width:180px}"""
 
 
 def render_html(blocks, generated: str) -> str:
@@ -408,13 +411,15 @@ def render_html(blocks, generated: str) -> str:
     body = []
     for b in blocks:
         if b[0] in ("h1", "h2", "h3"):
-            body.append(f"<{b[0]}>{esc(b[1])}</{b[0]}>" + (f'<p class="generated">{esc(generated)}</p>' if b[0] == "h1" else ""))
+            gen = f'<p class="generated">{esc(generated)}</p>' if b[0] == "h1" else ""
+            body.append(f"<{b[0]}>{esc(b[1])}</{b[0]}>{gen}")
         elif b[0] == "p":
             body.append(f"<p>{esc(b[1])}</p>")
         elif b[0] == "table":
             td = lambda s: (f'<td class="v-{s.replace(" ", "-")}"><b>{esc(s)}</b></td>' if s in VERDICTS  # noqa: E731
                             else f"<td>{esc(str(s)).replace('; ', ';<br>')}</td>")
-            body.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in b[1]) + "</tr>"
+            body.append(f'<table class="{"claims" if "verdict" in b[1] else "numbers"}"><tr>'
+                        + "".join(f"<th>{esc(h)}</th>" for h in b[1]) + "</tr>"
                         + "".join("<tr>" + "".join(td(c) for c in r) + "</tr>" for r in b[2]) + "</table>")
         elif b[0] == "fig":
             body.append(pio.to_html(b[2], full_html=False, include_plotlyjs=False, div_id=b[1],
@@ -439,7 +444,8 @@ def write_report(roots, out, title: str | None = None) -> Path:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="aspo report", description=__doc__.split("\n")[0])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run, a directory of runs, or an experiment OUT")
-    p.add_argument("--out", default="report", help="directory for report.html, summary.md, summary.json (default: report)")
+    p.add_argument("--out", default="report", help="directory for report.html, summary.md, summary.json "
+                                                   "(default: report)")
     p.add_argument("--title", default=None, help="title of the report")
     args = p.parse_args(argv)
     try:
