@@ -1,0 +1,246 @@
+"""The experiment report (app/report.py, `aspo report`) on four tiny real runs laid out as `aspo experiment`
+writes them (OUT/math/<algo>-s<seed>): its numbers and figures equal what the queries say, the claims table
+has one verdict per claim, the verdict rule behaves on synthetic numbers, and bad input is one line, exit 2.
+
+`aspo experiment --extra "--preset tiny ..."` is not used: the experiment always warms up the demo preset first
+(a 90 s budget) and the tiny runs would then need their own warm-up, so the fixture runs `aspo train` directly."""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app import report
+from logs_schema import queries as q
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["--preset", "tiny", "--task-args", "digits=1,n_train=80,n_heldout=20", "--steps", "3",
+         "--prompts-per-step", "8", "--group-size", "8", "--threads", "1", "--no-progress", "--warmup-seed", "0"]
+RUNS = [("grpo", 0), ("grpo", 1), ("aspo", 0), ("aspo", 1)]
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "ASPO_CACHE_DIR": os.environ["ASPO_CACHE_DIR"]}  # conftest: temp dir
+
+
+def _train(out: Path, algo: str, seed: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "aspo.cli", "train", *TRAIN, "--algo", algo, "--seed", str(seed), "--out",
+           str(out / "math" / f"{algo}-s{seed}"), "--run-name", f"math:{algo}-s{seed}"]
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    """OUT/math/{grpo,aspo}-s{0,1}: the first run warms up (cached), the other three then run in parallel."""
+    out = tmp_path_factory.mktemp("experiment")
+    procs = [_train(out, *RUNS[0])]
+    procs[0].wait(timeout=300)
+    procs += [_train(out, *r) for r in RUNS[1:]]
+    for p in procs:
+        text = p.communicate(timeout=300)[0]
+        assert p.returncode == 0, text[-3000:]
+    return out
+
+
+def _report(*args, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app.report", *map(str, args)], cwd=cwd, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def out(experiment, tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("report")
+    done = _report(experiment, "--out", dest)
+    assert done.returncode == 0, done.stderr
+    return dest
+
+
+def _last_eval(m, col="eval_avg_at_k") -> dict:
+    return {rid: g[col].dropna().iloc[-1] for rid, g in m.sort_values("step").groupby("run_id")}
+
+
+def test_summary_numbers_equal_the_queries(experiment, out):
+    s = json.loads((out / "summary.json").read_text())
+    m = q.step_metrics(experiment)
+    runs = q.list_runs(experiment).set_index("run_id")
+    assert sorted(r["run_id"] for r in s["runs"]) == sorted(runs.index)
+    for algo in ("grpo", "aspo"):
+        g = s["tasks"]["math"]["algos"][algo]
+        assert g["seeds"] == [0, 1] and g["run_ids"] == [f"math:{algo}-s0", f"math:{algo}-s1"]
+        for key, col in (("avg_final", "eval_avg_at_k"), ("pass_final", "eval_pass_at_k")):
+            last = _last_eval(m[m["run_id"].isin(g["run_ids"])], col)
+            assert g["metrics"][key]["values"] == pytest.approx([last[r] for r in g["run_ids"]])
+            assert g["metrics"][key]["mean"] == pytest.approx(np.mean(list(last.values())))
+            assert g["metrics"][key]["std"] == pytest.approx(np.std(list(last.values()), ddof=1))
+        best = [m.loc[m["run_id"] == r, "eval_avg_at_k"].max() for r in g["run_ids"]]
+        assert g["metrics"]["avg_best"]["mean"] == pytest.approx(np.mean(best))
+        # 3 steps: the final window is the last step, the initial one the first
+        ent = [m.loc[m["run_id"] == r].sort_values("step")["entropy_mean"].to_numpy() for r in g["run_ids"]]
+        assert g["metrics"]["entropy_final"]["mean"] == pytest.approx(np.mean([e[-1] for e in ent]))
+        assert g["metrics"]["entropy_change"]["values"] == pytest.approx([e[-1] - e[0] for e in ent])
+
+
+def _html_traces(text: str, div_id: str) -> list[dict]:
+    """The traces of one figure in report.html, with plotly's base64 arrays decoded."""
+    start = text.index(f'Plotly.newPlot(                        "{div_id}",')
+    traces, _ = json.JSONDecoder().raw_decode(text, text.index("[", start))
+
+    def arr(v):
+        if isinstance(v, dict) and "bdata" in v:
+            return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        return np.asarray(v, dtype=float)
+    return [{**t, "x": arr(t["x"]), "y": arr(t["y"])} for t in traces]
+
+
+def test_report_html_is_self_contained_and_its_figures_carry_the_query_data(experiment, out):
+    text = (out / "report.html").read_text()
+    assert "<script src=" not in text and "Plotly.newPlot" in text and len(text) > 3_000_000  # plotly.js inline
+    m = q.step_metrics(experiment)
+    for metric in ("entropy_mean", "kl", "eval_avg_at_k"):
+        traces = {t.get("meta"): t for t in _html_traces(text, f"fig-math-{metric}")}
+        for algo in ("grpo", "aspo"):
+            d = m[m["run_id"].str.startswith(f"math:{algo}-")].dropna(subset=[metric])
+            expected = d.groupby("step")[metric].mean()
+            assert list(traces[f"{algo}|mean"]["x"]) == list(expected.index)
+            assert np.allclose(traces[f"{algo}|mean"]["y"], expected.to_numpy())
+            assert f"{algo}|band" in traces  # two seeds: a ±1 std band
+    rgr = q.rich_get_richer(experiment)
+    traces = {t.get("meta"): t for t in _html_traces(text, "fig-math-rich_get_richer")}
+    for algo in ("grpo", "aspo"):
+        d = rgr[rgr["run_id"].str.startswith(f"math:{algo}-") & (rgr["adv_sign"] == "pos")].copy()
+        d["w"] = d["weight_mean"] * d["count"]
+        pooled = d.groupby("prob_bin").agg(w=("w", "sum"), n=("count", "sum"), lo=("prob_lo", "min"),
+                                           hi=("prob_hi", "max"))
+        assert np.allclose(traces[f"{algo}|weight_mean"]["x"], (pooled["lo"] + pooled["hi"]) / 2)
+        assert np.allclose(traces[f"{algo}|weight_mean"]["y"], pooled["w"] / pooled["n"])
+
+
+def test_summary_md_has_the_rule_and_one_verdict_per_claim(out):
+    md = (out / "summary.md").read_text()
+    s = json.loads((out / "summary.json").read_text())
+    assert report.RULE in md and md.count("Generated at") == 1
+    lines = md.splitlines()
+    head = lines.index("| # | paper's claim | paper | ours | verdict |")
+    claim_rows = lines[head + 2:head + 2 + len(report.CLAIMS)]
+    assert lines[head + 2 + len(report.CLAIMS)] == ""  # the table ends there
+    assert [r.split("|")[1].strip() for r in claim_rows] == [str(c[0]) for c in report.CLAIMS]
+    verdicts = [r.split("|")[5].strip() for r in claim_rows]
+    assert all(v in report.VERDICTS for v in verdicts)
+    assert verdicts == [c["verdict"] for c in s["tasks"]["math"]["claims"]]
+    assert verdicts[4] == "not run"  # no_is and pos_mean_is were not run
+    assert all(v != "not run" for i, v in enumerate(verdicts) if i != 4)
+
+
+def test_report_regenerates_identically_but_for_the_generated_line(experiment, out, tmp_path):
+    assert report.main([str(experiment), str(experiment / "math"), "--out", str(tmp_path)]) == 0  # overlapping roots
+    assert (tmp_path / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
+    for name in ("summary.md", "report.html"):
+        strip = lambda p: [x for x in p.read_text().splitlines() if "Generated at" not in x]  # noqa: E731
+        assert strip(tmp_path / name) == strip(out / name)
+
+
+# ---------------------------------------------------------------- the verdict rule on synthetic numbers
+def test_check_outcomes():
+    hi, lo = [1.0, 1.1, 0.9], [0.0, 0.1, -0.1]
+    assert report.check(hi, lo, ">")["outcome"] == "supported"
+    assert report.check(hi, lo, "<")["outcome"] == "contradicted"
+    assert report.check([0.5, 0.9, 0.1], [0.4, 0.0, 0.8], ">")["outcome"] == "unclear"  # within 2 SE
+    assert report.check([-0.5, -0.6], 0, "<")["outcome"] == "supported"  # one-sample against 0
+    one = report.check([1.0], [0.0, 0.1], ">")
+    assert one["outcome"] == "unclear" and one["why"] == "fewer than 2 seeds"
+    assert report.check([float("nan")] * 2, lo, ">")["why"] == "no data"
+    assert report.check([0.0, 0.0], [0.0, 0.0], ">")["outcome"] == "unclear"  # no difference at all
+    assert report.check([1.0, 1.0], [0.0, 0.0], ">")["outcome"] == "supported"  # SE 0, a real difference
+
+
+def test_check_uses_exactly_z_standard_errors():
+    a, b = np.array([1.0, 3.0]), np.array([0.0, 0.0])
+    se = np.sqrt(a.var(ddof=1) / 2)  # = 1
+    c = report.check(a, b, ">")
+    assert c["se"] == pytest.approx(se) and c["d"] == pytest.approx(2.0)
+    assert c["outcome"] == "unclear"  # d == 2 SE is not beyond it
+    assert report.check(a + 0.01, b, ">")["outcome"] == "supported"
+
+
+def _algos(**metric_values) -> dict:
+    """{algo: group} with one metric's per-seed values, e.g. _algos(grpo=[...], aspo=[...])."""
+    return {a: {"seeds": list(range(len(v))), "metrics": {k: report._stats(v) for k in report.LABELS}}
+            for a, v in metric_values.items()}
+
+
+@pytest.mark.parametrize("grpo,aspo,expected", [
+    ([0.5, 0.6, 0.4], [-0.5, -0.6, -0.4], "reproduced"),       # grpo slope > 0, aspo < 0
+    ([0.5, 0.6, 0.4], [0.5, 0.6, 0.4], "not reproduced"),      # aspo's slope clearly > 0
+    ([0.5, 0.6, 0.4], [0.5, -0.6, 0.1], "inconclusive"),        # aspo within noise of 0
+    ([0.5], [-0.5], "inconclusive"),                              # one seed: no SE
+])
+def test_judge_mechanism_claim(grpo, aspo, expected):
+    claim = next(c for c in report.CLAIMS if c[0] == 6)
+    j = report.judge(claim, _algos(grpo=grpo, aspo=aspo))
+    assert j["verdict"] == expected and len(j["checks"]) == 2
+    assert "weight" in j["ours"] and j["ours"].count("→") == 2
+
+
+def test_judge_not_run_when_an_algorithm_is_missing():
+    claim = next(c for c in report.CLAIMS if c[0] == 5)
+    j = report.judge(claim, _algos(grpo=[0.1, 0.2], aspo=[0.5, 0.6], no_is=[0.3, 0.35]))
+    assert j["verdict"] == "not run" and "pos_mean_is" in j["ours"] and j["checks"] == []
+    j = report.judge(claim, _algos(grpo=[0.1, 0.12], aspo=[0.5, 0.52], no_is=[0.3, 0.31], pos_mean_is=[0.3, 0.32]))
+    assert j["verdict"] == "reproduced"
+
+
+def test_verdict_combines_checks():
+    assert report.verdict(["supported", "supported"]) == "reproduced"
+    assert report.verdict(["supported", "unclear"]) == "inconclusive"
+    assert report.verdict(["supported", "contradicted"]) == "not reproduced"
+    assert report.verdict(["unclear", "contradicted"]) == "not reproduced"
+
+
+# ---------------------------------------------------------------- errors and the `aspo report` command
+def test_missing_and_empty_directories_are_one_line_errors(tmp_path, capsys):
+    assert report.main([str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aspo report: error: run directory") and err.count("\n") == 1 and "nope" in err
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    assert report.main([str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aspo report: error: no runs under") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_same_run_id_in_two_places_is_an_error(experiment, tmp_path, capsys):
+    shutil.copytree(experiment / "math" / "grpo-s0", tmp_path / "copy" / "grpo-s0")
+    assert report.main([str(experiment), str(tmp_path / "copy"), "--out", str(tmp_path / "r")]) == 2
+    assert "run id math:grpo-s0 appears twice" in capsys.readouterr().err
+
+
+def _cli_args(argv):
+    from aspo import report_cli
+    parser = argparse.ArgumentParser()
+    report_cli.add_parser(parser.add_subparsers(dest="command"))
+    return report_cli, parser.parse_args(["report", *map(str, argv)])
+
+
+def test_aspo_report_runs_app_report_as_a_child(experiment, tmp_path, capfd):
+    report_cli, args = _cli_args([experiment, "--out", tmp_path / "r", "--title", "My title"])
+    assert report_cli.report_command(args)[:3] == [sys.executable, "-m", "app.report"]
+    assert report_cli.run(args) == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["title"] == "My title"
+    report_cli, args = _cli_args([tmp_path / "nope"])
+    assert report_cli.run(args) == 2
+    assert "aspo report: error:" in capfd.readouterr().err
+
+
+def test_the_report_does_not_import_streamlit_and_aspo_does_not_import_app():
+    code = ("import sys, app.report, aspo.report_cli; "
+            "assert 'streamlit' not in sys.modules and 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
