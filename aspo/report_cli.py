@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("report", help="static HTML + Markdown report of runs: GRPO vs ASPO beside the paper's claims")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="a run, a directory of runs, or an `aspo experiment` output (OUT/<task>/<run>)")
-    p.add_argument("--out", default="report", help="directory for report.html, summary.md, summary.json (default: report)")
+    p.add_argument("--out", default="report",
+                   help="directory for report.html, summary.md, summary.json (default: report)")
     p.add_argument("--title", default=None, help="title of the report")
 
 
