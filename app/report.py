@@ -114,6 +114,9 @@ def collect(roots) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]
             notes.append(f"{rid}: status {st}: its numbers stop at its last logged step")
     runs = runs[runs["algo"].notna() & runs["task"].notna() & (runs["n_steps"] > 0)]
     runs = runs.assign(seed=runs["seed"].fillna(-1).astype(int)).sort_values(["task", "algo", "seed", "run_id"])
+    for (task, algo, seed), g in runs[runs.duplicated(["task", "algo", "seed"], keep=False)].groupby(
+            ["task", "algo", "seed"]):
+        notes.append(f"{task} {algo} seed {seed} has several runs ({', '.join(sorted(g['run_id']))}): each counts")
     key = runs[["run_id", "task", "algo", "seed"]]
     metrics = pd.concat(metrics, ignore_index=True).merge(key, on="run_id") if metrics else pd.DataFrame()
     rgr = pd.concat(rgr, ignore_index=True).merge(key, on="run_id") if rgr else pd.DataFrame()

@@ -50,16 +50,20 @@ def experiment(tmp_path_factory) -> Path:
     return out
 
 
-def _report(*args, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.report", *map(str, args)], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+def _cli_args(argv):
+    from aspo import report_cli
+    parser = argparse.ArgumentParser()
+    report_cli.add_parser(parser.add_subparsers(dest="command"))
+    return report_cli, parser.parse_args(["report", *map(str, argv)])
 
 
 @pytest.fixture(scope="module")
 def out(experiment, tmp_path_factory) -> Path:
+    """The report as `aspo report` makes it: `python -m app.report` in a child process."""
     dest = tmp_path_factory.mktemp("report")
-    done = _report(experiment, "--out", dest)
-    assert done.returncode == 0, done.stderr
+    report_cli, args = _cli_args([experiment, "--out", dest, "--title", "Tiny GRPO vs ASPO"])
+    assert report_cli.report_command(args)[:3] == [sys.executable, "-m", "app.report"]
+    assert report_cli.run(args) == 0
     return dest
 
 
@@ -140,7 +144,8 @@ def test_summary_md_has_the_rule_and_one_verdict_per_claim(out):
 
 
 def test_report_regenerates_identically_but_for_the_generated_line(experiment, out, tmp_path):
-    assert report.main([str(experiment), str(experiment / "math"), "--out", str(tmp_path)]) == 0  # overlapping roots
+    roots = [str(experiment), str(experiment / "math")]  # overlapping: each run is counted once
+    assert report.main([*roots, "--out", str(tmp_path), "--title", "Tiny GRPO vs ASPO"]) == 0
     assert (tmp_path / "summary.json").read_bytes() == (out / "summary.json").read_bytes()
     for name in ("summary.md", "report.html"):
         strip = lambda p: [x for x in p.read_text().splitlines() if "Generated at" not in x]  # noqa: E731
@@ -222,21 +227,12 @@ def test_the_same_run_id_in_two_places_is_an_error(experiment, tmp_path, capsys)
     assert "run id math:grpo-s0 appears twice" in capsys.readouterr().err
 
 
-def _cli_args(argv):
-    from aspo import report_cli
-    parser = argparse.ArgumentParser()
-    report_cli.add_parser(parser.add_subparsers(dest="command"))
-    return report_cli, parser.parse_args(["report", *map(str, argv)])
-
-
-def test_aspo_report_runs_app_report_as_a_child(experiment, tmp_path, capfd):
-    report_cli, args = _cli_args([experiment, "--out", tmp_path / "r", "--title", "My title"])
-    assert report_cli.report_command(args)[:3] == [sys.executable, "-m", "app.report"]
-    assert report_cli.run(args) == 0
-    assert json.loads((tmp_path / "r" / "summary.json").read_text())["title"] == "My title"
+def test_aspo_report_passes_its_options_and_the_childs_exit_code(out, tmp_path, capfd):
+    assert json.loads((out / "summary.json").read_text())["title"] == "Tiny GRPO vs ASPO"
+    assert "<title>Tiny GRPO vs ASPO</title>" in (out / "report.html").read_text()
     report_cli, args = _cli_args([tmp_path / "nope"])
     assert report_cli.run(args) == 2
-    assert "aspo report: error:" in capfd.readouterr().err
+    assert "aspo report: error: run directory" in capfd.readouterr().err
 
 
 def test_the_report_does_not_import_streamlit_and_aspo_does_not_import_app():
