@@ -53,11 +53,12 @@ w.set_status("finished")
 
 
 def writer_command(run_dir: Path) -> list[str]:
-    """The process that writes the live run (run id "aspo-live"). Default: synthetic steps through
-    the real RunWriter, one every STEP_DELAY_S. ASPO_E2E_WRITER=train: a real `aspo train` process
-    (tiny preset; slower: a warm-up, then a step every few seconds on 2 cores)."""
-    if os.environ.get("ASPO_E2E_WRITER") == "train":
+    """The process that writes the live run (run id "aspo-live"). Default: a real `aspo train` process
+    (tiny preset, one thread: a short warm-up, then a step every second or two on 2 cores).
+    ASPO_E2E_WRITER=synthetic: synthetic steps through the real RunWriter, one every STEP_DELAY_S."""
+    if os.environ.get("ASPO_E2E_WRITER", "train") == "train":
         return [sys.executable, "-m", "aspo.cli", "train", "--preset", "tiny", "--algo", "aspo",
+                "--task-args", "digits=1,n_train=80,n_heldout=20", "--threads", "1",
                 "--out", str(run_dir), "--run-name", "aspo-live", "--steps", "1000", "--no-progress"]
     code = _WRITER.format(root=str(ROOT), tests=str(ROOT / "tests"), run_dir=str(run_dir), steps=120,
                           delay=STEP_DELAY_S)
@@ -70,7 +71,7 @@ def data_refresh_s() -> float:
 
 def live_timeout_s() -> float:
     """How long a new step may take to appear."""
-    return 180.0 if os.environ.get("ASPO_E2E_WRITER") == "train" else 30.0
+    return 180.0 if os.environ.get("ASPO_E2E_WRITER", "train") == "train" else 30.0
 
 
 def free_port() -> int:
@@ -200,7 +201,7 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
                 no_exception(page)
             page.get_by_role("link", name=TITLES["samples"]).click()  # a widget inside a live fragment
             page.wait_for_function(NEW_CHART_JS, arg=TITLES["samples"], timeout=60_000)
-            page.locator('[data-testid="stRadio"]', has_text="Update pass").get_by_text("2", exact=True).click()
+            page.locator('[data-testid="stRadio"]', has_text="Update pass").get_by_text("1", exact=True).click()
             page.wait_for_function(NEW_CHART_JS, arg=TITLES["samples"], timeout=60_000)
             time.sleep(data_refresh_s())
             no_exception(page)
