@@ -63,14 +63,21 @@ def train_command(job: Job, args) -> list[str]:
     return cmd + args.extra.split()
 
 
-def warm_up_all(args, tasks: list[str]) -> None:
-    """One warm-up per task, before the grid starts, so every run of a task starts from the same weights."""
-    from aspo.config import make_config  # noqa: PLC0415
+def warm_up_all(args, grid: list[Job]) -> None:
+    """One warm-up per task, before the grid starts, so every run of a task starts from the same weights.
+
+    The config is parsed from the very command line each run gets (--extra included), so the warm-up cache key
+    the runs compute is the one filled here."""
+    from aspo.cli import build_parser, config_from_args  # noqa: PLC0415
     from aspo.trainer import prepare_warmup  # noqa: PLC0415
-    for task in tasks:
-        print(f"aspo experiment: warm-up for {task} (cached after the first time)", flush=True)
-        prepare_warmup(make_config("demo", task=task, task_args=TASK_ARGS.get(task, ""), warmup_seed=0),
-                       log=lambda m: print(f"  {m}", flush=True))
+    seen = set()
+    for job in grid:
+        cfg = config_from_args(build_parser().parse_args(train_command(job, args)[3:]))
+        if (cfg.task, cfg.task_args, cfg.model) in seen:
+            continue
+        seen.add((cfg.task, cfg.task_args, cfg.model))
+        print(f"aspo experiment: warm-up for {cfg.task} (cached after the first time)", flush=True)
+        prepare_warmup(cfg, log=lambda m: print(f"  {m}", flush=True))
 
 
 def run(args) -> int:
@@ -78,7 +85,7 @@ def run(args) -> int:
     if not grid:
         raise ValueError("empty grid: give at least one of each of --algos, --tasks, --seeds")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    warm_up_all(args, sorted({j.task for j in grid}))
+    warm_up_all(args, grid)
     parallel = args.parallel or os.cpu_count() or 1
     pending, running, failed = list(grid), {}, []
     started = time.time()
