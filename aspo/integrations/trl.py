@@ -195,8 +195,8 @@ class AspoGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         training = self.model.training and self.aspo_log_dir is not None
         if training:
+            t0 = time.perf_counter()  # `seconds` of a step counts the previous step's logging (done here)
             self._aspo_flush()  # the previous step's updates are all done: log it before new rollouts
-            t0 = time.perf_counter()
         output = super()._generate_and_score_completions(inputs)
         if training:
             n = output["completion_ids"].size(0)
