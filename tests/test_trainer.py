@@ -144,3 +144,29 @@ def test_step_tokens_returns_every_logged_row_of_a_step(aspo_run):
     np.testing.assert_allclose(np.sort(rows["weight"].to_numpy(float)), np.sort(tok["weight"].astype(float)), rtol=1e-6)
     pos = queries.step_tokens(aspo_run.run_dir, aspo_run.cfg.run_id, step, adv_sign="pos", epoch=0)
     assert (pos["advantage"] > 0).all() and (pos["epoch"] == 0).all()
+
+
+def test_trains_a_local_hf_llama_with_chat_template(tmp_path):
+    """--model PATH: a Llama (not the embedded Qwen2) with its own tokenizer and chat template, saved by the test."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from aspo.model import build_tokenizer
+    from aspo.tasks import get_task
+    tok = build_tokenizer(get_task("math").alphabet + "<|>")
+    tok.chat_template = "{% for m in messages %}<|{{ m['content'] }}|>{% endfor %}"
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
+    tok.save_pretrained(tmp_path / "llama")
+    run = run_steps(tiny(tmp_path, name="hf", model=str(tmp_path / "llama"), eval_every=0), 1)
+    assert run.model.__class__.__name__ == "LlamaForCausalLM"
+    assert run.writer.calls[0][2]["prompt"][0].startswith(("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"))
+    assert all(p.startswith("<|") and p.endswith("|>") for p in collect_prompts(run))
+    assert not (tmp_path / "hf" / "init_model").exists()  # the reference model is the user's directory
+
+
+def collect_prompts(run):
+    batch = trainer.collect_rollouts(run, 99)
+    return batch.prompts
