@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.health import entropy_collapse, every_for, health, rising  # noqa: F401  (pure pandas, re-exported)
 from logs_schema import queries
 from logs_schema.schema import NEAR_DETERMINISTIC_NATS  # noqa: F401  (re-exported for the pages)
 
@@ -155,65 +156,3 @@ def weight_landscape_tokens(root, run_id, step, limit=3000):
 
 def problems(root):
     return _query("problems", root)
-
-
-def every_for(n_steps: int, max_columns: int = 200) -> int:
-    """Step bucket so that a heatmap over a long run has at most ~max_columns columns."""
-    return max(1, int(np.ceil(n_steps / max_columns)))
-
-
-# ---------------------------------------------------------------- run health (pure pandas)
-def entropy_collapse(df: pd.DataFrame, fraction: float = 0.5, first_steps: int = 3,
-                     column: str = "entropy_mean") -> pd.DataFrame:
-    """Per run: baseline = mean `column` over its first `first_steps` logged steps, threshold =
-    fraction·baseline, fired_step = first later step whose value is below the threshold (NaN if
-    none), last value. Columns: run_id, baseline, threshold, fired_step, last."""
-    rows = []
-    for run_id, g in df.dropna(subset=[column]).sort_values("step").groupby("run_id", sort=True):
-        base = g[column].iloc[:first_steps].mean()
-        thr = fraction * base
-        below = g.iloc[first_steps:][g[column].iloc[first_steps:] < thr]
-        rows.append({"run_id": run_id, "baseline": base, "threshold": thr,
-                     "fired_step": below["step"].iloc[0] if len(below) else np.nan,
-                     "last": g[column].iloc[-1]})
-    return pd.DataFrame(rows, columns=["run_id", "baseline", "threshold", "fired_step", "last"])
-
-
-def _early_late(s: pd.Series) -> tuple[float, float]:
-    """Means of the first and last quarter (at least 2 points each) of a series."""
-    s = s.dropna()
-    k = max(2, len(s) // 4)
-    return s.iloc[:k].mean(), s.iloc[-k:].mean()
-
-
-def rising(s: pd.Series, factor: float = 1.5, min_increase: float = 0.02) -> bool:
-    """Late mean >= factor x early mean and at least min_increase above it (needs >= 6 points)."""
-    if s.notna().sum() < 6:
-        return False
-    early, late = _early_late(s)
-    return bool(late >= factor * early and late - early >= min_increase)
-
-
-def health(steps: pd.DataFrame, fraction: float = 0.5, first_steps: int = 3) -> pd.DataFrame:
-    """Badges per run from step_metrics: entropy_collapse_step (NaN if healthy), repetition_rising,
-    clip_surge (hard clip fraction of either sign rising sharply), and `badges` text."""
-    if steps.empty:
-        return pd.DataFrame(columns=["run_id", "entropy_collapse_step", "repetition_rising", "clip_surge",
-                                     "badges"])
-    col = entropy_collapse(steps, fraction, first_steps).set_index("run_id")["fired_step"]
-    rows = []
-    for run_id, g in steps.sort_values("step").groupby("run_id", sort=True):
-        clip = g[["clip_frac_pos", "clip_frac_neg"]].max(axis=1, skipna=True)
-        r = {"run_id": run_id, "entropy_collapse_step": col.get(run_id, np.nan),
-             "repetition_rising": rising(g["repetition_rate"]),
-             "clip_surge": rising(clip, factor=2.0, min_increase=0.05)}
-        badges = []
-        if pd.notna(r["entropy_collapse_step"]):
-            badges.append(f"▼ entropy collapse @ {int(r['entropy_collapse_step'])}")
-        if r["repetition_rising"]:
-            badges.append("↻ repetition rising")
-        if r["clip_surge"]:
-            badges.append("✂ clip surge")
-        r["badges"] = " · ".join(badges) or "✓ healthy"
-        rows.append(r)
-    return pd.DataFrame(rows)
