@@ -64,6 +64,8 @@ def run_train(args) -> int:
     cfg = config_from_args(args)
     from aspo.progress import train_with_progress  # noqa: PLC0415  (imports torch)
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # inherited from a shell's background job
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run_dir = train_with_progress(cfg)
     except KeyboardInterrupt:

@@ -51,7 +51,16 @@ def warm_up_once(args) -> None:
     prepare_warmup(make_config(args.preset, **overrides), log=lambda m: print(f"  {m}", flush=True))
 
 
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
 def run(args) -> int:
+    # `kill`, a closed terminal and Ctrl-C all stop the children cleanly (never orphaned trainers or servers)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started as a background job by a shell
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     from aspo.losses import LOSSES  # noqa: PLC0415
     unknown = [a for a in algos if a not in LOSSES]
@@ -79,7 +88,8 @@ def run(args) -> int:
         print("\naspo demo: stopping; runs keep complete logs and resume with `aspo demo`", flush=True)
         return 130
     finally:
-        stop_all(children + ([dash] if dash else []))
+        stop_all(children, signal.SIGINT)  # trainers flush and mark their runs "killed"
+        stop_all([dash] if dash else [], signal.SIGTERM)
 
 
 def wait_all(children) -> list[int]:
@@ -88,11 +98,11 @@ def wait_all(children) -> list[int]:
     return [c.returncode for c in children]
 
 
-def stop_all(procs, grace: float = 20.0) -> None:
-    """SIGINT first (trainers mark their run killed and flush), then terminate, then kill: no strays."""
+def stop_all(procs, sig, grace: float = 20.0) -> None:
+    """`sig` to each process group, then SIGKILL after `grace` seconds: no strays."""
     for p in procs:
         if p.poll() is None:
-            _signal_group(p, signal.SIGINT)
+            _signal_group(p, sig)
     deadline = time.time() + grace
     for p in procs:
         try:

@@ -46,7 +46,8 @@ def steps_of(out: Path, algo: str) -> int:
 
 
 @pytest.mark.slow
-def test_demo_serves_trains_both_and_stops_cleanly(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_demo_serves_trains_both_and_stops_cleanly(tmp_path, stop):
     out, port = tmp_path / "demo", free_port()
     cmd = [sys.executable, "-m", "aspo.cli", "demo", "--preset", "tiny", "--task-args",
            "digits=1,n_train=80,n_heldout=20", "--steps", "40", "--port", str(port), "--out", str(out)]
@@ -64,7 +65,7 @@ def test_demo_serves_trains_both_and_stops_cleanly(tmp_path):
         assert sum(steps_of(out, a) for a in ("grpo", "aspo")) > sum(first.values())  # both still growing
         assert len(processes_mentioning(str(out))) >= 3  # two trainers + the dashboard
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         text, _ = proc.communicate(timeout=90)
     assert f"http://127.0.0.1:{port}" in text
     assert "Traceback" not in text
