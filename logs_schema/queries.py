@@ -375,11 +375,8 @@ def sample_tokens(root, run_id: str, step: int, sample: int, epoch: int | None =
     return _q(sql, ("tokens",), root, [run_id], step, step, extra=extra, params=params)
 
 
-def step_tokens(root, run_id: str, step: int, adv_sign: str | None = None, epoch: int | None = None,
-                limit: int = 200_000) -> pd.DataFrame:
-    """Every logged token row of one step (all sampled responses), with the same derived columns as
-    sample_tokens: delta_logp, old_prob, prob, new_prob, adv_sign. Ordered by (epoch, minibatch, sample,
-    position); at most `limit` rows."""
+def _token_filters(epoch: int | None, adv_sign: str | None, limit: int) -> tuple[list[str], dict]:
+    """WHERE terms and bound parameters for the optional epoch / advantage-sign filters of token queries."""
     _check_sign(adv_sign)
     extra, params = [], {"limit": int(limit)}
     if epoch is not None:
@@ -388,6 +385,15 @@ def step_tokens(root, run_id: str, step: int, adv_sign: str | None = None, epoch
     if adv_sign is not None:
         extra.append(f"{_sign('advantage')} = $adv_sign")
         params["adv_sign"] = adv_sign
+    return extra, params
+
+
+def step_tokens(root, run_id: str, step: int, adv_sign: str | None = None, epoch: int | None = None,
+                limit: int = 200_000) -> pd.DataFrame:
+    """Every logged token row of one step (all sampled responses), with the same derived columns as
+    sample_tokens: delta_logp, old_prob, prob, new_prob, adv_sign. Ordered by (epoch, minibatch, sample,
+    position); at most `limit` rows."""
+    extra, params = _token_filters(epoch, adv_sign, limit)
     sql = f"""SELECT *, new_logp - old_logp AS delta_logp, exp(old_logp) AS old_prob, exp(logp) AS prob,
               exp(new_logp) AS new_prob, {_sign('advantage')} AS adv_sign
               FROM {{tokens}} {{where}} ORDER BY epoch, minibatch, sample, position LIMIT $limit"""
@@ -399,14 +405,7 @@ def weight_landscape_tokens(root, run_id: str, step: int, limit: int = 5000, epo
     """Token rows to draw on the weight landscape: old_prob (exp(old_logp)), prob (exp(logp), the
     current policy at that pass), ratio, weight, adv_sign, clipped, dual_clipped, epoch, sample,
     position, token. A deterministic subsample of at most `limit` rows (hash order)."""
-    _check_sign(adv_sign)
-    extra, params = [], {"limit": int(limit)}
-    if epoch is not None:
-        extra.append("epoch = $epoch")
-        params["epoch"] = int(epoch)
-    if adv_sign is not None:
-        extra.append(f"{_sign('advantage')} = $adv_sign")
-        params["adv_sign"] = adv_sign
+    extra, params = _token_filters(epoch, adv_sign, limit)
     sql = f"""SELECT exp(old_logp) AS old_prob, exp(logp) AS prob, ratio, weight, {_sign('advantage')} AS adv_sign,
               clipped, dual_clipped, epoch, sample, position, token
               FROM {{tokens}} {{where}} ORDER BY hash(rank, epoch, minibatch, sample, position) LIMIT $limit"""
