@@ -16,7 +16,7 @@ from pathlib import Path
 
 DEFAULT = dict(algos="grpo,aspo,no_is,pos_mean_is", tasks="math,code", seeds="0,1,2")
 # The default grid is sized for about an hour on 2 CPU cores; --quick for minutes.
-STEPS = {"full": 150, "quick": 12}
+STEPS = {"full": 120, "quick": 12}
 TASK_ARGS = {"math": "digits=2,terms=2", "code": ""}
 
 
