@@ -6,7 +6,6 @@ Responses are laid out group by group: rewards[g*G:(g+1)*G] are the G responses 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

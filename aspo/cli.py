@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
 import traceback
 from pathlib import Path
 
 from aspo.config import PRESETS, ConfigError, TrainConfig, make_config
+from aspo.signals import stop_on_termination
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -56,16 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sigterm_as_interrupt(*_):
-    raise KeyboardInterrupt  # so a `kill` marks the run "killed" exactly as Ctrl-C does
-
-
 def run_train(args) -> int:
     cfg = config_from_args(args)
     from aspo.progress import train_with_progress  # noqa: PLC0415  (imports torch)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # inherited from a shell's background job
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_termination()  # `kill` marks the run "killed" exactly as Ctrl-C does
     try:
         run_dir = train_with_progress(cfg)
     except KeyboardInterrupt:

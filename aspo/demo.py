@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from aspo.signals import stop_on_termination
+
 DEFAULT_ALGOS = "grpo,aspo"
 
 
@@ -51,16 +53,8 @@ def warm_up_once(args) -> None:
     prepare_warmup(make_config(args.preset, **overrides), log=lambda m: print(f"  {m}", flush=True))
 
 
-def _interrupt(*_):
-    raise KeyboardInterrupt
-
-
 def run(args) -> int:
-    # `kill`, a closed terminal and Ctrl-C all stop the children cleanly (never orphaned trainers or servers)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started as a background job by a shell
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_termination()  # kill, a closed terminal and Ctrl-C all stop the children: never orphans
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     from aspo.losses import LOSSES  # noqa: PLC0415
     unknown = [a for a in algos if a not in LOSSES]

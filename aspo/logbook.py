@@ -98,12 +98,11 @@ def _mean(values: np.ndarray, where: np.ndarray) -> float | None:
     return float(values[where].mean()) if where.any() else None
 
 
-def step_metrics(batch, log: StepLog, cfg) -> dict:
-    """The `steps` row of one step, from the rollout batch and every update pass."""
-    tok = log.columns()
-    lengths = _lengths(batch)
+def step_metrics(batch, log: StepLog, tok: dict, seqs: dict) -> dict:
+    """The `steps` row of one step, from the rollout batch, every update pass (`tok`, the token columns) and
+    the sequence columns (`seqs`), so nothing is concatenated or counted twice."""
+    lengths = seqs["length"]
     ent = batch.old_entropy.cpu().numpy()[batch.completion_mask.cpu().numpy().astype(bool)]
-    rep = [repetition_rate(batch.completion_ids[i, :n].tolist(), cfg.repetition_ngram) for i, n in enumerate(lengths)]
     m = {
         "reward_mean": float(batch.rewards.mean()), "reward_std": float(batch.rewards.std()),
         "accuracy": float((batch.rewards == 1.0).float().mean()),
@@ -111,7 +110,7 @@ def step_metrics(batch, log: StepLog, cfg) -> dict:
         "near_deterministic_frac": float((ent < NEAR_DETERMINISTIC_NATS).mean()) if ent.size else None,
         "response_length_mean": float(lengths.mean()),
         "truncated_frac": float(batch.truncated.float().mean()),
-        "repetition_rate": float(np.mean(rep)),
+        "repetition_rate": float(np.mean(seqs["repetition_rate"])),
         "zero_var_group_frac": float(batch.zero_var.float().mean()),
         "grad_norm": float(np.mean(log.grad_norm)) if log.grad_norm else None,
         "lr": log.lr[-1] if log.lr else None,

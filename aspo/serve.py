@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from aspo.signals import stop_on_termination
 
 
 def app_script() -> Path:
@@ -34,7 +35,7 @@ def serve_dashboard(logs, host="127.0.0.1", port=8501) -> int:
     if not Path(logs).expanduser().exists():
         raise FileNotFoundError(f"log directory {logs} does not exist: train first (aspo train --out {logs}/run)")
     print(f"aspo dashboard: http://{host}:{port}  (logs: {logs}; Ctrl-C to stop)")
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` must not orphan the server (it runs in its own session)
+    stop_on_termination()  # `kill` must not orphan the server (it runs in its own session)
     proc = start_dashboard(logs, host, port, quiet=False)
     try:
         return proc.wait()
@@ -46,6 +47,3 @@ def serve_dashboard(logs, host="127.0.0.1", port=8501) -> int:
             proc.kill()
         return 0
 
-
-def _interrupt(*_):
-    raise KeyboardInterrupt

@@ -7,7 +7,6 @@ per batch r == 1 and there is no token weighting to see.
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
@@ -321,14 +320,14 @@ def train_step(run: Run, step: int) -> dict:
     update_policy(run, batch, log)
     run.writer.heartbeat()
     new_logp, _ = forward_all(run, run.model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1])
-    metrics = step_metrics(batch, log, run.cfg)
+    tokens, seqs = log.token_columns(batch, new_logp), sequence_columns(batch, run.cfg)
+    metrics = step_metrics(batch, log, tokens, seqs)
     if should_eval(run.cfg, step):
         run.writer.heartbeat()
         metrics.update(evaluate(run))
     metrics["seconds"] = time.perf_counter() - started
     metrics["tokens_per_s"] = float(batch.mask.sum()) * run.cfg.epochs / metrics["seconds"]
-    tokens = log.token_columns(batch, new_logp)
-    run.writer.log_step(step, metrics, sequence_columns(batch, run.cfg), tokens)
+    run.writer.log_step(step, metrics, seqs, tokens)
     return metrics
 
 
@@ -349,6 +348,3 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> Path:
         run.writer.set_status("finished")
     return run.run_dir
 
-
-def finite_or_none(x) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)

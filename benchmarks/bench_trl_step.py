@@ -30,24 +30,19 @@ ALPHABET = "0123456789+-*= "
 def save_tiny_model(path, hidden: int = 128, layers: int = 4, seed: int = 0) -> str:
     """A char-level tokenizer and a random Qwen2, save_pretrained'ed into `path` (no hub access)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
-    vocab = {t: i for i, t in enumerate(specials)}
-    for ch in ALPHABET:
-        vocab.setdefault(ch, len(vocab))
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tk.decoder = decoders.Fuse()
-    tk.add_special_tokens(specials)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                  unk_token="<unk>", padding_side="left")
+    from aspo.model import build_tokenizer
+
+    tok = build_tokenizer(ALPHABET)  # aspo's char-level tokenizer: the same one the trainer builds
+    tok.padding_side = "left"
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
                       num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=1024,
-                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(cfg)
-    model.generation_config.pad_token_id, model.generation_config.eos_token_id = 0, 2
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = tok.pad_token_id, tok.eos_token_id
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)

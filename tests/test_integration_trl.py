@@ -13,10 +13,10 @@ trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
 import torch  # noqa: E402
-from tokenizers import Tokenizer, decoders, models  # noqa: E402
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
+from aspo.model import build_tokenizer  # noqa: E402
 from aspo.integrations.trl import AspoGRPOTrainer, trl_aggregation  # noqa: E402
 from logs_schema import queries  # noqa: E402
 
@@ -26,21 +26,15 @@ PROMPTS = ["1+1=", "2+3=", "4+4=", "5+1=", "7+2=", "3+3="]
 
 def save_tiny_model(path) -> str:
     """A 2-layer Qwen2 (~20k parameters) and a char-level tokenizer, save_pretrained'ed into `path`."""
-    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
-    vocab = {t: i for i, t in enumerate(specials)}
-    for ch in ALPHABET:
-        vocab.setdefault(ch, len(vocab))
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tk.decoder = decoders.Fuse()
-    tk.add_special_tokens(specials)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                  unk_token="<unk>", padding_side="left")
+    tok = build_tokenizer(ALPHABET)  # aspo's char-level tokenizer: the same one the trainer builds
+    tok.padding_side = "left"
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                       num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128,
-                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(cfg)
-    model.generation_config.pad_token_id, model.generation_config.eos_token_id = 0, 2
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = tok.pad_token_id, tok.eos_token_id
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)

@@ -10,15 +10,8 @@ import pytest
 import torch
 
 from aspo.model import build_small_model, build_tokenizer
+from aspo.tasks import Problem
 from aspo.warmup import accuracy, make_batch, warmup, warmup_cache_key
-
-
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    prompt: str
-    answer: str
-    tests: tuple = ()
 
 
 @dataclass
