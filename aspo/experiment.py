@@ -84,6 +84,10 @@ def run(args) -> int:
     grid = jobs(args)
     if not grid:
         raise ValueError("empty grid: give at least one of each of --algos, --tasks, --seeds")
+    from aspo.losses import LOSSES  # noqa: PLC0415
+    unknown = sorted({j.algo for j in grid} - set(LOSSES))
+    if unknown:  # before any warm-up or run is started
+        raise ValueError(f"unknown algo(s) {', '.join(unknown)} in --algos: choose from {', '.join(LOSSES)}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     warm_up_all(args, grid)
     parallel = args.parallel or os.cpu_count() or 1
