@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aspo.config import PRESETS, ConfigError, TrainConfig, make_config
 from aspo.signals import stop_on_termination
+from logs_schema.writer import is_interrupt
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -56,19 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def interrupted(out) -> int:
+    print(f"aspo: interrupted; logs are complete up to the last step. Continue with: "
+          f"aspo train --out {out} --resume", file=sys.stderr)
+    return 130
+
+
 def run_train(args) -> int:
     cfg = config_from_args(args)
     from aspo.progress import train_with_progress  # noqa: PLC0415  (imports torch)
     stop_on_termination()  # `kill` marks the run "killed" exactly as Ctrl-C does
     try:
         run_dir = train_with_progress(cfg)
-    except KeyboardInterrupt:
-        print(f"aspo: interrupted; logs are complete up to the last step. Continue with: "
-              f"aspo train --out {cfg.out} --resume", file=sys.stderr)
-        return 130
-    except (ConfigError, ValueError, FileNotFoundError):
-        raise
-    except Exception as exc:  # a bug or a crash: one line here, the traceback in the run directory
+    except BaseException as exc:
+        if is_interrupt(exc):  # also when a library's clean-up failed after the stop (torch.save does)
+            return interrupted(cfg.out)
+        if isinstance(exc, (ConfigError, ValueError, FileNotFoundError)) or not isinstance(exc, Exception):
+            raise  # bad input: main() prints it in one line
+        # a bug or a crash: one line here, the traceback in the run directory
         log = Path(cfg.out) / "error.log"
         try:
             log.write_text(traceback.format_exc())

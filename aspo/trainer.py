@@ -25,6 +25,7 @@ from aspo.losses import LOSS_AGGREGATION, LOSS_DEFAULTS, LOSSES, aggregate, kl_k
 from aspo.metrics import avg_at_k, pass_at_k
 from aspo.model import build_small_model, build_tokenizer, format_prompt, load_local_model, resolve_device
 from aspo.rollout import generate, token_logp_entropy
+from aspo.signals import deferred_stop
 from aspo.tasks import get_task
 from aspo.warmup import warmup
 
@@ -327,7 +328,8 @@ def train_step(run: Run, step: int) -> dict:
         metrics.update(evaluate(run))
     metrics["seconds"] = time.perf_counter() - started
     metrics["tokens_per_s"] = float(batch.mask.sum()) * run.cfg.epochs / metrics["seconds"]
-    run.writer.log_step(step, metrics, seqs, tokens)
+    with deferred_stop():  # a stop lands after the step's files, never inside them
+        run.writer.log_step(step, metrics, seqs, tokens)
     return metrics
 
 
@@ -342,7 +344,8 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> Path:
         for step in range(run.start_step, cfg.steps):
             metrics = train_step(run, step)
             if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.steps - 1:
-                checkpoint.save(run.run_dir, step, run.model, run.optimizer, run.scheduler, run.generator)
+                with deferred_stop():  # an interrupted torch.save hides the stop behind its own error
+                    checkpoint.save(run.run_dir, step, run.model, run.optimizer, run.scheduler, run.generator)
             if on_step:
                 on_step(step, metrics)
         run.writer.set_status("finished")

@@ -303,7 +303,19 @@ class RunWriter:
         if exc_type is None:
             if self.status == "running":
                 self.set_status("finished")
-        elif issubclass(exc_type, KeyboardInterrupt):
+        elif is_interrupt(exc):
             self.set_status("killed")
         else:
             self.set_status("failed")
+
+
+def is_interrupt(exc: BaseException | None) -> bool:
+    """True if `exc` is a stop (Ctrl-C, kill) or was raised while handling one: a library's clean-up that
+    fails after being interrupted (torch.save does) must not turn a stopped run into a "failed" one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

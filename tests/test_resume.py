@@ -52,6 +52,7 @@ def test_sigint_marks_run_killed_and_resume_hint(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and len(logged_steps(out)) < 1:
         time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -76,6 +76,18 @@ def test_context_manager_marks_failures(tmp_path, exc, status):
     assert pq.read_table(tmp_path / "runs" / "rank0.parquet")["status"][0].as_py() == status
 
 
+def test_an_error_raised_while_handling_a_stop_still_marks_killed(tmp_path):
+    """torch.save interrupted half-way raises RuntimeError from its clean-up: the run was stopped, not broken."""
+    with pytest.raises(RuntimeError):
+        with RunWriter(tmp_path, run_id="r1", meta=META):
+            try:
+                raise KeyboardInterrupt
+            finally:
+                raise RuntimeError("unexpected pos 4147200 vs 4147088")  # noqa: B012
+    assert pq.read_table(tmp_path / "runs" / "rank0.parquet")["status"][0].as_py() == "killed"
+    assert W.is_interrupt(RuntimeError("x")) is False
+
+
 def test_explicit_status_is_kept_by_context_manager(tmp_path):
     with RunWriter(tmp_path, run_id="r1") as w:
         w.set_status("killed")
