@@ -22,8 +22,8 @@ def _f(default, help: str, **kw):
 class TrainConfig:
     # --- what to train
     algo: str = _f("aspo", "policy loss: one of aspo.losses.LOSSES (grpo, dapo, aspo, no_is, pos_mean_is, cispo, gspo)")
-    task: str = _f("math", "task: math, code or jsonl:PATH (a file of {prompt, answer} lines)")
-    task_args: str = _f("", "task options as k=v,k=v (math: digits, terms, ops, noise; code: noise)")
+    task: str = _f("math", "task: math, split (sums with many right answers), code or jsonl:PATH (a file of {prompt, answer} lines)")
+    task_args: str = _f("", "task options as k=v,k=v (math: digits, terms, ops, noise; split: digits, noise; code: noise)")
     model: str = _f("tiny", "tiny or small (built from scratch and warmed up here) or the path of a local Hugging Face causal LM")
     out: str = _f("runs/run", "run directory: logs, checkpoints and the recorded config go here")
     run_name: str = _f("", "run id shown in the dashboard (default: the name of --out)")
@@ -86,8 +86,9 @@ PRESETS: dict[str, dict] = {
                  warmup_target=0.3, kl_beta=0.001),
     # the embedded default: visible GRPO vs ASPO differences in a few minutes on 2 CPU cores
     # (lr 2e-4: at 3e-4 and above both losses lose accuracy on this model; see the experiment report)
-    "demo": dict(steps=150, prompts_per_step=16, group_size=8, minibatch_prompts=4, epochs=3, eval_every=10,
-                 eval_problems=100, eval_k=4),
+    # split: every prompt has many right answers, so entropy is diversity, and GRPO visibly loses more of it
+    "demo": dict(task="split", steps=150, prompts_per_step=16, group_size=8, minibatch_prompts=4, epochs=3,
+                 eval_every=10, eval_problems=100, eval_k=4),
     # the paper's batch recipe (64 prompts, mini-batch 16, 3 epochs -> 12 updates per batch); for a GPU
     "paper": dict(steps=200, prompts_per_step=64, group_size=8, minibatch_prompts=16, epochs=3, lr=1e-6,
                   eval_every=20, eval_problems=200, eval_k=8),

@@ -19,7 +19,7 @@ DEFAULT_ALGOS = "grpo,aspo"
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train GRPO and ASPO side by side on the embedded model and watch them live")
-    p.add_argument("--task", default="math", help="math, code or jsonl:PATH (default: math)")
+    p.add_argument("--task", default=None, help="math, split, code or jsonl:PATH (default: the preset's; demo: split)")
     p.add_argument("--task-args", default="", help="task options as k=v,k=v (e.g. digits=2,terms=2)")
     p.add_argument("--algos", default=DEFAULT_ALGOS, help=f"comma-separated losses to compare (default: {DEFAULT_ALGOS})")
     p.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the demo preset's)")
@@ -34,8 +34,10 @@ def add_parser(sub) -> None:
 
 
 def train_command(args, algo: str) -> list[str]:
-    cmd = [sys.executable, "-m", "aspo.cli", "train", "--preset", args.preset, "--algo", algo, "--task", args.task,
+    cmd = [sys.executable, "-m", "aspo.cli", "train", "--preset", args.preset, "--algo", algo,
            "--out", str(Path(args.out) / algo), "--threads", "1", "--no-progress"]
+    if args.task:
+        cmd += ["--task", args.task]
     if args.steps is not None:
         cmd += ["--steps", str(args.steps)]
     if args.task_args:
@@ -48,7 +50,7 @@ def warm_up_once(args) -> None:
     """Warm the shared start checkpoint up in this process first, so both runs start from the same weights."""
     from aspo.config import make_config  # noqa: PLC0415  (imports torch lazily)
     from aspo.trainer import prepare_warmup  # noqa: PLC0415
-    overrides = {"task": args.task, "task_args": args.task_args}
+    overrides = {"task_args": args.task_args, **({"task": args.task} if args.task else {})}
     print("aspo demo: preparing the warmed-up start model (cached after the first time) ...", flush=True)
     prepare_warmup(make_config(args.preset, **overrides), log=lambda m: print(f"  {m}", flush=True))
 

@@ -11,11 +11,12 @@ DATA = Path(__file__).parent / "data"
 SPECS = [
     ("math", {}),
     ("math", {"digits": 3, "terms": 3, "ops": "+-*"}),
+    ("split", {}),
     ("code", {"n_train": 600, "n_heldout": 100}),
     (f"jsonl:{DATA / 'gsm8k_tiny.jsonl'}", {}),
     (f"jsonl:{DATA / 'with_split.jsonl'}", {}),
 ]
-IDS = ["math", "math3x3", "code", "jsonl", "jsonl-split"]
+IDS = ["math", "math3x3", "split", "code", "jsonl", "jsonl-split"]
 
 
 @pytest.fixture(params=SPECS, ids=IDS, scope="module")
@@ -91,6 +92,33 @@ def test_demo_solutions_correct_at_one_minus_noise(spec, options, noise):
     assert correct == [d == p.answer for p, d in zip(problems, demos)]
 
 
+# -- split --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("completion, reward", [
+    ("23+34", 1.0), ("57+0", 1.0), ("0+57", 1.0), ("50+7 and more", 1.0), (" 28+29", 1.0),
+    ("23+35", 0.0), ("57", 0.0), ("157+-100", 0.0), ("100+-43", 0.0), ("+57", 0.0), ("23 + 34", 0.0), ("", 0.0)])
+def test_split_reward(completion, reward):
+    task = get_task("split")
+    assert task.rewards([Problem(id="s", prompt="57=", answer="28+29")], [completion]) == [reward]
+
+
+def test_split_operands_must_be_in_range():
+    task = get_task("split", digits=1)
+    assert task.rewards([Problem(id="s", prompt="12=", answer="6+6")] * 3, ["3+9", "12+0", "10+2"]) == [1.0, 0, 0]
+    assert len(task.splits(0)[0]) + len(task.splits(0)[1]) == 19  # targets 0..18
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_split_demos_are_diverse_and_wrong_at_noise(noise):
+    task = get_task("split", noise=noise)
+    train, _ = task.splits(seed=0)
+    rng = random.Random(1)
+    problem = next(p for p in train if p.prompt == "99=")
+    demos = [task.demo_solution(problem, rng) for _ in range(400)]
+    correct = task.rewards([problem] * 400, demos)
+    assert abs(1 - sum(correct) / 400 - noise) < 0.08
+    assert len({d for d, c in zip(demos, correct) if c}) > 50  # 100 correct splits of 99, drawn uniformly
+
+
 # -- math ---------------------------------------------------------------------------------------------
 def _math_problem(prompt):
     operands, ops = parse_prompt(prompt)
@@ -136,7 +164,7 @@ def test_math_wrong_demos_are_plausible():
 
 # -- get_task -----------------------------------------------------------------------------------------
 def test_get_task_unknown_spec_lists_valid():
-    with pytest.raises(ValueError, match=r"unknown task 'chess'; valid: math, code, jsonl:PATH"):
+    with pytest.raises(ValueError, match=r"unknown task 'chess'; valid: math, split, code, jsonl:PATH"):
         get_task("chess")
 
 

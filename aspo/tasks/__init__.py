@@ -1,4 +1,5 @@
-"""Verifiable tasks: arithmetic ("math"), small Python functions ("code"), and a local JSONL file ("jsonl:PATH").
+"""Verifiable tasks: arithmetic ("math"), sums with many right answers ("split"), small Python functions ("code"),
+and a local JSONL file ("jsonl:PATH").
 
     task = get_task("math", digits=2, terms=2, ops="+-")
     train, heldout = task.splits(seed=0)
@@ -15,15 +16,16 @@ import typing
 from .arith import MathTask
 from .base import Problem, Task
 from .code import CodeTask
+from .split import SplitTask
 
-TASKS: dict[str, type[Task]] = {"math": MathTask, "code": CodeTask}
-SPECS = ("math", "code", "jsonl:PATH")
+TASKS: dict[str, type[Task]] = {"math": MathTask, "split": SplitTask, "code": CodeTask}
+SPECS = ("math", "split", "code", "jsonl:PATH")
 
-__all__ = ["Problem", "Task", "MathTask", "CodeTask", "TASKS", "SPECS", "get_task", "task_options"]
+__all__ = ["Problem", "Task", "MathTask", "SplitTask", "CodeTask", "TASKS", "SPECS", "get_task", "task_options"]
 
 
 def get_task(spec: str, **options) -> Task:
-    """Build a task from "math", "code" or "jsonl:PATH" and its options; ValueError on anything invalid."""
+    """Build a task from "math", "split", "code" or "jsonl:PATH" and its options; ValueError on anything invalid."""
     spec = str(spec).strip()
     if spec.startswith("jsonl:"):
         from .jsonl import JsonlTask  # imports sympy: only when asked for
