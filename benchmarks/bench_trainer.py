@@ -55,7 +55,7 @@ def measure(preset: str, steps: int, threads: int) -> dict:
             // cfg.minibatch_prompts * cfg.epochs, "rollout_tok_s": gen_tok / gen_s, "update_tok_s": upd_tok / upd_s,
             "seconds_per_step": step_s / n, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "model_dir": str(run.run_dir / "init_model"), "torch_threads": torch.get_num_threads(),
-            "max_new_tokens": run.max_new_tokens, "epochs": cfg.epochs,
+            "max_new_tokens": run.max_new_tokens, "epochs": cfg.epochs, "task": cfg.task,
             "minibatches": cfg.prompts_per_step // cfg.minibatch_prompts}
 
 
@@ -65,7 +65,7 @@ def trl_seconds(r: dict, steps: int) -> float | None:
     except ImportError:
         return None
     from aspo.tasks import get_task
-    task = get_task("math")
+    task = get_task(r["task"])  # the preset's task: the same problems and reward on both sides
     problems = task.splits(0)[0][:256]
     by_prompt = {p.prompt: p for p in problems}
 
