@@ -116,6 +116,19 @@ def test_every_loss_trains_one_step(tmp_path):
     assert torch.get_num_threads() >= 1
 
 
+def test_split_task_trains_and_logs_its_rewards(tmp_path):
+    """The demo preset's task end to end: rewards in the logs are the task's verdict on the logged completions."""
+    from aspo.tasks import get_task
+    assert make_config("demo").task == "split"
+    run = run_steps(tiny(tmp_path, algo="aspo", task="split", task_args="digits=1", eval_every=0), 2)
+    task = get_task("split", digits=1)
+    seqs = queries.samples(run.run_dir, queries.list_runs(run.run_dir)["run_id"].iloc[0], 1, limit=1000)
+    by_prompt = {p.prompt: p for p in task.splits(0)[0] + task.splits(0)[1]}
+    expected = task.rewards([by_prompt[p] for p in seqs["prompt"]], list(seqs["completion"]))
+    np.testing.assert_allclose(seqs["reward"].to_numpy(), expected)
+    assert 0 < np.mean(expected) < 1  # the warmed-up model solves some, not all: advantages are non-zero
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--algo", "foo"], "unknown algo 'foo'"),
     (["--model", "/no/such/model"], "is not a directory"),
