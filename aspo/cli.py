@@ -72,8 +72,8 @@ def run_train(args) -> int:
     except BaseException as exc:
         if is_interrupt(exc):  # also when a library's clean-up failed after the stop (torch.save does)
             return interrupted(cfg.out)
-        if isinstance(exc, (ConfigError, ValueError, FileNotFoundError)) or not isinstance(exc, Exception):
-            raise  # bad input: main() prints it in one line
+        if isinstance(exc, (ConfigError, FileNotFoundError)) or not isinstance(exc, Exception):
+            raise  # bad input (a task, model or option that cannot work): main() prints it in one line
         # a bug or a crash: one line here, the traceback in the run directory
         log = Path(cfg.out) / "error.log"
         try:

@@ -11,6 +11,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, processors
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from aspo.config import ConfigError
+
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 # Embedded model sizes. tiny ~0.6M parameters, small ~2.0M (plus 128*V resp. 192*V for the tied embedding).
@@ -27,7 +29,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                    "spiece.model")  # RoPE: costs no parameters; code-task prompts are a few hundred characters
 
 
-class ModelError(ValueError):
+class ModelError(ConfigError):
     """A model path or device that cannot be used; the message is one line meant for the user."""
 
 

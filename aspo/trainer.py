@@ -120,7 +120,17 @@ def warmed_up_model(cfg: TrainConfig, task, log=print):
 def prepare_warmup(cfg: TrainConfig, log=print) -> None:
     """Fill the warm-up cache ahead of several runs (aspo demo / experiment) so they share one start model."""
     if cfg.embedded_model:
-        warmed_up_model(cfg, get_task(cfg.task, **parse_task_args(cfg.task_args)), log)
+        transformers.utils.logging.disable_progress_bar()
+        warmed_up_model(cfg, load_task(cfg), log)
+
+
+def load_task(cfg: TrainConfig):
+    """The run's task. A bad task name or option is the user's input: ConfigError (one line, exit code 2);
+    any other ValueError during training is a bug and gets a traceback in error.log."""
+    try:
+        return get_task(cfg.task, **parse_task_args(cfg.task_args))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def loss_kwargs(cfg: TrainConfig) -> dict:
@@ -146,7 +156,7 @@ def make_optimizer(cfg: TrainConfig, model):
 def setup(cfg: TrainConfig, log=print) -> Run:
     validate(cfg, LOSSES)
     transformers.utils.logging.disable_progress_bar()  # our own progress bar is the one to watch
-    task = get_task(cfg.task, **parse_task_args(cfg.task_args))
+    task = load_task(cfg)
     run_dir = prepare_run_dir(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

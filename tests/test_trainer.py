@@ -150,6 +150,37 @@ def test_cli_bad_input_is_one_line(args, needle, tmp_path, capsys):
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def _stop_then_library_error(cfg):
+    try:
+        raise KeyboardInterrupt
+    finally:  # what torch.save does when interrupted half-way
+        raise RuntimeError("unexpected pos 4147200 vs 4147088")  # noqa: B012
+
+
+@pytest.mark.parametrize("failure, code, err_needle, log_needle", [
+    (ValueError("internal invariant broken"), 1, "training failed: ValueError: internal invariant broken",
+     "internal invariant broken"),  # a bug, not bad input: its traceback is kept
+    (_stop_then_library_error, 130, "interrupted", None),  # still a stop, not a failure
+])
+def test_cli_sorts_bugs_and_stops_from_bad_input(failure, code, err_needle, log_needle, tmp_path, monkeypatch,
+                                                capsys):
+    """Fault injection at the training call: what the CLI reports, and where the traceback goes."""
+    import aspo.progress
+    from aspo.cli import main
+
+    def fail(cfg):
+        if callable(failure):
+            failure(cfg)
+        raise failure
+    monkeypatch.setattr(aspo.progress, "train_with_progress", fail)
+    (tmp_path / "r").mkdir()
+    assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "r"), "--no-progress"]) == code
+    err = capsys.readouterr().err.strip()
+    assert err_needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    log = tmp_path / "r" / "error.log"
+    assert (log_needle in log.read_text()) if log_needle else not log.exists()
+
+
 def test_step_tokens_returns_every_logged_row_of_a_step(aspo_run):
     step, _, _, tok = aspo_run.writer.calls[-1]
     rows = queries.step_tokens(aspo_run.run_dir, aspo_run.cfg.run_id, step)

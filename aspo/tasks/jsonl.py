@@ -56,6 +56,8 @@ class JsonlTask(Task):
             if getattr(self, opt) is not None and getattr(self, opt) < 1:
                 raise ValueError(f"task jsonl: {opt} must be >= 1")
         self._rows = load_rows(self.path)
+        if self._rows[0].split is None and len({r.prompt for r in self._rows}) < 2:  # fail here, not mid-run
+            raise ValueError(f"task jsonl: {self.path}: need at least 2 distinct prompts to split train/held-out")
         self.alphabet = make_alphabet([r.prompt + r.answer for r in self._rows] + [EXTRA_CHARS])
         self.max_new_tokens = max(len(r.answer) for r in self._rows) + 16
 
