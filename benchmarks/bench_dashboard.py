@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks"), str(ROOT / "scripts")]
 
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -95,6 +95,7 @@ _NEW_CHART = """(title) => {
 def bench_browser(root: Path) -> list[tuple[str, float, float]]:
     """(page, first visit s, revisit s): click the page's sidebar link, wait for a drawn chart of the
     new page (not a stale one of the previous page). A fresh server: first visits run the queries."""
+    from chromium import launch
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
@@ -108,9 +109,7 @@ def bench_browser(root: Path) -> list[tuple[str, float, float]]:
     url, times = f"http://127.0.0.1:{port}", {}
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            browser = launch(p)
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             for _ in range(120):
                 try:

@@ -6,15 +6,13 @@ Drives Debian's /usr/bin/chromium with Playwright (never a downloaded browser).
 import sys
 from pathlib import Path
 
+from chromium import launch  # scripts/chromium.py
 from playwright.sync_api import sync_playwright
-
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def main(html: str, out_dir: str, *ids: str) -> None:
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1100, "height": 900})
         page.goto(Path(html).resolve().as_uri())
         for fig in ids:

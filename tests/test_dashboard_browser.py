@@ -25,9 +25,8 @@ from app.data import LIVE_EVERY_S
 from logs_helpers import make_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+sys.path.insert(0, str(ROOT / "scripts"))
+from chromium import CHROMIUM, launch  # noqa: E402  (scripts/chromium.py: one way to start Debian's chromium)
 PAGES = {"runs": "", "overview": "overview", "rich_get_richer": "rich_get_richer", "entropy": "entropy",
          "repetition": "repetition", "samples": "samples"}
 STEP_DELAY_S = 1.0
@@ -184,7 +183,7 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
     out = shots_dir(tmp_path)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             for name, path in PAGES.items():
