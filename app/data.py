@@ -137,9 +137,9 @@ def top_repetitive_samples(root, run_id, limit=10):
     return _query("top_repetitive_samples", root, run_id=run_id, limit=limit)
 
 
-def samples(root, run_id, step, adv_sign=None, min_reward=None, max_reward=None):
+def samples(root, run_id, step, adv_sign=None, min_reward=None, max_reward=None, clipped_only=False):
     return _query("samples", root, run_id=run_id, step=int(step), adv_sign=adv_sign,
-                  min_reward=min_reward, max_reward=max_reward)
+                  min_reward=min_reward, max_reward=max_reward, clipped_only=bool(clipped_only))
 
 
 def sample_tokens(root, run_id, step, sample, epoch=0):

@@ -339,9 +339,11 @@ def top_repetitive_samples(root, run_id: str, limit: int = 20, step_min=None, st
 
 
 def samples(root, run_id: str, step: int, adv_sign: str | None = None, min_reward=None, max_reward=None,
-            limit: int = 1000, tokens_logged: bool | None = None) -> pd.DataFrame:
-    """Responses of one step: the sequences columns plus adv_sign, ordered by rank, sample.
-    Filters: adv_sign (pos/neg/zero), reward range, tokens_logged (token rows kept or not)."""
+            limit: int = 1000, tokens_logged: bool | None = None, clipped_only: bool = False) -> pd.DataFrame:
+    """Responses of one step: the sequences columns plus adv_sign, n_clipped and n_dual_clipped (token rows
+    hard-clipped / dual-clipped over every update pass; null when the token rows were not kept), ordered by
+    rank, sample. Filters: adv_sign (pos/neg/zero), reward range, tokens_logged (token rows kept or not),
+    clipped_only (at least one clipped or dual-clipped token row)."""
     _check_sign(adv_sign)
     extra, params = [], {"limit": int(limit)}
     for frag, name, val in ((f"{_sign('advantage')} = $adv_sign", "adv_sign", adv_sign),
@@ -351,8 +353,15 @@ def samples(root, run_id: str, step: int, adv_sign: str | None = None, min_rewar
         if val is not None:
             extra.append(frag)
             params[name] = val
-    sql = f"SELECT {_SEQ_COLS} FROM {{sequences}} {{where}} ORDER BY rank, sample LIMIT $limit"
-    return _q(sql, ("sequences",), root, [run_id], step, step, extra=extra, params=params)
+    having = "WHERE n_clipped + n_dual_clipped > 0" if clipped_only else ""
+    sql = f"""SELECT s.*, t.n_clipped, t.n_dual_clipped
+              FROM (SELECT {_SEQ_COLS} FROM {{sequences}} {{where}}) s
+              LEFT JOIN (SELECT run_id, rank, sample, count(*) FILTER (WHERE clipped) AS n_clipped,
+                                count(*) FILTER (WHERE dual_clipped) AS n_dual_clipped
+                         FROM {{tokens}} WHERE list_contains($run_ids, run_id) AND step = $step_min
+                         GROUP BY run_id, rank, sample) t USING (run_id, rank, sample)
+              {having} ORDER BY rank, sample LIMIT $limit"""
+    return _q(sql, ("sequences", "tokens"), root, [run_id], step, step, extra=extra, params=params)
 
 
 TOKEN_EXTRA = ("delta_logp = new_logp - old_logp, old_prob = exp(old_logp), prob = exp(logp), "

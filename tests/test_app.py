@@ -192,6 +192,8 @@ def test_samples_page_tokens_coloured_with_hover(logs, monkeypatch):
     assert len(at.selectbox(key="samples_pick").options) == len(neg)
     at.checkbox(key="samples_clip").check().run()
     assert not at.exception and "clipped / dual_clipped token(s)" in " ".join(c.value for c in at.caption)
+    clipped = queries.samples(logs, "aspo", 9, adv_sign="neg", clipped_only=True)
+    assert len(at.selectbox(key="samples_pick").options) == len(clipped) < len(neg)
 
 
 # ---------------------------------------------------------------- broken and partial logs

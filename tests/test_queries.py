@@ -108,6 +108,19 @@ def test_samples_and_filters(root):
     assert q.sample_tokens(root, "aspo-a", 1, int(unlogged)).empty
 
 
+def test_samples_count_clipped_token_rows(root):
+    s = q.samples(root, "grpo-a", 1).set_index("sample")
+    tok = q.step_tokens(root, "grpo-a", 1, limit=1_000_000)
+    want = tok.groupby("sample")[["clipped", "dual_clipped"]].sum()
+    np.testing.assert_array_equal(s.loc[want.index, "n_clipped"], want["clipped"])
+    np.testing.assert_array_equal(s.loc[want.index, "n_dual_clipped"], want["dual_clipped"])
+    only = q.samples(root, "grpo-a", 1, clipped_only=True)
+    assert 0 < len(only) < len(s)
+    assert set(only["sample"]) == set(want.index[(want["clipped"] + want["dual_clipped"]) > 0])
+    unlogged = q.samples(root, "aspo-a", 1, tokens_logged=False)
+    assert unlogged["n_clipped"].isna().all()  # no token rows kept: unknown, not zero
+
+
 def test_rich_get_richer_matches_pandas(root):
     t = with_keys(all_tokens(root / "grpo-a"))
     t = t[t.step.between(2, 4)]

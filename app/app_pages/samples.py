@@ -18,8 +18,9 @@ sign = c1.radio("Advantage sign", list(SIGNS), horizontal=True, key="samples_sig
 rmin, rmax = c2.slider("Reward range", 0.0, 1.0, (0.0, 1.0), 0.05, key="samples_reward")
 quantity = c3.radio("Colour tokens by", QUANTITIES, horizontal=True, key="samples_quantity")
 c4, c5 = st.columns([1, 2])
-clip_only = c4.checkbox("Only clipped / dual_clipped tokens", key="samples_clip",
-                        help="Other tokens are greyed out.")
+clip_only = c4.checkbox("Only responses with clipped / dual_clipped tokens", key="samples_clip",
+                        help="Lists only responses with at least one clipped or dual-clipped token row, "
+                             "and greys out their other tokens.")
 follow = c5.checkbox("Follow the latest step", value=True, key="samples_follow")
 
 
@@ -37,7 +38,9 @@ def pick_step() -> int | None:
 
 def label(s) -> str:
     text = (s.completion or "")[:40]
-    return (f"#{s.sample} · reward {s.reward:g} · adv {s.advantage:+.2f} · len {s.length} · {text!r}"
+    clips = (f" · {s.n_clipped:.0f} clipped, {s.n_dual_clipped:.0f} dual" if s.tokens_logged
+             and (s.n_clipped or s.n_dual_clipped) else "")
+    return (f"#{s.sample} · reward {s.reward:g} · adv {s.advantage:+.2f} · len {s.length}{clips} · {text!r}"
             + ("" if s.tokens_logged else " · (no token rows)"))
 
 
@@ -45,7 +48,8 @@ def body() -> None:
     step = pick_step()
     if step is None:
         return
-    seqs = data.samples(ctx.root, focus, step, adv_sign=SIGNS[sign], min_reward=rmin, max_reward=rmax)
+    seqs = data.samples(ctx.root, focus, step, adv_sign=SIGNS[sign], min_reward=rmin, max_reward=rmax,
+                        clipped_only=clip_only)
     if seqs.empty:
         st.info("No response of this step matches the filters.")
         return
