@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
-from plotly.subplots import make_subplots
 
-from app import charts
+from app import charts, report_figures
 from logs_schema import queries as q
 
 Z = 2.0             # a check is decided when the difference of seed means exceeds Z standard errors
@@ -249,76 +248,12 @@ def algo_colors(algos) -> dict:
             for i, a in enumerate(algo_order(algos))}
 
 
-def _rgba(hex_color: str, alpha: float) -> str:
-    h = hex_color.lstrip("#")
-    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"
-
-
-def band_figure(m: pd.DataFrame, metric: str, label: str, colors: dict) -> go.Figure:
-    """Mean over seeds per step and algorithm (line, meta 'algo|mean') with a ±1 std band."""
-    fig = go.Figure(layout=charts.LAYOUT)
-    for algo, color in colors.items():
-        d = m.loc[m["algo"] == algo, ["step", "seed", metric]].dropna() if metric in m else pd.DataFrame()
-        if d.empty:
-            continue
-        s = d.groupby("step")[metric].agg(["mean", "std", "count"]).reset_index()
-        x, mean, std = s["step"].to_numpy(), s["mean"].to_numpy(float), s["std"].fillna(0).to_numpy(float)
-        if (s["count"] > 1).any():
-            fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
-                                     mode="lines", fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0),
-                                     hoverinfo="skip", showlegend=False, legendgroup=algo, meta=f"{algo}|band"))
-        fig.add_trace(go.Scatter(x=x, y=mean, name=f"{algo} (n={d['seed'].nunique()})", legendgroup=algo,
-                                 mode="lines+markers" if len(x) < 30 else "lines", line=dict(color=color),
-                                 meta=f"{algo}|mean", customdata=s["count"].to_numpy(),
-                                 hovertemplate="step %{x}<br>mean %{y:.4g}<br>seeds %{customdata}"))
-    if not fig.data:
-        return charts.empty_figure(f"no {metric} logged")
-    fig.update_layout(title=f"{label}: mean over seeds, band ±1 std", xaxis_title="step", yaxis_title=label)
-    return fig
-
-
-def pool_rgr(rgr: pd.DataFrame) -> pd.DataFrame:
-    """rich_get_richer rows pooled over seeds per algorithm (token-count weighted); run_id := algo."""
-    if rgr.empty:
-        return rgr
-    vals = ["weight_mean", "ratio_mean", "delta_logp_mean", "entropy_mean", "clip_frac", "dual_clip_frac"]
-    d = rgr.assign(**{v: rgr[v] * rgr["count"] for v in vals})
-    g = d.groupby(["algo", "adv_sign", "prob_bin"], sort=True).agg(
-        prob_lo=("prob_lo", "min"), prob_hi=("prob_hi", "max"), count=("count", "sum"),
-        **{v: (v, "sum") for v in vals}).reset_index()
-    g[vals] = g[vals].div(g["count"], axis=0)
-    return g.rename(columns={"algo": "run_id"})
-
-
-def rgr_compare(pooled: pd.DataFrame, colors: dict) -> go.Figure:
-    """Positive-advantage tokens: weight (left) and Δlogp (right) by old-probability bin, one line per algo."""
-    pos = pooled[pooled["adv_sign"] == "pos"] if not pooled.empty else pooled
-    if pos.empty:
-        return charts.empty_figure("no positive-advantage token rows")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["mean weight", "mean Δlogp = new_logp - old_logp"])
-    for col, value in enumerate(("weight_mean", "delta_logp_mean"), start=1):
-        for algo, color in colors.items():
-            g = pos[pos["run_id"] == algo].sort_values("prob_lo")
-            if g.empty:
-                continue
-            fig.add_trace(go.Scatter(x=((g["prob_lo"] + g["prob_hi"]) / 2).to_numpy(float), y=g[value].to_numpy(float),
-                                     name=algo, legendgroup=algo, showlegend=col == 1, mode="lines+markers",
-                                     line=dict(color=color), meta=f"{algo}|{value}", customdata=g["count"].to_numpy(),
-                                     hovertemplate="old prob %{x:.3f}<br>%{y:.4f}<br>token rows %{customdata}"),
-                          row=1, col=col)
-        fig.update_xaxes(title_text="old probability exp(old_logp)", range=[0, 1], row=1, col=col)
-    fig.add_hline(y=0, line=dict(color="#999", width=1), row=1, col=2)
-    fig.update_layout(**{**charts.LAYOUT, "height": 380},
-                      title="rich-get-richer, positive-advantage tokens, all steps pooled over seeds")
-    return fig
-
-
 def task_figures(task: str, metrics: pd.DataFrame, rgr: pd.DataFrame, algos) -> list[tuple[str, go.Figure]]:
     colors = algo_colors(algos)
     m = metrics[metrics["task"] == task] if not metrics.empty else metrics
-    figs = [(metric, band_figure(m, metric, label, colors)) for metric, label in CURVES]
-    pooled = pool_rgr(rgr[rgr["task"] == task] if not rgr.empty else rgr)
-    figs.append(("rich_get_richer", rgr_compare(pooled, colors)))
+    figs = [(metric, report_figures.band_figure(m, metric, label, colors)) for metric, label in CURVES]
+    pooled = report_figures.pool_rgr(rgr[rgr["task"] == task] if not rgr.empty else rgr)
+    figs.append(("rich_get_richer", report_figures.rgr_compare(pooled, colors)))
     if not pooled.empty:
         figs.append(("rich_get_richer_signs", charts.rich_get_richer(pooled, "weight_mean", runs=list(colors))))
     return figs
