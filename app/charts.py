@@ -87,8 +87,19 @@ def step_curves(df: pd.DataFrame, metrics, smoothing: float = 0.0, title: str = 
     return fig
 
 
-def add_threshold(fig: go.Figure, y: float, label: str, color: str = "#d62728") -> go.Figure:
-    fig.add_hline(y=y, line=dict(color=color, dash="dot"), annotation_text=label)
+def add_threshold(fig: go.Figure, y: float, label: str, color: str = "#d62728", slot: int = 0) -> go.Figure:
+    """A dotted horizontal line; `slot` (0, 1, ...) alternates the label's side so lines at the same
+    height (every run's collapse threshold) keep readable labels."""
+    fig.add_hline(y=y, line=dict(color=color, dash="dot"), annotation_text=label,
+                  annotation_position=("top right", "bottom right", "top left", "bottom left")[slot % 4])
+    return fig
+
+
+def add_event(fig: go.Figure, x: float, label: str, color: str = "#d62728", slot: int = 0) -> go.Figure:
+    """A dashed vertical line at step x; labels of successive slots step down the plot so they never overlap."""
+    fig.add_vline(x=x, line=dict(color=color, dash="dash"))
+    fig.add_annotation(x=x, y=1 - 0.07 * slot, xref="x", yref="paper", text=label, showarrow=False,
+                       xanchor="left", yanchor="top", font=dict(color=color))
     return fig
 
 

@@ -158,6 +158,11 @@ def test_entropy_page_alert_and_charts(logs, monkeypatch):
     assert figure(at, "entropy distribution over steps")["data"][0]["type"] == "heatmap"
     at.slider(key="widget:entropy:collapse_fraction").set_value(0.95).run()  # stricter: aspo fires too
     assert len(at.error) == 2 and not at.exception
+    strict = data.entropy_collapse(ent, 0.95, 3).set_index("run_id")["fired_step"]
+    marks = {a["text"]: a for a in figure(at, "mean token entropy over steps")["layout"]["annotations"]
+             if a["text"].startswith("collapse ")}
+    assert {k: m["x"] for k, m in marks.items()} == {f"collapse {r}": strict[r] for r in ("grpo", "aspo")}
+    assert marks["collapse grpo"]["y"] != marks["collapse aspo"]["y"]  # stacked, not printed over each other
 
 
 def test_repetition_page_split_and_highlights(logs, monkeypatch):

@@ -43,11 +43,10 @@ def body() -> None:
     colors = charts.run_colors(ctx.runs["run_id"])
     fig = charts.step_curves(ent, "entropy_mean", smoothing, title="mean token entropy over steps",
                              y_title="entropy (nats)", colors=colors)
-    for r in collapse.itertuples(index=False):
-        charts.add_threshold(fig, r.threshold, f"{r.run_id}: {fraction:.0%} of start", colors.get(r.run_id))
+    for i, r in enumerate(collapse.itertuples(index=False)):
+        charts.add_threshold(fig, r.threshold, f"{r.run_id}: {fraction:.0%} of start", colors.get(r.run_id), slot=i)
         if r.fired_step == r.fired_step:
-            fig.add_vline(x=r.fired_step, line=dict(color=colors.get(r.run_id), dash="dash"),
-                          annotation_text=f"collapse {r.run_id}")
+            charts.add_event(fig, r.fired_step, f"collapse {r.run_id}", colors.get(r.run_id), slot=i)
     a, b = st.columns(2)
     with a:
         common.plot(fig, key="entropy_mean")
