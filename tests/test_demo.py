@@ -50,7 +50,8 @@ def steps_of(out: Path, algo: str) -> int:
 def test_demo_serves_trains_both_and_stops_cleanly(tmp_path, stop):
     out, port = tmp_path / "demo", free_port()
     cmd = [sys.executable, "-m", "aspo.cli", "demo", "--preset", "tiny", "--task-args",
-           "digits=1,n_train=80,n_heldout=20", "--steps", "40", "--port", str(port), "--out", str(out)]
+           "digits=1,n_train=80,n_heldout=20", "--steps", "1000", "--port", str(port), "--out", str(out)]
+    # 1000 tiny steps take minutes: the stop always finds both runs training (40 could finish first: "finished")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.time() + 300

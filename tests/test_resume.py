@@ -48,7 +48,8 @@ def test_sigkill_then_resume_logs_every_step_once(tmp_path):
 
 def test_sigint_marks_run_killed_and_resume_hint(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(train_cmd(out, "--steps", "1000"),  # still training when the stop lands
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and len(logged_steps(out)) < 1:
         time.sleep(0.05)
