@@ -20,7 +20,6 @@ import argparse
 import logging
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks"), str(RO
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from aspo.serve import start_dashboard  # noqa: E402
 from bench_logs import RUN, generate  # noqa: E402
 from logs_schema import catalog, queries  # noqa: E402
 
@@ -82,30 +82,16 @@ def bench_apptest(root: Path) -> list[tuple]:
     return rows
 
 
-TITLES = {"runs": "Runs", "overview": "Overview / compare", "rich_get_richer": "Rich-get-richer",
-          "entropy": "Entropy", "repetition": "Repetition", "samples": "Samples"}
-_NEW_CHART = """(title) => {
-  const h = document.querySelector('h1');
-  if (!h || !h.innerText.includes(title)) return false;
-  return [...document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg')]
-    .some(e => !e.closest('[data-stale="true"]'));
-}"""
-
-
 def bench_browser(root: Path) -> list[tuple[str, float, float]]:
     """(page, first visit s, revisit s): click the page's sidebar link, wait for a drawn chart of the
     new page (not a stale one of the previous page). A fresh server: first visits run the queries."""
-    from chromium import launch
+    from chromium import NEW_CHART_JS, PAGE_TITLES, launch
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true",
-                               "--server.port", str(port), "--server.address", "127.0.0.1",
-                               "--browser.gatherUsageStats", "false", "--", "--logs", str(root)],
-                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    server = start_dashboard(root, "127.0.0.1", port)  # what `aspo dashboard` runs
     url, times = f"http://127.0.0.1:{port}", {}
     try:
         with sync_playwright() as p:
@@ -118,13 +104,13 @@ def bench_browser(root: Path) -> list[tuple[str, float, float]]:
                 except Exception:  # server still starting
                     time.sleep(0.5)
             t0 = time.perf_counter()
-            page.wait_for_function(_NEW_CHART, arg=TITLES["runs"], timeout=120_000)
+            page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES["runs"], timeout=120_000)
             times["runs"] = [time.perf_counter() - t0]  # the first page load (JS bundle included)
             for name in PAGES[1:] + PAGES:
                 t0 = time.perf_counter()
-                page.get_by_role("link", name=TITLES[name]).click()
+                page.get_by_role("link", name=PAGE_TITLES[name]).click()
                 try:
-                    page.wait_for_function(_NEW_CHART, arg=TITLES[name], timeout=60_000)
+                    page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES[name], timeout=60_000)
                 except Exception:
                     print(f"{name}: no chart drawn in 60 s; page says:", page.inner_text("body")[:500])
                     raise

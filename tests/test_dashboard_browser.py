@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 
 from app.data import LIVE_EVERY_S
+from aspo.serve import dashboard_command
 from logs_helpers import make_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from chromium import CHROMIUM, launch  # noqa: E402  (scripts/chromium.py: one way to start Debian's chromium)
+from chromium import CHROMIUM, NEW_CHART_JS, PAGE_TITLES, launch  # noqa: E402  (scripts/chromium.py)
 PAGES = {"runs": "", "overview": "overview", "rich_get_richer": "rich_get_richer", "entropy": "entropy",
          "repetition": "repetition", "samples": "samples"}
 STEP_DELAY_S = 1.0
@@ -115,10 +116,7 @@ def live_logs(tmp_path):
 @pytest.fixture
 def dashboard(live_logs):
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "streamlit_app.py"),
-           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-           "--", "--logs", str(live_logs)]
+    cmd = dashboard_command(live_logs, "127.0.0.1", port)  # what `aspo dashboard` runs
     log = open(live_logs / "streamlit.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -143,16 +141,6 @@ def steps_logged(page, run_id: str) -> int:
     m = re.search(re.escape(run_id) + r":?\s*(\d+) steps logged", text)
     assert m, text
     return int(m.group(1))
-
-
-TITLES = {"runs": "Runs", "overview": "Overview / compare", "rich_get_richer": "Rich-get-richer",
-          "entropy": "Entropy", "repetition": "Repetition", "samples": "Samples"}
-NEW_CHART_JS = """(title) => {
-  const h = document.querySelector('h1');
-  if (!h || !h.innerText.includes(title)) return false;
-  return [...document.querySelectorAll('[data-testid="stPlotlyChart"] .main-svg')]
-    .some(e => !e.closest('[data-stale="true"]'));
-}"""
 
 
 def no_exception(page) -> None:
@@ -194,14 +182,14 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
                 page.set_viewport_size({"width": 1500, "height": 1000})
             # the way users move: sidebar links in one session, with fragment timers ticking
             for name in list(PAGES)[1:] + ["runs"]:
-                page.get_by_role("link", name=TITLES[name]).click()
-                page.wait_for_function(NEW_CHART_JS, arg=TITLES[name], timeout=60_000)
+                page.get_by_role("link", name=PAGE_TITLES[name]).click()
+                page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES[name], timeout=60_000)
                 time.sleep(data_refresh_s() + 0.5)  # at least one fragment rerun on this page
                 no_exception(page)
-            page.get_by_role("link", name=TITLES["samples"]).click()  # a widget inside a live fragment
-            page.wait_for_function(NEW_CHART_JS, arg=TITLES["samples"], timeout=60_000)
+            page.get_by_role("link", name=PAGE_TITLES["samples"]).click()  # a widget inside a live fragment
+            page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES["samples"], timeout=60_000)
             page.locator('[data-testid="stRadio"]', has_text="Update pass").get_by_text("1", exact=True).click()
-            page.wait_for_function(NEW_CHART_JS, arg=TITLES["samples"], timeout=60_000)
+            page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES["samples"], timeout=60_000)
             time.sleep(data_refresh_s())
             no_exception(page)
             # live: the counter of the run being written grows while the page stays open

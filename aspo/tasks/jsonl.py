@@ -77,8 +77,6 @@ class JsonlTask(Task):
         groups: dict[str, list[_Row]] = {}
         for r in self._rows:
             groups.setdefault(r.prompt, []).append(r)
-        if len(groups) < 2:
-            raise ValueError(f"task jsonl: {self.path}: need at least 2 distinct prompts to split train/held-out")
         keys = list(groups)
         seeded_rng(self.name, seed).shuffle(keys)
         want = self.n_heldout if self.n_heldout is not None else min(200, max(1, round(0.2 * len(self._rows))))

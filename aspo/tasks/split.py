@@ -52,7 +52,11 @@ class SplitTask(Task):
 
     def rewards(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
         check_batch(problems, completions)
-        return [float(sum(self.operands(c) or (-1, 0)) == target(p)) for p, c in zip(problems, completions)]
+        return [float(self.adds_up(c, target(p))) for p, c in zip(problems, completions)]
+
+    def adds_up(self, completion: str, total: int) -> bool:
+        ops = self.operands(completion)
+        return ops is not None and sum(ops) == total
 
     def operands(self, completion: str) -> tuple[int, int] | None:
         """(a, b) if the completion starts with "a+b" and both are in range, else None."""
