@@ -1,8 +1,8 @@
-"""`aspo experiment`: a grid of runs (loss x task x seed) from one shared warm-up, run in parallel processes.
+"""`aspo experiment`: a grid of runs (loss x task x model x seed) from one warm-up per task and model, in parallel.
 
 Every run is a plain `aspo train` process with one CPU thread, so a grid uses all cores without
 oversubscription, a killed experiment resumes run by run (`--resume` is passed), and every run's logs are the
-usual contract under OUT/<task>/<algo>-s<seed>.
+usual contract under OUT/<task>/<algo>-s<seed> (OUT/<task>@<model>/<algo>-s<seed> for a model other than tiny).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT = dict(algos="grpo,aspo,no_is,pos_mean_is", tasks="split,math,code", seeds="0,1,2")
+DEFAULT = dict(algos="grpo,aspo,no_is,pos_mean_is", tasks="split,math,code", seeds="0,1,2", models="tiny")
 # The default grid is sized for about an hour on 2 CPU cores (per step on one core: split and math ~0.6-1 s,
 # code ~2.9 s; plus the code warm-up, ~14 min once); --quick for minutes.
 STEPS = {"full": 100, "quick": 12}
@@ -27,10 +27,14 @@ class Job:
     algo: str
     seed: int
     out: Path
+    model: str = "tiny"
 
     @property
     def name(self) -> str:
-        return f"{self.task.replace(':', '_').replace('/', '_')}/{self.algo}-s{self.seed}"
+        group = self.task.replace(':', '_').replace('/', '_')
+        if self.model != "tiny":  # the tiny model keeps the layout earlier grids were written in
+            group += "@" + Path(self.model).name
+        return f"{group}/{self.algo}-s{self.seed}"
 
 
 def add_parser(sub) -> None:
@@ -39,6 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--algos", default=DEFAULT["algos"], help=f"losses (default: {DEFAULT['algos']})")
     p.add_argument("--tasks", default=DEFAULT["tasks"], help=f"tasks (default: {DEFAULT['tasks']})")
     p.add_argument("--seeds", default=DEFAULT["seeds"], help=f"seeds (default: {DEFAULT['seeds']})")
+    p.add_argument("--models", default=DEFAULT["models"], help=f"models: tiny, small or local paths (default: {DEFAULT['models']})")
     p.add_argument("--steps", type=int, default=None, help=f"RL steps per run (default {STEPS['full']}, quick {STEPS['quick']})")
     p.add_argument("--quick", action="store_true", help="a few steps per run: checks the pipeline in minutes")
     p.add_argument("--parallel", type=int, default=0, help="runs at once (default: the number of CPU cores)")
@@ -48,7 +53,8 @@ def add_parser(sub) -> None:
 def jobs(args) -> list[Job]:
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     seeds = [int(s) for s in split(args.seeds)]
-    return [Job(t, a, s, Path(args.out)) for t, a, s in itertools.product(split(args.tasks), split(args.algos), seeds)]
+    grid = itertools.product(split(args.tasks), split(getattr(args, "models", "tiny")), split(args.algos), seeds)
+    return [Job(t, a, s, Path(args.out), m) for t, m, a, s in grid]
 
 
 def train_command(job: Job, args) -> list[str]:
@@ -56,7 +62,7 @@ def train_command(job: Job, args) -> list[str]:
     cmd = [sys.executable, "-m", "aspo.cli", "train", "--preset", "demo", "--algo", job.algo, "--task", job.task,
            "--seed", str(job.seed), "--steps", str(steps), "--out", str(job.out / job.name), "--run-name",
            job.name.replace("/", ":"), "--threads", "1", "--no-progress", "--resume",
-           "--warmup-seed", "0"]
+           "--warmup-seed", "0", "--model", job.model]
     if TASK_ARGS.get(job.task):
         cmd += ["--task-args", TASK_ARGS[job.task]]
     if args.quick:
