@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.health import entropy_collapse, every_for, health, rising  # noqa: F401  (pure pandas, re-exported)
+from aspo_dashboard.health import entropy_collapse, every_for, health, rising  # noqa: F401  (pure pandas, re-exported)
 from logs_schema import queries
 from logs_schema.schema import NEAR_DETERMINISTIC_NATS  # noqa: F401  (re-exported for the pages)
 

@@ -1,4 +1,4 @@
-"""A static report of a GRPO-vs-ASPO experiment: `python -m app.report RUN_DIR [RUN_DIR...] --out DIR`.
+"""A static report of a GRPO-vs-ASPO experiment: `python -m aspo_dashboard.report RUN_DIR [RUN_DIR...] --out DIR`.
 
 Writes DIR/report.html (one self-contained file, plotly.js inline, works offline), DIR/summary.md and
 DIR/summary.json (every number, per task x algorithm x seed). Runs are found under each RUN_DIR (a run, a
@@ -23,7 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from app import charts, report_figures
+from aspo_dashboard import charts, report_figures
 from logs_schema import queries as q
 
 Z = 2.0             # a check is decided when the difference of seed means exceeds Z standard errors

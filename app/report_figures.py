@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from app import charts
+from aspo_dashboard import charts
 
 
 def _rgba(hex_color: str, alpha: float) -> str:

@@ -6,16 +6,11 @@ lives in app/app_pages/ and reads data through app/data.py.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:  # `streamlit run app/streamlit_app.py` from a checkout, not installed
-    sys.path.insert(0, str(_ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from app import data  # noqa: E402
+from aspo_dashboard import data  # app/ installed under its own name (make setup)
 
 PAGES = Path(__file__).parent / "app_pages"
 

@@ -1,4 +1,4 @@
-"""`aspo report RUN_DIR... [--out DIR] [--title T]`: the static experiment report, built by `python -m app.report`.
+"""`aspo report RUN_DIR... [--out DIR] [--title T]`: the static experiment report, built by `python -m aspo_dashboard.report`.
 
 The report lives in the dashboard package (`app/report.py`, plotly over `logs_schema.queries`); the trainer never
 imports `app`, so this command locates it without importing it and runs it as a child process.
@@ -20,9 +20,9 @@ def add_parser(sub) -> None:
 
 
 def report_command(args) -> list[str]:
-    if importlib.util.find_spec("app") is None:  # located, not imported
-        raise FileNotFoundError("the report needs the dashboard package `app`: reinstall aspo (make setup)")
-    cmd = [sys.executable, "-m", "app.report", *map(str, args.run_dirs), "--out", str(args.out)]
+    if importlib.util.find_spec("aspo_dashboard") is None:  # located, not imported
+        raise FileNotFoundError("the report needs the dashboard package `aspo_dashboard` (app/): reinstall aspo (make setup)")
+    cmd = [sys.executable, "-m", "aspo_dashboard.report", *map(str, args.run_dirs), "--out", str(args.out)]
     return cmd + (["--title", args.title] if args.title else [])
 
 

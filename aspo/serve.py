@@ -11,9 +11,9 @@ from aspo.signals import stop_on_termination
 
 
 def app_script() -> Path:
-    spec = importlib.util.find_spec("app")  # located, not imported: aspo never imports the app's code
+    spec = importlib.util.find_spec("aspo_dashboard")  # located, not imported: aspo never imports the app's code
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the dashboard package `app` is not installed: reinstall aspo (make setup)")
+        raise FileNotFoundError("the dashboard package `aspo_dashboard` (app/ in the repository) is not installed: reinstall aspo (make setup)")
     return Path(list(spec.submodule_search_locations)[0]) / "streamlit_app.py"
 
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import charts
+from aspo_dashboard import charts
 from logs_helpers import make_synthetic_run
 from logs_schema import RunWriter, queries
 from logs_schema import schema as S
@@ -146,7 +146,7 @@ def test_rich_get_richer_grpo_vs_aspo(logs, monkeypatch):
 def test_entropy_page_alert_and_charts(logs, monkeypatch):
     at = open_page(logs, "entropy", monkeypatch)
     ent = queries.entropy_over_steps(logs, ["grpo", "aspo"])
-    from app import data
+    from aspo_dashboard import data
     fired = data.entropy_collapse(ent, 0.5, 3).set_index("run_id")["fired_step"]
     assert not np.isnan(fired["grpo"]) and np.isnan(fired["aspo"])
     assert f"Entropy collapse in grpo** at step {int(fired['grpo'])}" in at.error[0].value

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import charts, data
+from aspo_dashboard import charts, data
 from logs_helpers import synthetic_step
 from logs_schema import RunWriter
 

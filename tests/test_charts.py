@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import charts
+from aspo_dashboard import charts
 from logs_helpers import loss_weights
 
 

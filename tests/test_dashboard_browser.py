@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from app.data import LIVE_EVERY_S
+from aspo_dashboard.data import LIVE_EVERY_S
 from aspo.serve import dashboard_command
 from logs_helpers import make_synthetic_run
 

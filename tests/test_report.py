@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import report
+from aspo_dashboard import report
 from logs_schema import queries as q
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,10 +59,10 @@ def _cli_args(argv):
 
 @pytest.fixture(scope="module")
 def out(experiment, tmp_path_factory) -> Path:
-    """The report as `aspo report` makes it: `python -m app.report` in a child process."""
+    """The report as `aspo report` makes it: `python -m aspo_dashboard.report` in a child process."""
     dest = tmp_path_factory.mktemp("report")
     report_cli, args = _cli_args([experiment, "--out", dest, "--title", "Tiny GRPO vs ASPO"])
-    assert report_cli.report_command(args)[:3] == [sys.executable, "-m", "app.report"]
+    assert report_cli.report_command(args)[:3] == [sys.executable, "-m", "aspo_dashboard.report"]
     assert report_cli.run(args) == 0
     return dest
 
@@ -236,7 +236,7 @@ def test_aspo_report_passes_its_options_and_the_childs_exit_code(out, tmp_path, 
 
 
 def test_the_report_does_not_import_streamlit_and_aspo_does_not_import_app():
-    code = ("import sys, app.report, aspo.report_cli; "
+    code = ("import sys, aspo_dashboard.report, aspo.report_cli; "
             "assert 'streamlit' not in sys.modules and 'torch' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -9,7 +9,7 @@ from typing import Callable, NamedTuple
 import pandas as pd
 import streamlit as st
 
-from app import data
+from aspo_dashboard import data
 
 # Plain Unicode symbols (emoji fonts are often missing on Linux browsers).
 STATUS_ICONS = {"running": "●", "finished": "✓", "failed": "✗", "killed": "■", "stale": "⚠", "unknown": "?"}

@@ -2,8 +2,8 @@
 near-deterministic tokens, and the collapse alert with the step it fired."""
 import streamlit as st
 
-from app import charts, data
-from app.app_pages import common
+from aspo_dashboard import charts, data
+from aspo_dashboard.app_pages import common
 
 ctx = common.context("Entropy")
 run_ids = common.runs_with_steps(ctx)

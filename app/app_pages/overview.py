@@ -1,8 +1,8 @@
 """Overview / compare: the step curves of the selected runs overlaid, with EMA smoothing and a step range."""
 import streamlit as st
 
-from app import charts, data
-from app.app_pages import common
+from aspo_dashboard import charts, data
+from aspo_dashboard.app_pages import common
 
 ctx = common.context("Overview / compare")
 run_ids = common.runs_with_steps(ctx)

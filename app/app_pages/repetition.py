@@ -4,8 +4,8 @@ import html
 
 import streamlit as st
 
-from app import charts, data
-from app.app_pages import common
+from aspo_dashboard import charts, data
+from aspo_dashboard.app_pages import common
 
 ctx = common.context("Repetition")
 run_ids = common.runs_with_steps(ctx)

@@ -2,8 +2,8 @@
 runs side by side; ratio/weight distributions per sign over steps; the loss's weight landscape."""
 import streamlit as st
 
-from app import charts, data
-from app.app_pages import common
+from aspo_dashboard import charts, data
+from aspo_dashboard.app_pages import common
 
 ctx = common.context("Rich-get-richer")
 run_ids = common.runs_with_steps(ctx)

@@ -2,8 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from app import charts, data
-from app.app_pages import common
+from aspo_dashboard import charts, data
+from aspo_dashboard.app_pages import common
 
 ctx = common.context("Runs")
 c1, c2 = st.columns(2)

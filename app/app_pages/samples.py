@@ -3,8 +3,8 @@ hover; filters by reward, advantage sign and clipped tokens."""
 import numpy as np
 import streamlit as st
 
-from app import charts, data
-from app.app_pages import common
+from aspo_dashboard import charts, data
+from aspo_dashboard.app_pages import common
 
 QUANTITIES = ["weight", "ratio", "entropy", "delta_logp"]
 SIGNS = {"all": None, "advantage > 0": "pos", "advantage < 0": "neg", "advantage = 0": "zero"}
