@@ -87,11 +87,39 @@ def step_curves(df: pd.DataFrame, metrics, smoothing: float = 0.0, title: str = 
     return fig
 
 
-def add_threshold(fig: go.Figure, y: float, label: str, color: str = "#d62728", slot: int = 0) -> go.Figure:
-    """A dotted horizontal line; `slot` (0, 1, ...) alternates the label's side so lines at the same
-    height (every run's collapse threshold) keep readable labels."""
-    fig.add_hline(y=y, line=dict(color=color, dash="dot"), annotation_text=label,
-                  annotation_position=("top right", "bottom right", "top left", "bottom left")[slot % 4])
+def spread(values, gap: float) -> np.ndarray:
+    """Label positions near `values`, in their order, at least `gap` apart (a pile of equal or
+    close values is fanned out around its mean, so no label is printed over another)."""
+    v = np.asarray(values, dtype=float)
+    order = np.argsort(v, kind="stable")
+    piles = [[x] for x in v[order]]  # sorted values, grouped into piles laid out around their mean
+
+    def layout(p):
+        return np.mean(p) + gap * (np.arange(len(p)) - (len(p) - 1) / 2)
+
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(piles) - 1):
+            if layout(piles[i + 1])[0] - layout(piles[i])[-1] < gap - 1e-12:
+                piles[i:i + 2] = [piles[i] + piles[i + 1]]
+                merged = True
+                break
+    out = np.empty_like(v)
+    out[order] = np.concatenate([layout(p) for p in piles]) if piles else []
+    return out
+
+
+def add_thresholds(fig: go.Figure, lines, y_span: float) -> go.Figure:
+    """Dotted horizontal lines [(y, label, color)], labelled at the right edge; labels are spread
+    at least 7% of y_span (the plot's value range) apart, so close thresholds stay readable."""
+    lines = list(lines)
+    ys = spread([y for y, _, _ in lines], 0.07 * (y_span or 1.0)) if lines else []
+    for (y, label, color), ly in zip(lines, ys):
+        fig.add_hline(y=y, line=dict(color=color, dash="dot"))
+        fig.add_annotation(x=1, xref="paper", xanchor="right", y=ly, yref="y", yanchor="bottom",
+                           text=label, showarrow=False, font=dict(color=color, size=11),
+                           bgcolor="rgba(255,255,255,0.7)")
     return fig
 
 
@@ -351,19 +379,48 @@ def highlight_repeats_html(text: str, n: int = 3, tokens=None) -> str:
 
 # ---------------------------------------------------------------- samples: coloured tokens
 def _contrast(rgb: str) -> str:
+    if not rgb.startswith("rgb"):
+        return "#000"
     nums = [float(v) for v in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3]]
     return "#000" if 0.299 * nums[0] + 0.587 * nums[1] + 0.114 * nums[2] > 140 else "#fff"
 
 
+NONFINITE_BG = "repeating-linear-gradient(45deg,#fff 0 3px,#e040fb 3px 6px)"  # hatched: NaN / ±inf
+
+
+def nonfinite_counts(df: pd.DataFrame, columns) -> dict[str, dict[str, int]]:
+    """{column: {"NaN": n, "+inf": n, "-inf": n}} for the columns holding any non-finite value.
+    For frames whose missing values are NaN (token rows: every value column is required); the
+    steps table's nulls (a metric not logged) are told apart in SQL (queries.nonfinite_metrics)."""
+    out = {}
+    for c in columns:
+        if c not in df.columns or not len(df):
+            continue
+        x = pd.to_numeric(df[c], errors="coerce").to_numpy(float)
+        counts = {"NaN": int(np.isnan(x).sum()), "+inf": int(np.isposinf(x).sum()),
+                  "-inf": int(np.isneginf(x).sum())}
+        if any(counts.values()):
+            out[c] = {k: v for k, v in counts.items() if v}
+    return out
+
+
+def nonfinite_text(df: pd.DataFrame, columns) -> str:
+    """'weight: 2 NaN, 1 +inf; ratio: 1 NaN' or '' when every value is finite."""
+    return "; ".join(f"{c}: " + ", ".join(f"{n} {k}" for k, n in cnt.items())
+                     for c, cnt in nonfinite_counts(df, columns).items())
+
+
 def token_colors(values, quantity: str) -> list[str]:
-    """CSS rgb() colours of values on the quantity's fixed scale (NaN -> light grey)."""
+    """CSS backgrounds of values on the quantity's fixed scale; NaN and ±inf get NONFINITE_BG
+    (a hatch no finite value can have), never the colour of the scale's end."""
     scale, lo, hi = TOKEN_SCALES.get(quantity, ("Viridis", None, None))
     v = np.asarray(values, dtype=float)
+    finite = np.isfinite(v)
     if lo is None:
-        lo, hi = np.nanmin(v) if v.size else 0.0, np.nanmax(v) if v.size else 1.0
-    t = np.clip((v - lo) / ((hi - lo) or 1.0), 0, 1)
-    cols = sample_colorscale(scale, [0.0 if math.isnan(x) else float(x) for x in t])
-    return [("rgb(230,230,230)" if math.isnan(x) else c) for x, c in zip(v, cols)]
+        lo, hi = (np.min(v[finite]), np.max(v[finite])) if finite.any() else (0.0, 1.0)
+    t = np.clip((np.where(finite, v, lo) - lo) / ((hi - lo) or 1.0), 0, 1)
+    cols = sample_colorscale(scale, [float(x) for x in t])
+    return [c if ok else NONFINITE_BG for ok, c in zip(finite, cols)]
 
 
 def tokens_html(tokens: pd.DataFrame, quantity: str) -> str:
@@ -377,13 +434,16 @@ def tokens_html(tokens: pd.DataFrame, quantity: str) -> str:
     for (_, row), bg in zip(tokens[cols].iterrows(), colors):
         title = " | ".join(f"{c}={row[c]:.4g}" if isinstance(row[c], float) else f"{c}={row[c]}"
                            for c in cols if c != "token")
-        text = html.escape(str(row.get("token", "")) or "·").replace(" ", "&nbsp;")
+        text = html.escape(str(row.get("token", "")) or "·").replace("\n", "↵")
+        if bg == NONFINITE_BG:  # say it in the text too: a hatch alone can be missed
+            text += f'<sup>{html.escape(f"{row[quantity]:g}")}</sup>'
+
         border = "2px solid #000" if bool(row.get("clipped", False)) or bool(row.get("dual_clipped", False)) \
             else "1px solid #ddd"
         spans.append(f'<span title="{html.escape(title)}" style="background:{bg};color:{_contrast(bg)};'
-                     f'border:{border};padding:1px 2px;margin:1px;display:inline-block;'
-                     f'font-family:monospace">{text}</span>')
-    return "<div style='line-height:1.9'>" + "".join(spans) + "</div>"
+                     f'border:{border};padding:1px 2px;margin:1px;display:inline-block;max-width:100%;'
+                     f'white-space:pre-wrap;overflow-wrap:anywhere;font-family:monospace">{text}</span>')
+    return "<div style='line-height:1.9;overflow-wrap:anywhere'>" + "".join(spans) + "</div>"
 
 
 def token_strip(tokens: pd.DataFrame, quantity: str, title: str = "") -> go.Figure:

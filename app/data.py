@@ -154,5 +154,9 @@ def weight_landscape_tokens(root, run_id, step, limit=3000):
     return _query("weight_landscape_tokens", root, run_id=run_id, step=int(step), limit=limit)
 
 
+def nonfinite_metrics(root, run_ids=None):
+    return _query("nonfinite_metrics", root, run_ids=run_ids)
+
+
 def problems(root):
     return _query("problems", root)

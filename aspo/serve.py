@@ -21,6 +21,7 @@ def dashboard_command(logs: str | Path, host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(app_script()),
             "--server.address", host, "--server.port", str(port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local viewer
             "--", "--logs", str(Path(logs).expanduser().resolve())]
 
 

@@ -144,6 +144,18 @@ def step_metrics(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFra
     return _q(sql, ("steps",), root, run_ids, step_min, step_max)
 
 
+def nonfinite_metrics(root, run_ids=None) -> pd.DataFrame:
+    """run_id, metric, nan, pos_inf, neg_inf: the logged NaN / +inf / -inf values of each steps
+    metric (one row per run and metric that has any; a null, i.e. not logged, is not counted)."""
+    sql = f"""SELECT run_id, metric, count(*) FILTER (WHERE isnan(v)) AS nan,
+                     count(*) FILTER (WHERE v = 'inf'::DOUBLE) AS pos_inf,
+                     count(*) FILTER (WHERE v = '-inf'::DOUBLE) AS neg_inf
+              FROM (UNPIVOT (SELECT run_id, step, {_METRICS} FROM {{steps}} {{where}} {_DEDUP})
+                    ON {_METRICS} INTO NAME metric VALUE v)
+              WHERE NOT isfinite(v) GROUP BY ALL ORDER BY run_id, metric"""
+    return _q(sql, ("steps",), root, run_ids)
+
+
 _LAST = ["reward_mean", "accuracy", "entropy_mean", "repetition_rate", "eval_avg_at_k", "eval_pass_at_k"]
 RUN_COLUMNS = ["run_id", "path", "algo", "task", "model", "seed", "status", "status_written",
                "started_at", "updated_at", "finished_at", "heartbeat_age_s", "last_step", "n_steps",

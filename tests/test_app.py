@@ -71,6 +71,10 @@ def open_page(root, page: str, monkeypatch, state=None) -> AppTest:
     return at
 
 
+def response_picker(at):
+    return next(s for s in at.selectbox if s.label.startswith("Response ("))
+
+
 def messages(at) -> str:
     return " ".join(str(e.value) for kind in ("info", "warning", "error", "success") for e in getattr(at, kind))
 
@@ -194,11 +198,11 @@ def test_samples_page_tokens_coloured_with_hover(logs, monkeypatch):
     assert figure(at, "delta_logp per token")
     at.radio(key="samples_sign").set_value("advantage < 0").run()
     neg = queries.samples(logs, "aspo", 9, adv_sign="neg")
-    assert len(at.selectbox(key="samples_pick").options) == len(neg)
+    assert len(response_picker(at).options) == len(neg)
     at.checkbox(key="samples_clip").check().run()
     assert not at.exception and "clipped / dual_clipped token(s)" in " ".join(c.value for c in at.caption)
     clipped = queries.samples(logs, "aspo", 9, adv_sign="neg", clipped_only=True)
-    assert len(at.selectbox(key="samples_pick").options) == len(clipped) < len(neg)
+    assert len(response_picker(at).options) == len(clipped) < len(neg)
 
 
 # ---------------------------------------------------------------- broken and partial logs

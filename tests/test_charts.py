@@ -168,9 +168,10 @@ def tokens_frame():
                          "dual_clipped": [False, False, False], "epoch": 0})
 
 
-def test_token_colors_fixed_scale_and_nan_grey():
-    c = charts.token_colors([0.0, 1.0, 2.0, 9.0, np.nan], "weight")
-    assert c[3] == c[2] and c[0] != c[1] and c[4] == "rgb(230,230,230)"
+def test_token_colors_fixed_scale_and_nonfinite_hatched():
+    c = charts.token_colors([0.0, 1.0, 2.0, 9.0, np.nan, np.inf], "weight")
+    assert c[3] == c[2] and c[0] != c[1]
+    assert c[4] == c[5] == charts.NONFINITE_BG != c[2]  # +inf is not the colour of a large finite weight
 
 
 def test_tokens_html_one_span_per_token_with_hover_values():

@@ -9,7 +9,7 @@ from typing import Callable, NamedTuple
 import pandas as pd
 import streamlit as st
 
-from aspo_dashboard import data
+from aspo_dashboard import charts, data
 
 # Plain Unicode symbols (emoji fonts are often missing on Linux browsers).
 STATUS_ICONS = {"running": "●", "finished": "✓", "failed": "✗", "killed": "■", "stale": "⚠", "unknown": "?"}
@@ -122,6 +122,25 @@ def pref(widget: Callable, label: str, name: str, default, page: str, **kwargs):
     value = widget(label, key=wkey, **kwargs)
     st.session_state[key] = value
     return value
+
+
+def nonfinite_warning(df: pd.DataFrame, columns, what: str) -> None:
+    """Say how many NaN / ±inf values `df` holds: a chart leaves them out (or hatches them) silently."""
+    text = charts.nonfinite_text(df, columns)
+    if text:
+        st.warning(f"Non-finite values in the {what} (not drawn as numbers): {text}.")
+
+
+def nonfinite_metrics_warning(root: str, run_ids) -> None:
+    """Count the NaN / ±inf step metrics of the runs: plotly leaves them out of a curve without a word."""
+    nf = data.nonfinite_metrics(root, list(run_ids))
+    if nf.empty:
+        return
+    names = {"nan": "NaN", "pos_inf": "+inf", "neg_inf": "-inf"}
+    per_run = ["{}: {}".format(run, "; ".join(
+        f"{r.metric} " + ", ".join(f"{getattr(r, k)} {v}" for k, v in names.items() if getattr(r, k))
+        for r in g.itertuples(index=False))) for run, g in nf.groupby("run_id", sort=True)]
+    st.warning("Non-finite step metrics (left out of the curves): " + " · ".join(per_run) + ".")
 
 
 def plot(fig, key: str | None = None) -> None:

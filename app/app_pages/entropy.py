@@ -43,8 +43,10 @@ def body() -> None:
     colors = charts.run_colors(ctx.runs["run_id"])
     fig = charts.step_curves(ent, "entropy_mean", smoothing, title="mean token entropy over steps",
                              y_title="entropy (nats)", colors=colors)
+    span = float(ent["entropy_mean"].max() - min(ent["entropy_mean"].min(), collapse["threshold"].min()))
+    charts.add_thresholds(fig, [(r.threshold, f"{r.run_id}: {fraction:.0%} of start", colors.get(r.run_id))
+                                for r in collapse.itertuples(index=False)], span)
     for i, r in enumerate(collapse.itertuples(index=False)):
-        charts.add_threshold(fig, r.threshold, f"{r.run_id}: {fraction:.0%} of start", colors.get(r.run_id), slot=i)
         if r.fired_step == r.fired_step:
             charts.add_event(fig, r.fired_step, f"collapse {r.run_id}", colors.get(r.run_id), slot=i)
     a, b = st.columns(2)

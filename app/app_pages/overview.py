@@ -36,6 +36,9 @@ PANELS = [
 ]
 
 
+common.nonfinite_metrics_warning(ctx.root, run_ids)
+
+
 def body() -> None:
     end = None if follow and hi >= last else hi
     steps = data.step_metrics_filled(ctx.root, run_ids, lo, end)

@@ -44,6 +44,10 @@ def body() -> None:
     if top.empty:
         st.info(f"No responses logged for {focus} yet.")
         return
+    if not (top["repetition_rate"].fillna(0) > 0).any():  # sorted desc: the first is the largest
+        st.success(f"No repetition in {focus}: every logged response has repetition_rate 0 "
+                   f"(no token {n_default}-gram occurs twice in a response).")
+        return
     for row in top.itertuples(index=False):
         head = (f"step {row.step} · sample {row.sample} · repetition_rate {row.repetition_rate:.3f} · "
                 f"reward {row.reward:g} · advantage {row.advantage:+.3f}")

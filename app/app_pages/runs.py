@@ -16,6 +16,9 @@ with c2:
 all_ids = list(ctx.runs["run_id"])
 
 
+common.nonfinite_metrics_warning(ctx.root, all_ids)
+
+
 def body() -> None:
     runs = data.list_runs(ctx.root)
     steps = data.step_metrics(ctx.root, all_ids)

@@ -1,6 +1,7 @@
 """Samples: one response's tokens coloured by weight, ratio, entropy or delta_logp, with every value on
 hover; filters by reward, advantage sign and clipped tokens."""
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from aspo_dashboard import charts, data
@@ -38,8 +39,8 @@ def pick_step() -> int | None:
 
 def label(s) -> str:
     text = (s.completion or "")[:40]
-    clips = (f" · {s.n_clipped:.0f} clipped, {s.n_dual_clipped:.0f} dual" if s.tokens_logged
-             and (s.n_clipped or s.n_dual_clipped) else "")
+    n_clip, n_dual = (0 if pd.isna(v) else v for v in (s.n_clipped, s.n_dual_clipped))  # NA: token file skipped
+    clips = f" · {n_clip:.0f} clipped, {n_dual:.0f} dual" if s.tokens_logged and (n_clip or n_dual) else ""
     return (f"#{s.sample} · reward {s.reward:g} · adv {s.advantage:+.2f} · len {s.length}{clips} · {text!r}"
             + ("" if s.tokens_logged else " · (no token rows)"))
 
@@ -54,8 +55,10 @@ def body() -> None:
         st.info("No response of this step matches the filters.")
         return
     rows = {int(s.sample): s for s in seqs.itertuples(index=False)}
+    # open on a response that carries a gradient (advantage != 0), not on the first of a tied group
+    first = next((i for i, s in enumerate(rows.values()) if s.advantage), 0)
     sample = st.selectbox(f"Response ({len(rows)} match)", list(rows), format_func=lambda k: label(rows[k]),
-                          key="samples_pick")
+                          index=first, key=f"samples_pick_{step}_{sign}_{clip_only}")
     s = rows.get(sample) or next(iter(rows.values()))
     m = st.columns(5)
     for col, (name, val) in zip(m, [("reward", f"{s.reward:g}"), ("advantage", f"{s.advantage:+.3f}"),
@@ -65,18 +68,25 @@ def body() -> None:
     st.markdown(f"**prompt** `{s.prompt}`")
     tokens = data.sample_tokens(ctx.root, focus, step, s.sample, epoch=None)
     if tokens.empty:
-        st.info("The token rows of this response were not kept (token budget): only its text is logged.")
-        st.code(s.completion or "")
+        st.info("The token rows of this response were not kept (token budget): only its text is logged."
+                if not s.tokens_logged else "The token rows of this response are in a file that was skipped "
+                "(see the skipped files above): only its text is shown.")
+        st.code(s.completion or "", wrap_lines=True)
         return
     epochs = sorted(tokens["epoch"].unique())
-    epoch = st.radio("Update pass (epoch)", epochs, horizontal=True, key="samples_epoch") if len(epochs) > 1 \
-        else epochs[0]
+    # with "only clipped": open on the first pass that shows clipped tokens
+    clipped_in = sorted(tokens.loc[tokens["clipped"] | tokens["dual_clipped"], "epoch"].unique())
+    start = epochs.index(clipped_in[0]) if clip_only and clipped_in else 0
+    epoch = st.radio("Update pass (epoch)", epochs, index=start, horizontal=True,
+                     key=f"samples_epoch_{s.sample}_{clip_only}") if len(epochs) > 1 else epochs[0]
     shown = tokens.copy()
     if clip_only:
         keep = shown["clipped"] | shown["dual_clipped"]
         shown.loc[~keep, quantity] = np.nan
         st.caption(f"{int(keep[shown['epoch'] == epoch].sum())} clipped / dual_clipped token(s) in this pass.")
     one = shown[shown["epoch"] == epoch]
+    common.nonfinite_warning(tokens[tokens["epoch"] == epoch], QUANTITIES + ["logp", "old_logp", "new_logp"],
+                             "token rows of this pass")
     st.markdown(f"**completion** — coloured by `{quantity}` (hover a token for its values; black border = "
                 "clipped or dual_clipped)")
     st.html(charts.tokens_html(one, quantity))
