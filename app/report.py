@@ -11,7 +11,6 @@ output is deterministic for the same logs except for the one "Generated at" line
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import math
 import sys
@@ -21,16 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import plotly.io as pio
 
-from aspo_dashboard import charts, report_figures
+from aspo_dashboard import charts, report_figures, report_render, report_stats
 from logs_schema import queries as q
+
+VERDICTS = report_render.VERDICTS
 
 Z = 2.0             # a check is decided when the difference of seed means exceeds Z standard errors
 TAIL = 0.1          # "initial" / "final" values are means over the first / last 10% of a run's logged values
 EPS = 1e-12         # differences smaller than this are no difference at all
 ALGO_ORDER = ("grpo", "aspo", "no_is", "pos_mean_is", "dapo", "cispo", "gspo")
-VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run")
 RULE = (f"Each claim is one or more directional checks on per-seed numbers. For a check 'A > B' the "
         f"difference d = mean(A) - mean(B) is taken in the claimed direction, with standard error "
         f"SE = sqrt(var(A)/n_A + var(B)/n_B) (sample variances over seeds; a check against 0 uses "
@@ -41,6 +40,10 @@ RULE = (f"Each claim is one or more directional checks on per-seed numbers. For 
         f"the task. Initial/final values of a curve are means over the first/last {TAIL:.0%} of its logged "
         f"values (at least one); final avg@k/pass@k are the last held-out evaluation. With 2-3 seeds "
         f"{Z:g}·SE is a screen for effects beyond seed noise, not a significance test.")
+INTERVALS = ("Beside each check: the 95% percentile-bootstrap interval of d (seeds of each side resampled "
+             "independently, 4000 resamples, fixed seed) and the seeds per side that a true difference of the "
+             "observed size needs to clear 2·SE with 80% power, from the seed variances seen "
+             "(n = (2 + 0.84)² · (var_A + var_B) / d²).")
 
 CURVES = (("eval_avg_at_k", "held-out avg@k"), ("eval_pass_at_k", "held-out pass@k"),
           ("entropy_mean", "mean token entropy (nats)"), ("repetition_rate", "repetition rate"),
@@ -55,7 +58,11 @@ LABELS = {
     "weight_slope": "slope of pos. weight vs old prob",
     "weight_slope_unclipped": "slope of pos. weight vs old prob, unclipped rows",
     "delta_logp_slope": "slope of pos. Δlogp vs old prob",
+    "delta_logp_slope_unclipped": "slope of pos. Δlogp vs old prob, unclipped rows",
+    "weight_low_unclipped": "pos. weight at old prob < 0.5, unclipped rows",
+    "delta_logp_low_unclipped": "pos. Δlogp at old prob < 0.5, unclipped rows",
 }
+LOW = 0.5           # "lagging" tokens: old probability below this
 CLAIMS = (  # (id, claim, the paper's numbers, checks: (algo, metric, '>' | '<', algo or 0))
     (1, "GRPO's entropy collapses while ASPO keeps entropy higher",
      "GRPO entropy collapses during training; ASPO's stays higher (1.5B-30B models)",
@@ -74,6 +81,11 @@ CLAIMS = (  # (id, claim, the paper's numbers, checks: (algo, metric, '>' | '<',
     (6, "Mechanism: GRPO's positive-token weight rises with old probability, ASPO's falls",
      "GRPO gives high-probability positive tokens larger weights; ASPO gives lagging tokens more",
      (("grpo", "weight_slope", ">", 0), ("aspo", "weight_slope", "<", 0))),
+    (7, "Mechanism on the rows the clip leaves alone: GRPO's positive weight rises with old probability, "
+        "ASPO's falls, and lagging positive tokens (old prob < 0.5) gain more log-probability under ASPO",
+     "ASPO's weight 1/r lets low-probability positive tokens catch up instead of the rich getting richer",
+     (("grpo", "weight_slope_unclipped", ">", 0), ("aspo", "weight_slope_unclipped", "<", 0),
+      ("aspo", "delta_logp_low_unclipped", ">", "grpo"))),
 )
 
 
@@ -82,9 +94,15 @@ class ReportError(Exception):
 
 
 # ---------------------------------------------------------------- data
-def collect(roots) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
-    """(runs, step metrics, rich-get-richer rows, notes) of every run under the roots, via the queries."""
-    runs, metrics, rgr, notes, seen = [], [], [], [], {}
+def group_of(task, model) -> str:
+    """Runs are compared within a task and model: 'split' on the tiny model, 'split@small' on another."""
+    return str(task) if not isinstance(model, str) or model == "tiny" else f"{task}@{Path(model).name}"
+
+
+def collect(roots) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """(runs, step metrics, rich-get-richer rows, the same over unclipped rows only, notes) of every run under
+    the roots, via the queries. Each frame carries the run's `group` (group_of), algo and seed."""
+    runs, metrics, rgr, free, notes, seen = [], [], [], [], [], {}
     for root in roots:
         path = Path(root).expanduser()
         if not path.is_dir():
@@ -103,6 +121,7 @@ def collect(roots) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]
         runs.append(r)
         metrics.append(q.step_metrics(path, ids))
         rgr.append(q.rich_get_richer(path, ids))
+        free.append(q.rich_get_richer(path, ids, clip_state="none"))
     runs = pd.concat(runs, ignore_index=True) if runs else pd.DataFrame(columns=q.RUN_COLUMNS)
     for rid in sorted(runs.loc[runs["algo"].isna() | runs["task"].isna(), "run_id"]):
         notes.append(f"{rid}: no runs table (algo/task unknown): left out")
@@ -112,14 +131,16 @@ def collect(roots) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]
         if st != "finished":
             notes.append(f"{rid}: status {st}: its numbers stop at its last logged step")
     runs = runs[runs["algo"].notna() & runs["task"].notna() & (runs["n_steps"] > 0)]
-    runs = runs.assign(seed=runs["seed"].fillna(-1).astype(int)).sort_values(["task", "algo", "seed", "run_id"])
-    for (task, algo, seed), g in runs[runs.duplicated(["task", "algo", "seed"], keep=False)].groupby(
-            ["task", "algo", "seed"]):
-        notes.append(f"{task} {algo} seed {seed} has several runs ({', '.join(sorted(g['run_id']))}): each counts")
-    key = runs[["run_id", "task", "algo", "seed"]]
-    metrics = pd.concat(metrics, ignore_index=True).merge(key, on="run_id") if metrics else pd.DataFrame()
-    rgr = pd.concat(rgr, ignore_index=True).merge(key, on="run_id") if rgr else pd.DataFrame()
-    return runs.reset_index(drop=True), metrics, rgr, notes
+    runs = runs.assign(seed=runs["seed"].fillna(-1).astype(int),
+                       group=[group_of(t, m) for t, m in zip(runs["task"], runs["model"])])
+    runs = runs.sort_values(["group", "algo", "seed", "run_id"])
+    for (group, algo, seed), g in runs[runs.duplicated(["group", "algo", "seed"], keep=False)].groupby(
+            ["group", "algo", "seed"]):
+        notes.append(f"{group} {algo} seed {seed} has several runs ({', '.join(sorted(g['run_id']))}): each counts")
+    key = runs[["run_id", "group", "algo", "seed"]]
+    metrics, rgr, free = (pd.concat(f, ignore_index=True).merge(key, on="run_id") if f else pd.DataFrame()
+                          for f in (metrics, rgr, free))
+    return runs.reset_index(drop=True), metrics, rgr, free, notes
 
 
 def algo_order(algos) -> list[str]:
@@ -134,21 +155,25 @@ def _ends(values) -> tuple[float, float]:
     return float(v[:w].mean()), float(v[-w:].mean())
 
 
-def _slope(rows: pd.DataFrame, value: str, unclipped: bool = False) -> float:
-    """Count-weighted least-squares slope of `value` against the old-probability bin centre. unclipped:
-    the mean weight of the rows the hard clip left alone (a hard-clipped row has weight 0)."""
-    d = rows[["prob_lo", "prob_hi", "count", "clip_frac", value]].dropna()
-    if unclipped:
-        kept = d["count"] * (1 - d["clip_frac"])
-        d = d.assign(**{value: d[value] * d["count"] / kept.where(kept > 0), "count": kept}).dropna()
+def _slope(rows: pd.DataFrame, value: str) -> float:
+    """Count-weighted least-squares slope of `value` against the old-probability bin centre."""
+    d = rows[["prob_lo", "prob_hi", "count", value]].dropna()
+    d = d[d["count"] > 0]
     if d["prob_lo"].nunique() < 2:
         return math.nan
     x = ((d["prob_lo"] + d["prob_hi"]) / 2).to_numpy(float)
     return float(np.polyfit(x, d[value].to_numpy(float), 1, w=np.sqrt(d["count"].to_numpy(float)))[0])
 
 
-def run_numbers(m: pd.DataFrame, rgr: pd.DataFrame) -> dict:
-    """One run's numbers: m its step_metrics rows (by step), rgr its rich_get_richer rows."""
+def _low_mean(rows: pd.DataFrame, value: str) -> float:
+    """Count-weighted mean of `value` over the bins below LOW (lagging tokens)."""
+    d = rows[rows["prob_hi"] <= LOW + 1e-9][["count", value]].dropna()
+    return float((d[value] * d["count"]).sum() / d["count"].sum()) if d["count"].sum() > 0 else math.nan
+
+
+def run_numbers(m: pd.DataFrame, rgr: pd.DataFrame, free: pd.DataFrame) -> dict:
+    """One run's numbers: m its step_metrics rows (by step), rgr its rich_get_richer rows, free the same
+    over the rows neither clip touched (clip_state 'none')."""
     out = {}
     ev = m[["step", "eval_avg_at_k"]].dropna()
     pk = m["eval_pass_at_k"].dropna()
@@ -163,28 +188,36 @@ def run_numbers(m: pd.DataFrame, rgr: pd.DataFrame) -> dict:
     out["kl_final"] = _ends(m["kl"])[1]
     pos = rgr[rgr["adv_sign"] == "pos"]
     out["weight_slope"] = _slope(pos, "weight_mean")
-    out["weight_slope_unclipped"] = _slope(pos, "weight_mean", unclipped=True)
     out["delta_logp_slope"] = _slope(pos, "delta_logp_mean")
+    pos_free = free[free["adv_sign"] == "pos"] if not free.empty else free
+    for value, name in (("weight_mean", "weight"), ("delta_logp_mean", "delta_logp")):
+        out[f"{name}_slope_unclipped"] = _slope(pos_free, value) if not pos_free.empty else math.nan
+        out[f"{name}_low_unclipped"] = _low_mean(pos_free, value) if not pos_free.empty else math.nan
     return out
 
 
 def _stats(values) -> dict:
-    v = np.array([x for x in values if not math.isnan(x)], dtype=float)
+    v = report_stats.clean(values)
     return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else None,
-            "n": int(len(v)), "values": [None if math.isnan(x) else float(x) for x in values]}
+            "ci": report_stats.mean_ci(v), "n": int(len(v)),
+            "values": [None if math.isnan(x) else float(x) for x in values]}
 
 
-def group_numbers(runs: pd.DataFrame, metrics: pd.DataFrame, rgr: pd.DataFrame) -> dict:
-    """{task: {algo: {"seeds", "run_ids", "metrics": {name: {mean, std, n, values (by seed)}}}}}."""
+def _rows(frame: pd.DataFrame, rid: str) -> pd.DataFrame:
+    return frame[frame["run_id"] == rid] if not frame.empty else frame
+
+
+def group_numbers(runs: pd.DataFrame, metrics: pd.DataFrame, rgr: pd.DataFrame, free: pd.DataFrame) -> dict:
+    """{group: {algo: {"seeds", "run_ids", "metrics": {name: {mean, std, ci, n, values (by seed)}}}}}."""
     out: dict = {}
-    for task in sorted(runs["task"].unique()):
-        out[task] = {}
-        for algo in algo_order(runs.loc[runs["task"] == task, "algo"]):
-            g = runs[(runs["task"] == task) & (runs["algo"] == algo)]
-            per_run = [run_numbers(metrics[metrics["run_id"] == rid].sort_values("step"),
-                                   rgr[rgr["run_id"] == rid]) for rid in g["run_id"]]
-            out[task][algo] = {"seeds": [int(s) for s in g["seed"]], "run_ids": list(g["run_id"]),
-                               "metrics": {k: _stats([p[k] for p in per_run]) for k in LABELS}}
+    for group in sorted(runs["group"].unique()):
+        out[group] = {}
+        for algo in algo_order(runs.loc[runs["group"] == group, "algo"]):
+            g = runs[(runs["group"] == group) & (runs["algo"] == algo)]
+            per_run = [run_numbers(_rows(metrics, rid).sort_values("step"), _rows(rgr, rid), _rows(free, rid))
+                       for rid in g["run_id"]]
+            out[group][algo] = {"seeds": [int(s) for s in g["seed"]], "run_ids": list(g["run_id"]),
+                                "metrics": {k: _stats([p[k] for p in per_run]) for k in LABELS}}
     return out
 
 
@@ -196,12 +229,15 @@ def check(a, b, direction: str, z: float = Z) -> dict:
     bv = np.array([x for x in b if x is not None and not math.isnan(x)], dtype=float) if two else None
     if not len(a) or (two and not len(bv)):
         return {"d": None, "se": None, "outcome": "unclear", "why": "no data"}
-    d = (a.mean() - (bv.mean() if two else float(b))) * (1 if direction == ">" else -1) + 0.0  # no -0
+    sign = 1.0 if direction == ">" else -1.0
+    d = (a.mean() - (bv.mean() if two else float(b))) * sign + 0.0  # no -0
     if len(a) < 2 or (two and len(bv) < 2):
         return {"d": float(d), "se": None, "outcome": "unclear", "why": "fewer than 2 seeds"}
     se = math.sqrt(a.var(ddof=1) / len(a) + (bv.var(ddof=1) / len(bv) if two else 0.0))
     outcome = "supported" if d > z * se and d > EPS else "contradicted" if d < -z * se and d < -EPS else "unclear"
-    return {"d": float(d), "se": float(se), "outcome": outcome, "why": ""}
+    other = bv if two else float(b)
+    return {"d": float(d), "se": float(se), "outcome": outcome, "why": "",
+            "ci": report_stats.diff_ci(a, other, sign), "seeds_needed": report_stats.seeds_needed(a, other, d, z)}
 
 
 def verdict(outcomes) -> str:
@@ -234,7 +270,8 @@ def judge(claim, algos: dict, z: float = Z) -> dict:
         c = check(sa["values"], sb["values"] if sb else other, op, z)
         out["checks"].append({"algo": algo, "metric": metric, "direction": op, "against": other, **c})
         right = f"{other} {_pm(sb)}" if sb else f"{other}"
-        tail = (f"d={c['d']:+.3g}, {z:g}·SE={z * c['se']:.2g}" if c["se"] is not None else
+        tail = (f"d={c['d']:+.3g}, 95% CI [{c['ci'][0]:+.2g}, {c['ci'][1]:+.2g}], {z:g}·SE={z * c['se']:.2g}, "
+                f"seeds for 80% power: {c['seeds_needed'] or 'n/a'}" if c["se"] is not None else
                 (f"d={c['d']:+.3g}, " if c["d"] is not None else "") + c["why"])
         lines.append(f"{algo} {LABELS[metric]} {_pm(sa)} {op} {right}: {tail} → {c['outcome']}")
     out["verdict"] = verdict(c["outcome"] for c in out["checks"])
@@ -248,11 +285,13 @@ def algo_colors(algos) -> dict:
             for i, a in enumerate(algo_order(algos))}
 
 
-def task_figures(task: str, metrics: pd.DataFrame, rgr: pd.DataFrame, algos) -> list[tuple[str, go.Figure]]:
+def group_figures(group: str, metrics, rgr, mech: pd.DataFrame, algos) -> list[tuple[str, go.Figure]]:
+    """The group's figures, the mechanism first (the paper's headline), then the curves."""
     colors = algo_colors(algos)
-    m = metrics[metrics["task"] == task] if not metrics.empty else metrics
-    figs = [(metric, report_figures.band_figure(m, metric, label, colors)) for metric, label in CURVES]
-    pooled = report_figures.pool_rgr(rgr[rgr["task"] == task] if not rgr.empty else rgr)
+    pick = lambda f: f[f["group"] == group] if not f.empty else f  # noqa: E731
+    figs = [("mechanism", report_figures.mechanism_figure(mech, colors))]
+    figs += [(metric, report_figures.band_figure(pick(metrics), metric, label, colors)) for metric, label in CURVES]
+    pooled = report_figures.pool_rgr(pick(rgr))
     figs.append(("rich_get_richer", report_figures.rgr_compare(pooled, colors)))
     if not pooled.empty:
         figs.append(("rich_get_richer_signs", charts.rich_get_richer(pooled, "weight_mean", runs=list(colors))))
@@ -260,31 +299,41 @@ def task_figures(task: str, metrics: pd.DataFrame, rgr: pd.DataFrame, algos) -> 
 
 
 # ---------------------------------------------------------------- document
+RUN_KEYS = ("run_id", "task", "model", "group", "algo", "seed", "status", "n_steps")
+
+
 def build(roots, title: str = "GRPO vs ASPO: does the paper reproduce here?") -> tuple[dict, list]:
     """(summary, blocks): the numbers of summary.json and the document as blocks ("h1" | "h2" | "h3" |
     "p", text), ("table", headers, rows), ("fig", id, figure)."""
-    runs, metrics, rgr, notes = collect(roots)
+    runs, metrics, rgr, free, notes = collect(roots)
     if runs.empty:
         raise ReportError("no run with a runs table and a completed step under " + ", ".join(map(str, roots)))
-    groups = group_numbers(runs, metrics, rgr)
+    groups = group_numbers(runs, metrics, rgr, free)
     summary = {"title": title, "rule": RULE, "z": Z, "tail": TAIL, "tasks": {}, "notes": notes,
+               "bootstrap": {"level": report_stats.LEVEL, "resamples": report_stats.N_BOOT, "unit": "seed"},
                "runs": [{k: (int(v) if k in ("seed", "n_steps") else v) for k, v in r.items()}
-                        for r in runs[["run_id", "task", "algo", "seed", "status", "n_steps"]].to_dict("records")]}
-    blocks = [("h1", title), ("h2", "How verdicts are decided"), ("p", RULE)]
-    for task, algos in groups.items():
+                        for r in runs[list(RUN_KEYS)].to_dict("records")]}
+    blocks = [("h1", title), ("h2", "How verdicts are decided"), ("p", RULE), ("p", INTERVALS)]
+    for group, algos in groups.items():
         claims = [judge(c, algos) for c in CLAIMS]
-        summary["tasks"][task] = {"algos": algos, "claims": claims}
-        blocks += [("h2", f"Task: {task}"), ("h3", "The paper's claims beside ours"),
+        mech = report_figures.mechanism_bins(free[free["group"] == group] if not free.empty else free)
+        summary["tasks"][group] = {"algos": algos, "claims": claims, "mechanism": _records(mech)}
+        blocks += [("h2", f"Task: {group}"), ("h3", "The paper's claims beside ours"),
                    ("table", ["#", "paper's claim", "paper", "ours", "verdict"],
                     [[str(c["id"]), c["claim"], c["paper"], c["ours"], c["verdict"]] for c in claims]),
                    ("h3", "Results per algorithm (mean ± std over seeds)"), results_table(algos)]
-        blocks += [("fig", f"fig-{_slug(task)}-{name}", fig) for name, fig in task_figures(task, metrics, rgr, algos)]
-        blocks += setup_blocks(runs[runs["task"] == task])
-    blocks += [("h2", "Runs"), ("table", ["run_id", "task", "algo", "seed", "status", "steps"],
-                                [[str(r["run_id"]), str(r["task"]), str(r["algo"]), str(r["seed"]), str(r["status"]),
-                                  str(r["n_steps"])] for r in summary["runs"]])]
+        blocks += [("fig", f"fig-{_slug(group)}-{name}", fig)
+                   for name, fig in group_figures(group, metrics, rgr, mech, algos)]
+        blocks += setup_blocks(runs[runs["group"] == group])
+    blocks += [("h2", "Runs"), ("table", list(RUN_KEYS), [[str(r[k]) for k in RUN_KEYS] for r in summary["runs"]])]
     blocks += [("h2", "Notes"), *[("p", n) for n in notes]] if notes else []
     return summary, blocks
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """JSON-safe rows: NaN becomes null (summary.json is written with allow_nan=False)."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v.item() if hasattr(v, "item") else v)
+             for k, v in r.items()} for r in frame.to_dict("records")]
 
 
 def _slug(text: str) -> str:
@@ -292,7 +341,8 @@ def _slug(text: str) -> str:
 
 
 RESULT_COLS = ("avg_final", "pass_final", "avg_best", "entropy_initial", "entropy_final", "repetition_final",
-               "clip_pos_final", "kl_final", "weight_slope", "weight_slope_unclipped", "delta_logp_slope")
+               "clip_pos_final", "kl_final", "weight_slope", "weight_slope_unclipped", "delta_logp_slope",
+               "delta_logp_low_unclipped")
 
 
 def results_table(algos: dict) -> tuple:
@@ -320,62 +370,26 @@ def setup_blocks(task_runs: pd.DataFrame) -> list:
     return out
 
 
-def render_md(blocks, generated: str) -> str:
-    out = []
-    for b in blocks:
-        if b[0] in ("h1", "h2", "h3"):
-            out.append("#" * int(b[0][1]) + " " + b[1] + ("\n\n" + generated if b[0] == "h1" else ""))
-        elif b[0] == "p":
-            out.append(b[1])
-        elif b[0] == "table":
-            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-            out.append("\n".join(["| " + " | ".join(map(cell, b[1])) + " |", "|" + "---|" * len(b[1]),
-                                  *["| " + " | ".join(map(cell, r)) + " |" for r in b[2]]]))
-        elif b[0] == "fig":
-            out.append(f"*Figure `{b[1]}`: {b[2].layout.title.text} (see report.html)*")
-    return "\n\n".join(out) + "\n"
-
-
-CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 6px;
-vertical-align:top;text-align:left}th{background:#f4f4f4}.v-reproduced{background:#d4edda}
-.v-not-reproduced{background:#f8d7da}.v-inconclusive{background:#fff3cd}.v-not-run{background:#e2e3e5}
-.generated{color:#777}.claims td:nth-child(4){min-width:460px}.claims td:nth-child(2){min-width:180px}"""
-
-
-def render_html(blocks, generated: str) -> str:
-    from plotly.offline import get_plotlyjs  # noqa: PLC0415
-    esc = html.escape
-    body = []
-    for b in blocks:
-        if b[0] in ("h1", "h2", "h3"):
-            gen = f'<p class="generated">{esc(generated)}</p>' if b[0] == "h1" else ""
-            body.append(f"<{b[0]}>{esc(b[1])}</{b[0]}>{gen}")
-        elif b[0] == "p":
-            body.append(f"<p>{esc(b[1])}</p>")
-        elif b[0] == "table":
-            td = lambda s: (f'<td class="v-{s.replace(" ", "-")}"><b>{esc(s)}</b></td>' if s in VERDICTS  # noqa: E731
-                            else f"<td>{esc(str(s)).replace('; ', ';<br>')}</td>")
-            body.append(f'<table class="{"claims" if "verdict" in b[1] else "numbers"}"><tr>'
-                        + "".join(f"<th>{esc(h)}</th>" for h in b[1]) + "</tr>"
-                        + "".join("<tr>" + "".join(td(c) for c in r) + "</tr>" for r in b[2]) + "</table>")
-        elif b[0] == "fig":
-            body.append(pio.to_html(b[2], full_html=False, include_plotlyjs=False, div_id=b[1],
-                                    default_height=f"{b[2].layout.height or 360}px", config={"displaylogo": False}))
-    title = next((b[1] for b in blocks if b[0] == "h1"), "aspo report")
-    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{CSS}</style>\n<script>{get_plotlyjs()}</script>\n</head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
-
-
-def write_report(roots, out, title: str | None = None) -> Path:
+def write_report(roots, out, title: str | None = None, readme: str | None = None) -> Path:
+    """Write report.html, summary.md and summary.json under `out`; with `readme`, also replace the claims
+    table between that file's markers (report_render.README_START/END)."""
     summary, blocks = build(roots, **({"title": title} if title else {}))
+    if readme:
+        path = Path(readme)
+        if not path.is_file():
+            raise ReportError(f"--readme {readme}: no such file")
+        try:
+            text = report_render.replace_in_readme(path.read_text(), report_render.claims_markdown(summary))
+        except ValueError as exc:
+            raise ReportError(f"--readme {readme}: {exc}") from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     generated = f"Generated at {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC from {len(summary['runs'])} runs."
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True, allow_nan=False) + "\n")
-    (out / "summary.md").write_text(render_md(blocks, generated))
-    (out / "report.html").write_text(render_html(blocks, generated))
+    (out / "summary.md").write_text(report_render.render_md(blocks, generated))
+    (out / "report.html").write_text(report_render.render_html(blocks, generated))
+    if readme:
+        path.write_text(text)
     return out
 
 
@@ -385,9 +399,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="report", help="directory for report.html, summary.md, summary.json "
                                                    "(default: report)")
     p.add_argument("--title", default=None, help="title of the report")
+    p.add_argument("--readme", default=None, help="also rewrite the claims table between the markers "
+                                                  f"{report_render.README_START} ... in this file (e.g. README.md)")
     args = p.parse_args(argv)
     try:
-        out = write_report(args.run_dirs, args.out, args.title)
+        out = write_report(args.run_dirs, args.out, args.title, args.readme)
     except ReportError as exc:
         print(f"aspo report: error: {exc}", file=sys.stderr)
         return 2

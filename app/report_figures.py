@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from aspo_dashboard import charts
+from aspo_dashboard import charts, report_stats
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -69,4 +69,57 @@ def rgr_compare(pooled: pd.DataFrame, colors: dict) -> go.Figure:
     fig.add_hline(y=0, line=dict(color="#999", width=1), row=1, col=2)
     fig.update_layout(**{**charts.LAYOUT, "height": 380},
                       title="rich-get-richer, positive-advantage tokens, all steps pooled over seeds")
+    return fig
+
+
+MECHANISM_VALUES = (("weight_mean", "mean weight"), ("delta_logp_mean", "mean Δlogp = new_logp − old_logp"))
+
+
+def mechanism_bins(free: pd.DataFrame) -> pd.DataFrame:
+    """Positive-advantage rows no clip touched, per algo and old-probability bin: the mean over seeds of each
+    run's bin mean, with a bootstrap interval over seeds. Columns: algo, prob_bin, prob_lo, prob_hi, value,
+    mean, lo, hi, n (runs with rows in the bin)."""
+    pos = free[free["adv_sign"] == "pos"] if not free.empty else free
+    out = []
+    for algo, g in pos.groupby("algo", sort=False):
+        bins = g.groupby("prob_bin")[["prob_lo", "prob_hi"]].agg({"prob_lo": "min", "prob_hi": "max"})
+        for value, _ in MECHANISM_VALUES:
+            per_run = [r.set_index("prob_bin")[value].reindex(bins.index).to_numpy(float)
+                       for _, r in g.groupby("run_id")]
+            mean, lo, hi, n = report_stats.binned_mean_ci(per_run)
+            out.append(bins.reset_index().assign(algo=algo, value=value, mean=mean, lo=lo, hi=hi, n=n))
+    cols = ["algo", "prob_bin", "prob_lo", "prob_hi", "value", "mean", "lo", "hi", "n"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+
+
+def mechanism_figure(bins: pd.DataFrame, colors: dict) -> go.Figure:
+    """The paper's mechanism on the rows the clip leaves alone: weight (left) and realised Δlogp (right) of
+    positive-advantage tokens by old probability, one line per algo, band = 95% bootstrap interval over seeds."""
+    if bins.empty:
+        return charts.empty_figure("no unclipped positive-advantage token rows")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[label for _, label in MECHANISM_VALUES])
+    for col, (value, _) in enumerate(MECHANISM_VALUES, start=1):
+        for algo, color in colors.items():
+            g = bins[(bins["algo"] == algo) & (bins["value"] == value)].dropna(subset=["mean"]).sort_values("prob_lo")
+            if g.empty:
+                continue
+            x = ((g["prob_lo"] + g["prob_hi"]) / 2).to_numpy(float)
+            band = g.dropna(subset=["lo", "hi"])
+            if not band.empty:
+                bx = ((band["prob_lo"] + band["prob_hi"]) / 2).to_numpy(float)
+                fig.add_trace(go.Scatter(x=np.concatenate([bx, bx[::-1]]),
+                                         y=np.concatenate([band["hi"].to_numpy(float), band["lo"].to_numpy(float)[::-1]]),
+                                         fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0),
+                                         hoverinfo="skip", showlegend=False, legendgroup=algo,
+                                         meta=f"{algo}|{value}|band"), row=1, col=col)
+            fig.add_trace(go.Scatter(x=x, y=g["mean"].to_numpy(float), name=algo, legendgroup=algo,
+                                     showlegend=col == 1, mode="lines+markers", line=dict(color=color),
+                                     meta=f"{algo}|{value}", customdata=g["n"].to_numpy(),
+                                     hovertemplate="old prob %{x:.3f}<br>%{y:.4f}<br>seeds %{customdata}"),
+                          row=1, col=col)
+        fig.update_xaxes(title_text="old probability exp(old_logp)", range=[0, 1], row=1, col=col)
+    fig.add_hline(y=0, line=dict(color="#999", width=1), row=1, col=2)
+    fig.update_layout(**{**charts.LAYOUT, "height": 400},
+                      title="The mechanism: positive-advantage tokens no clip touched, mean over seeds, "
+                            "band = 95% bootstrap interval over seeds")
     return fig

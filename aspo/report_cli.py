@@ -17,13 +17,15 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="report",
                    help="directory for report.html, summary.md, summary.json (default: report)")
     p.add_argument("--title", default=None, help="title of the report")
+    p.add_argument("--readme", default=None, help="also rewrite the claims table between the markers in this file "
+                                                  "(e.g. README.md)")
 
 
 def report_command(args) -> list[str]:
     if importlib.util.find_spec("aspo_dashboard") is None:  # located, not imported
         raise FileNotFoundError("the report needs the dashboard package `aspo_dashboard` (app/): reinstall aspo (make setup)")
     cmd = [sys.executable, "-m", "aspo_dashboard.report", *map(str, args.run_dirs), "--out", str(args.out)]
-    return cmd + (["--title", args.title] if args.title else [])
+    return cmd + (["--title", args.title] if args.title else []) + (["--readme", args.readme] if args.readme else [])
 
 
 def run(args) -> int:

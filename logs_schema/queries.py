@@ -226,14 +226,19 @@ _HIST_MEANS = """sum(count)::BIGINT AS count,
     coalesce(sum(count) FILTER (WHERE clip_state = 'dual_clipped'), 0) / sum(count) AS dual_clip_frac"""
 
 
-def rich_get_richer(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFrame:
+def rich_get_richer(root, run_ids=None, step_min=None, step_max=None, clip_state: str | None = None) -> pd.DataFrame:
     """From token_hist over all token rows (token x update pass) of the selected steps:
     run_id, adv_sign (pos/neg/zero), prob_bin, prob_lo, prob_hi (bin of exp(old_logp)), count,
     weight_mean, ratio_mean, delta_logp_mean (new_logp - old_logp), entropy_mean, clip_frac,
-    dual_clip_frac. Ordered by run_id, adv_sign, prob_bin."""
+    dual_clip_frac. Ordered by run_id, adv_sign, prob_bin. clip_state ('none', 'clipped',
+    'dual_clipped'): only the rows in that clip state (e.g. 'none': what the loss's own weighting did)."""
+    if clip_state not in (None, "none", "clipped", "dual_clipped"):
+        raise ValueError(f"clip_state must be none, clipped or dual_clipped (got {clip_state!r})")
     sql = f"""SELECT run_id, adv_sign, prob_bin, min(prob_lo) AS prob_lo, max(prob_hi) AS prob_hi,
               {_HIST_MEANS} FROM {{token_hist}} {{where}} GROUP BY ALL ORDER BY run_id, adv_sign, prob_bin"""
-    return _q(sql, ("token_hist",), root, run_ids, step_min, step_max)
+    extra = ("clip_state = $clip_state",) if clip_state else ()
+    return _q(sql, ("token_hist",), root, run_ids, step_min, step_max, extra=extra,
+              params={"clip_state": clip_state} if clip_state else None)
 
 
 def rich_get_richer_over_steps(root, run_ids=None, step_min=None, step_max=None,

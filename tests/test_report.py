@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from aspo_dashboard import report
@@ -240,3 +241,86 @@ def test_the_report_does_not_import_streamlit_and_aspo_does_not_import_app():
             "assert 'streamlit' not in sys.modules and 'torch' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------- intervals, power, the mechanism, the README
+def test_summary_runs_carry_what_identifies_them(out):
+    for r in json.loads((out / "summary.json").read_text())["runs"]:
+        assert set(report.RUN_KEYS) <= set(r) and r["model"] == "tiny" and r["group"] == "math"
+        assert r["status"] == "finished" and r["n_steps"] == 3
+
+
+def test_group_of_separates_models():
+    assert report.group_of("split", "tiny") == "split" and report.group_of("split", None) == "split"
+    assert report.group_of("split", "small") == "split@small"
+    assert report.group_of("math", "/models/qwen-0.5b") == "math@qwen-0.5b"
+
+
+def test_bootstrap_intervals_are_deterministic_and_cover_the_mean():
+    from aspo_dashboard import report_stats as rs
+    v = [0.2, 0.5, 0.4, 0.9, 0.3]
+    lo, hi = rs.mean_ci(v)
+    assert lo < np.mean(v) < hi and rs.mean_ci(v) == [lo, hi]  # fixed generator seed
+    assert min(v) <= lo and hi <= max(v)  # a bootstrap mean never leaves the data's range
+    assert rs.mean_ci([0.3]) is None and rs.mean_ci([0.4, 0.4]) == [pytest.approx(0.4)] * 2
+    a, b = [1.0, 1.2, 0.8], [0.0, 0.1, -0.1]
+    up, down = rs.diff_ci(a, b, 1.0), rs.diff_ci(a, b, -1.0)
+    assert up[0] > 0 and down == [pytest.approx(-up[1]), pytest.approx(-up[0])]
+    assert rs.diff_ci(a, 0.5, 1.0)[0] == pytest.approx(rs.mean_ci(a)[0] - 0.5)
+
+
+def test_seeds_needed_is_the_power_formula():
+    from aspo_dashboard import report_stats as rs
+    a, b = [1.0, 2.0, 3.0], [0.0, 2.0, 4.0]  # variances 1 and 4
+    assert rs.seeds_needed(a, b, 0.5, 2.0) == int(np.ceil((2 + 0.8416) ** 2 * 5 / 0.25))
+    assert rs.seeds_needed(a, 0.0, 0.5, 2.0) == int(np.ceil((2 + 0.8416) ** 2 * 1 / 0.25))
+    assert rs.seeds_needed(a, b, 0.0, 2.0) is None and rs.seeds_needed([1.0], b, 1.0, 2.0) is None
+    c = report.check(a, b, ">")
+    assert c["seeds_needed"] == rs.seeds_needed(a, b, c["d"], report.Z) and c["ci"][0] <= c["d"] <= c["ci"][1]
+
+
+def test_clip_state_rows_partition_the_token_histogram(experiment):
+    total = q.rich_get_richer(experiment).groupby(["run_id", "adv_sign", "prob_bin"])["count"].sum()
+    parts = pd.concat([q.rich_get_richer(experiment, clip_state=s) for s in ("none", "clipped", "dual_clipped")])
+    assert parts.groupby(["run_id", "adv_sign", "prob_bin"])["count"].sum().sort_index().equals(total.sort_index())
+    with pytest.raises(ValueError, match="clip_state"):
+        q.rich_get_richer(experiment, clip_state="bogus")
+
+
+def test_mechanism_numbers_and_figure_are_seed_means_of_the_unclipped_rows(experiment, out):
+    s = json.loads((out / "summary.json").read_text())
+    mech = pd.DataFrame(s["tasks"]["math"]["mechanism"])
+    free = q.rich_get_richer(experiment, clip_state="none")
+    free = free[free["adv_sign"] == "pos"]
+    text = (out / "report.html").read_text()
+    traces = {t.get("meta"): t for t in _html_traces(text, "fig-math-mechanism")}
+    for algo in ("grpo", "aspo"):
+        per_run = free[free["run_id"].str.startswith(f"math:{algo}-")].pivot(
+            index="prob_bin", columns="run_id", values="delta_logp_mean")
+        got = mech[(mech["algo"] == algo) & (mech["value"] == "delta_logp_mean")].set_index("prob_bin")
+        assert np.allclose(got.loc[per_run.index, "mean"], per_run.mean(axis=1, skipna=True))
+        assert (got.loc[per_run.index, "n"].to_numpy() == per_run.notna().sum(axis=1).to_numpy()).all()
+        both = got.dropna(subset=["lo"])
+        assert ((both["lo"] <= both["mean"] + 1e-12) & (both["mean"] <= both["hi"] + 1e-12)).all()
+        line = traces[f"{algo}|delta_logp_mean"]
+        assert np.allclose(line["y"], got.dropna(subset=["mean"]).sort_values("prob_lo")["mean"])
+    low = report._low_mean(free[free["run_id"] == "math:aspo-s0"], "delta_logp_mean")
+    assert s["tasks"]["math"]["algos"]["aspo"]["metrics"]["delta_logp_low_unclipped"]["values"][0] == pytest.approx(low)
+
+
+def test_readme_claims_table_is_rewritten_between_its_markers(experiment, out, tmp_path, capsys):
+    from aspo_dashboard import report_render as rr
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{rr.README_START}\nold table\n{rr.README_END}\noutro\n")
+    assert report.main([str(experiment), "--out", str(tmp_path / "r"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{rr.README_END}\noutro\n") and "old table" not in text
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    rows = [r for r in text.splitlines() if r.startswith("| ") and r[2].isdigit()]
+    assert len(rows) == len(report.CLAIMS)
+    assert [r.split("|")[2].strip().split(":")[0].strip("*") for r in rows] == \
+        [c["verdict"] for c in s["tasks"]["math"]["claims"]]
+    readme.write_text("no markers\n")
+    assert report.main([str(experiment), "--out", str(tmp_path / "r2"), "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert "markers" in err and err.count("\n") == 1 and readme.read_text() == "no markers\n"
