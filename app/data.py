@@ -6,6 +6,10 @@ a removed file changes the version, so the next rerun misses the cache and reads
 an idle dashboard never re-reads anything. The version itself is cached for one second, so a page
 that asks for ten frames pays one directory scan.
 
+`watch_signature(root)` is what the app's live watcher polls every LIVE_EVERY_S seconds: that
+version plus the runs' statuses (from the runs files alone; a running run turns stale with time and
+no file change). Only when it changes does the page rerun, and only then are queries re-read.
+
 Also here: the log-directory resolution (command line, ASPO_LOGS, default `runs`) and the run-health
 rules behind the badges (pure pandas over query results, testable without Streamlit).
 """
@@ -13,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +28,7 @@ from logs_schema import queries
 from logs_schema.schema import NEAR_DETERMINISTIC_NATS  # noqa: F401  (re-exported for the pages)
 
 DEFAULT_LOGS = "runs"
-LIVE_EVERY_S = 2.5          # fragment refresh period of live views
-STATUS_BUCKET_S = 10        # list_runs is re-read at least this often (stale detection is time-based)
+LIVE_EVERY_S = 2.5          # how often the live watcher checks the log directory
 
 
 # ---------------------------------------------------------------- log directory
@@ -54,6 +56,18 @@ def data_version(root: str) -> str:
     return queries.data_version(root)
 
 
+@st.cache_data(ttl=1.0, show_spinner=False)
+def run_statuses(root: str) -> str:
+    st_ = queries.run_statuses(root)
+    return ",".join(f"{r}={s}" for r, s in zip(st_["run_id"], st_["status"]))
+
+
+def watch_signature(root: str) -> str:
+    """Changes when a file under root changes or a run's status does (finished, failed, stale):
+    a directory listing and the runs files' (cached) rows, never a query over steps or tokens."""
+    return f"{data_version(root)}|{run_statuses(root)}"
+
+
 def _freeze(v):
     return tuple(v) if isinstance(v, (list, set)) else v
 
@@ -72,9 +86,8 @@ def _query(name: str, root: str, *args, **kwargs) -> pd.DataFrame:
 
 
 def list_runs(root):
-    # the status of a running run turns "stale" with time alone: refresh at least every bucket
-    version = f"{data_version(root)}/{int(time.time() // STATUS_BUCKET_S)}"
-    return _cached("list_runs", root, version, (), ())
+    # keyed on the statuses too: a running run turns "stale" with time alone
+    return _cached("list_runs", root, watch_signature(root), (), ())
 
 
 def step_metrics(root, run_ids=None, step_min=None, step_max=None):

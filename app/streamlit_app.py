@@ -1,8 +1,13 @@
 """aspo dashboard: `streamlit run app/streamlit_app.py -- --logs DIR` (or `aspo dashboard --logs DIR`).
 
 The log directory comes from `--logs`, else $ASPO_LOGS, else `runs`. This script only sets up the
-page, the shared sidebar (run selection kept in st.session_state) and the navigation; every view
-lives in app/app_pages/ and reads data through app/data.py.
+page, the shared sidebar (run selection kept in st.session_state), the live watcher and the
+navigation; every view lives in app/app_pages/ and reads data through app/data.py.
+
+Live: `watch` is a fragment that Streamlit reruns every LIVE_EVERY_S seconds on every page, whatever
+the page drew (even a page that stopped on "No runs yet"). It compares data.watch_signature (a file
+listing and the runs' statuses) with the one the page was drawn from and reruns the whole app only
+when it changed: new runs, new steps, a run that finished, went stale or came back.
 """
 from __future__ import annotations
 
@@ -25,10 +30,12 @@ def sidebar(root: str) -> None:
     if not ids:
         return
     status = dict(zip(runs["run_id"], runs["status"]))
-    if "selected_runs" not in st.session_state or not set(st.session_state["selected_runs"]) & set(ids):
-        st.session_state["selected_runs"] = ids[-4:]  # the newest runs (list_runs: started_at order)
+    chosen, default = st.session_state.get("selected_runs"), st.session_state.get("_default_runs")
+    if not chosen or not set(chosen) & set(ids) or chosen == default:
+        # untouched by the user: keep following the newest runs (list_runs: started_at order)
+        st.session_state["selected_runs"] = st.session_state["_default_runs"] = ids[-4:]
     else:
-        st.session_state["selected_runs"] = [r for r in st.session_state["selected_runs"] if r in ids]
+        st.session_state["selected_runs"] = [r for r in chosen if r in ids]
     st.sidebar.multiselect("Runs to compare", ids, key="selected_runs",
                            format_func=lambda r: f"{r} ({status.get(r, '?')})")
     chosen = st.session_state["selected_runs"] or ids
@@ -36,8 +43,13 @@ def sidebar(root: str) -> None:
         st.session_state["focus_run"] = chosen[-1]
     st.sidebar.selectbox("Run to inspect", chosen, key="focus_run",
                          help="Single-run views (samples, heatmaps, weight landscape) show this run.")
-    if st.sidebar.button("Reload runs"):
-        st.cache_data.clear()
+
+
+@st.fragment(run_every=data.LIVE_EVERY_S)
+def watch(root: str) -> None:
+    """Rerun the app when the log directory changed since the page was drawn (see the module doc)."""
+    if data.watch_signature(root) != st.session_state.get("_drawn_signature"):
+        st.rerun(scope="app")
 
 
 def main() -> None:
@@ -52,7 +64,10 @@ def main() -> None:
         st.Page(PAGES / "samples.py", title="Samples", icon=":material/search:"),
     ]
     page = st.navigation(pages)
+    st.session_state["_drawn_signature"] = data.watch_signature(root)
     sidebar(root)
+    with st.sidebar:
+        watch(root)
     page.run()
 
 

@@ -33,12 +33,18 @@ RUN = "bench-grpo"
 
 
 def generate(run_dir: Path, steps: int, rows_per_step: int, compact_every: int) -> int:
-    """Write the run; returns the number of token rows written."""
+    """Write the run, or finish writing it: a run left unfinished (killed, machine rebooted) resumes
+    after its last complete step, so a 100M-row log can be built over several sessions. Returns the
+    number of token rows written by this call."""
     mean_len = max(rows_per_step // (64 * 3), 4)  # 64 responses x 3 epochs
+    start = next_step(run_dir)
+    if start is None:
+        return 0  # already finished
     w = RunWriter(run_dir, run_id=RUN, meta={"algo": "grpo", "task": "math", "model": "bench", "seed": 0},
-                  compact_every=compact_every or None)
+                  compact_every=compact_every or None,
+                  resume_step=start - 1 if (run_dir / "steps").exists() else None)
     total, t0 = 0, time.perf_counter()
-    for step in range(steps):
+    for step in range(start, steps):
         m, seq, tok = synthetic_step(np.random.default_rng(step), "grpo", step / max(steps - 1, 1),
                                      64, 8, mean_len, 3, 4)
         w.log_step(step, m, seq, tok)
@@ -47,6 +53,17 @@ def generate(run_dir: Path, steps: int, rows_per_step: int, compact_every: int) 
             print(f"  step {step}/{steps}  {total / 1e6:.1f}M rows  {time.perf_counter() - t0:.0f} s", flush=True)
     w.set_status("finished")
     return total
+
+
+def next_step(run_dir: Path) -> int | None:
+    """0 for a new run, None for a finished one, else the step after the last complete one."""
+    if not (run_dir / "steps").exists():
+        return 0
+    runs = q.list_runs(run_dir)
+    if len(runs) and runs["status"].iloc[0] == "finished":
+        return None
+    last = q.step_metrics(run_dir)["step"].max()  # a step is complete once its steps row is written
+    return 0 if last != last else int(last) + 1
 
 
 def timed(fn, repeats: int) -> tuple[float, float, int]:
@@ -125,16 +142,22 @@ def main() -> None:
     ap.add_argument("--compact-every", type=int, default=100,
                     help="writer compaction period; 0 = one file per step (the slow layout, for comparison)")
     ap.add_argument("--skip-writer", action="store_true")
+    ap.add_argument("--generate-only", action="store_true",
+                    help="write (or finish writing) the log, then stop: for the long 100M-row log, run in the "
+                         "background once and reuse (e.g. --out /root/aspo-bench/rows100M --rows-per-step 100000)")
     args = ap.parse_args()
     args.out = args.out / f"compact{args.compact_every}"
     run_dir = args.out / RUN
     if args.regenerate and run_dir.exists():
         shutil.rmtree(run_dir)
-    if not (run_dir / "steps").exists():
-        print(f"writing {args.steps} steps x ~{args.rows_per_step} token rows to {run_dir}")
+    if next_step(run_dir) is not None:
+        print(f"writing {args.steps} steps x ~{args.rows_per_step} token rows to {run_dir} "
+              f"(from step {next_step(run_dir)})")
         t0 = time.perf_counter()
         rows = generate(run_dir, args.steps, args.rows_per_step, args.compact_every)
         print(f"wrote {rows / 1e6:.2f}M token rows in {time.perf_counter() - t0:.0f} s")
+    if args.generate_only:
+        return
     size = sum(p.stat().st_size for p in run_dir.rglob("*.parquet"))
     n_rows = int(q.steps_available(args.out, RUN).n_token_rows.sum())
     print(f"run: {n_rows / 1e6:.2f}M token rows, {size / 1e6:.0f} MB on disk")

@@ -173,16 +173,27 @@ def list_runs(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime 
     df = _runs_frame(root).merge(_q(sql, ("steps",), root), on="run_id", how="outer")
     paths = {rid: d for d, rid in catalog.run_ids_by_dir(root).items()}  # runs without a runs file
     df["path"] = df["path"].fillna(df["run_id"].map(paths))
+    df = _with_status(df, stale_after_s, now)
+    for c in ("seed", "last_step", "n_steps"):
+        df[c] = df[c].astype("Int64")
+    df["n_steps"] = df["n_steps"].fillna(0)
+    return df[RUN_COLUMNS].sort_values(["started_at", "run_id"], na_position="last").reset_index(drop=True)
+
+
+def run_statuses(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime | None = None) -> pd.DataFrame:
+    """run_id, status (as list_runs reports it) of every run with a runs file, from the runs files
+    alone: no step query, so a live view can poll it to see a run finish, fail or go stale."""
+    return _with_status(_runs_frame(root), stale_after_s, now)[["run_id", "status"]]
+
+
+def _with_status(df: pd.DataFrame, stale_after_s: float, now: datetime | None) -> pd.DataFrame:
     now = now or datetime.now(timezone.utc)
     df["heartbeat_age_s"] = pd.Series([(now - u).total_seconds() if pd.notna(u) else None
                                        for u in df["updated_at"]], index=df.index, dtype=float)
     df["status_written"] = df["status"]
     df["status"] = pd.Series([_status(r, stale_after_s) for r in df.to_dict("records")],
                              index=df.index, dtype=object)
-    for c in ("seed", "last_step", "n_steps"):
-        df[c] = df[c].astype("Int64")
-    df["n_steps"] = df["n_steps"].fillna(0)
-    return df[RUN_COLUMNS].sort_values(["started_at", "run_id"], na_position="last").reset_index(drop=True)
+    return df
 
 
 def _runs_frame(root) -> pd.DataFrame:

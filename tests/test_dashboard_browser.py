@@ -9,6 +9,7 @@ without dirtying the tree on every test run).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -113,21 +114,28 @@ def live_logs(tmp_path):
         proc.wait(timeout=10)
 
 
-@pytest.fixture
-def dashboard(live_logs):
+@contextlib.contextmanager
+def serve(logs: Path):
+    """A dashboard server on `logs`, as `aspo dashboard` starts it; yields its URL."""
     port = free_port()
-    cmd = dashboard_command(live_logs, "127.0.0.1", port)  # what `aspo dashboard` runs
-    log = open(live_logs / "streamlit.log", "w")
+    cmd = dashboard_command(logs, "127.0.0.1", port)  # what `aspo dashboard` runs
+    log = open(logs.parent / f"streamlit-{port}.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: serving(url) or proc.poll() is not None, 60, "the Streamlit server")
-        assert proc.poll() is None, (live_logs / "streamlit.log").read_text()
+        assert proc.poll() is None, Path(log.name).read_text()
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=15)
         log.close()
+
+
+@pytest.fixture
+def dashboard(live_logs):
+    with serve(live_logs) as url:
+        yield url
 
 
 def shots_dir(tmp_path: Path) -> Path:
@@ -201,3 +209,57 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:
             browser.close()
+
+
+def start_train(out: Path, *extra: str) -> subprocess.Popen:
+    """A real `aspo train` (tiny preset, its warm-up cached for the session by conftest) in its own
+    process group, so SIGKILL reaches it and nothing else."""
+    cmd = writer_command(out) + list(extra)
+    if cmd[1:3] != ["-m", "aspo.cli"]:  # ASPO_E2E_WRITER=synthetic: this test needs the real trainer
+        pytest.skip("needs the real trainer (ASPO_E2E_WRITER=train)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def body_text(page) -> str:
+    return page.inner_text('[data-testid="stMain"]')
+
+
+def steps_now(page, run_id: str) -> int:
+    """The page's step count of run_id, -1 while the page does not show it (yet)."""
+    m = re.search(re.escape(run_id) + r":?\s*(\d+) steps logged", body_text(page))
+    return int(m.group(1)) if m else -1
+
+
+def test_page_follows_an_empty_directory_a_killed_and_a_resumed_run(tmp_path):
+    """Opened on an empty log directory, one page, never reloaded: a real trainer's run appears with
+    its charts; SIGKILLed, the run shows stale; resumed, its new steps come in."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    logs, procs = tmp_path / "logs", []
+    logs.mkdir()
+    with serve(logs) as url, sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("text=No runs under", timeout=60_000)
+            page.evaluate("() => { window.__sameDocument = true; }")  # gone if the page reloads
+            procs.append(start_train(logs / "live"))
+            page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES["runs"], timeout=live_timeout_s() * 1000)
+            wait_for(lambda: steps_now(page, "aspo-live") >= 2, live_timeout_s(), "two steps on the page")
+            os.killpg(procs[-1].pid, signal.SIGKILL)
+            procs[-1].wait(timeout=10)
+            wait_for(lambda: "stale: the run says it is running" in body_text(page), 30, "the run shown stale")
+            killed_at = steps_now(page, "aspo-live")
+            procs.append(start_train(logs / "live", "--resume"))
+            wait_for(lambda: "stale" not in body_text(page) and steps_now(page, "aspo-live") >= killed_at + 2,
+                     live_timeout_s(), "the resumed run's new steps on the page", every=0.5)
+            assert page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
+            no_exception(page)
+        finally:
+            browser.close()
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)

@@ -80,8 +80,8 @@ def is_running(ctx: Context, run_ids=None) -> bool:
 
 
 def live_counter(root: str, run_ids) -> None:
-    """The latest step of each run (re-read on every fragment rerun): the live view's heartbeat.
-    Stops the timer (full rerun) once none of the runs is running any more."""
+    """The latest step and status of each run: the live view's heartbeat (the app's watcher reruns
+    the page when the log directory changes)."""
     runs = data.list_runs(root)
     runs = runs[runs["run_id"].isin(run_ids)]
     parts = [f"{STATUS_ICONS.get(s, '')} **{r}**: {0 if pd.isna(n) else int(n)} steps logged"
@@ -89,26 +89,25 @@ def live_counter(root: str, run_ids) -> None:
              for r, s, n, last in runs[["run_id", "status", "n_steps", "last_step"]].itertuples(index=False)]
     live = runs["status"].eq("running").any()
     st.caption(("● live, refreshing every %.1f s — " % data.LIVE_EVERY_S if live else "") + " · ".join(parts))
-    if not live and st.session_state.get("_was_live"):
-        st.session_state["_was_live"] = False
-        st.rerun()
-    st.session_state["_was_live"] = bool(live)
 
 
 def live(body: Callable[[], None], ctx: Context, run_ids=None) -> None:
-    """Run `body` (which re-reads its data through app.data); when one of the runs is running, run it
-    as a fragment that Streamlit reruns every LIVE_EVERY_S seconds, so new steps appear without a
-    full page reload."""
-    run_ids = ctx.selected if run_ids is None else run_ids
+    """The runs' step counter, then `body` (which reads its data through app.data). Every page is
+    live: the app's watcher (streamlit_app.watch) reruns it when the log directory changes."""
+    live_counter(ctx.root, ctx.selected if run_ids is None else run_ids)
+    body()
 
-    def framed():
-        live_counter(ctx.root, run_ids)
-        body()
 
-    if is_running(ctx, run_ids):
-        st.fragment(framed, run_every=data.LIVE_EVERY_S)()
-    else:
-        framed()
+def step_window(label: str, last: int, key: str) -> tuple[int, int]:
+    """A step-range slider over 0..last that follows new steps: a range that ended on the last step
+    keeps ending on it when the run grows (Streamlit would reset a slider whose bounds changed)."""
+    top = max(int(last), 1)
+    lo, hi = st.session_state.get(key) or (0, top)
+    if hi >= st.session_state.get(f"_last:{key}", top):
+        hi = top
+    st.session_state[f"_last:{key}"] = top
+    st.session_state[key] = (min(lo, top), min(hi, top))
+    return st.slider(label, 0, top, key=key)
 
 
 def pref(widget: Callable, label: str, name: str, default, page: str, **kwargs):

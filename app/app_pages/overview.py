@@ -17,7 +17,7 @@ with c1:
 with c2:
     follow = st.checkbox("Follow the latest step", value=True,
                          help="Keep the range's end on the newest step while a run is being written.")
-    lo, hi = st.slider("Step range", 0, max(last, 1), (0, max(last, 1)), key="overview_range")
+    lo, hi = common.step_window("Step range", last, "overview_range")
 
 # (title, metrics, y axis) of each panel; several metrics in one panel are dashed differently
 PANELS = [

@@ -15,7 +15,7 @@ st.caption("Under GRPO the weight of a positive-advantage token is its ratio: pr
 last = int(ctx.runs[ctx.runs["run_id"].isin(run_ids)]["last_step"].max())
 c1, c2 = st.columns([2, 1])
 with c1:
-    window = st.slider("Step window", 0, max(last, 1), (0, max(last, 1)), key="rgr_window")
+    window = common.step_window("Step window", last, "rgr_window")
 with c2:  # the sidebar's "Run to inspect", both ways: picking here moves the sidebar's choice too
     st.session_state["rgr_focus"] = ctx.focus if ctx.focus in run_ids else run_ids[-1]
     focus = st.selectbox("Run for the distributions and the landscape", run_ids, key="rgr_focus",
