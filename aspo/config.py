@@ -24,6 +24,7 @@ class TrainConfig:
     algo: str = _f("aspo", "policy loss: one of aspo.losses.LOSSES (grpo, dapo, aspo, no_is, pos_mean_is, cispo, gspo)")
     task: str = _f("math", "task: math, split (sums with many right answers), code or jsonl:PATH (a file of {prompt, answer} lines)")
     task_args: str = _f("", "task options as k=v,k=v (math: digits, terms, ops, noise; split: digits, noise; code: noise)")
+    unsafe_unisolated_code: bool = _f(False, "code task only: run model-written code even where the sandbox cannot isolate it (no namespaces); only on a machine you trust")
     model: str = _f("tiny", "tiny or small (built from scratch and warmed up here) or the path of a local Hugging Face causal LM")
     out: str = _f("runs/run", "run directory: logs, checkpoints and the recorded config go here")
     run_name: str = _f("", "run id shown in the dashboard (default: the name of --out)")

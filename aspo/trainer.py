@@ -128,7 +128,10 @@ def load_task(cfg: TrainConfig):
     """The run's task. A bad task name or option is the user's input: ConfigError (one line, exit code 2);
     any other ValueError during training is a bug and gets a traceback in error.log."""
     try:
-        return get_task(cfg.task, **parse_task_args(cfg.task_args))
+        options = parse_task_args(cfg.task_args)
+        if cfg.unsafe_unisolated_code and cfg.task == "code":
+            options["unsafe_unisolated"] = True
+        return get_task(cfg.task, **options)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

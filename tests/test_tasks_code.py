@@ -1,9 +1,13 @@
 """The code task: prompts, grammar, completion formats and sandboxed rewards."""
 import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from aspo.tasks import Problem, get_task
+from aspo.tasks import Problem, get_task, sandbox
 from aspo.tasks.code import INPUTS, all_functions, expression, perturb, program_source, value
 from aspo.tasks.sandbox import run_programs
 
@@ -77,3 +81,33 @@ def test_noisy_demo_is_a_small_mistake():
     p = _affine_problem()
     demos = {task.demo_solution(p, rng) for _ in range(50)}
     assert "2*x+1" not in demos and demos & {"2*x", "2*x+2", "3*x+1", "x+1", "2*x-1"}
+
+
+NO_ISOLATION = ["unshare", "-Ur", "sh", "-c", 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', "sh",
+                "setpriv", "--inh-caps=-all", "--bounding-set=-all"]
+"""A real machine where isolation cannot be had: root without capabilities, and no user namespace left."""
+
+
+def test_task_refuses_to_build_without_isolation_unless_opted_in():
+    """Fail closed when the task is built (before any run directory exists); the opt-in is recorded in options."""
+    if shutil.which("unshare") is None or subprocess.run(
+            NO_ISOLATION[:-4] + ["true"], capture_output=True).returncode != 0:
+        pytest.skip("needs `unshare -Ur` to build a machine without namespaces")
+    probe = ("from aspo.tasks import get_task\n"
+             "try:\n    get_task('code', n_train=20, n_heldout=5)\nexcept ValueError as e:\n    print('REFUSED', e)\n"
+             "t = get_task('code', n_train=20, n_heldout=5, unsafe_unisolated=1)\n"
+             "p = t.splits(0)[0][0]\n"
+             "print('OPTIONS', t.options()['unsafe_unisolated'], t.rewards([p, p], [p.answer, '__import__(\"os\")']))\n")
+    proc = subprocess.run([*NO_ISOLATION, sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert lines[0].startswith("REFUSED task code: cannot isolate model-written code") and "user namespace" in lines[0]
+    assert lines[1] == "OPTIONS True [1.0, 0.0]"
+    assert "WITHOUT ISOLATION" in proc.stderr, "an opted-in unisolated run says so loudly"
+
+
+def test_isolated_by_default():
+    task = get_task("code", n_train=20, n_heldout=5)
+    assert task.options()["unsafe_unisolated"] is False
+    assert sandbox.last_report.isolated, "building the task checked the sandbox"

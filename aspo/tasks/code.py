@@ -1,8 +1,9 @@
 """Code: infer a small integer function from examples and write it as a Python expression.
 
 Prompt "f(-2)=-3;f(1)=3;f(4)=9;f(7)=15;f=lambda x:", canonical completion "2*x+1". Reward = fraction of the
-problem's hidden tests passed, run in the sandbox (never in this process). A completion may also be a whole
-`def f(x): return ...` (or `lambda x: ...`), e.g. from a pretrained model.
+problem's hidden tests passed: the sandbox runs the candidate on the test inputs in an isolated process and
+this process compares the outputs (the expected values never reach model-written code). A completion may also
+be a whole `def f(x): return ...` (or `lambda x: ...`), e.g. from a pretrained model.
 
 Functions come from a small grammar (affine, x*x+b, x*x+a*x, x%k, x%k+b, x//k, abs(x-b), a*abs(x)+b,
 max/min(x,b)). The split is by function: held-out problems use functions never seen in training.
@@ -95,6 +96,9 @@ class CodeTask(Task):
     noise: float = 0.2
     """Probability that a demo solution has a wrong constant or operator."""
     limits: sandbox.SandboxLimits = field(default_factory=sandbox.SandboxLimits)
+    unsafe_unisolated: bool = False
+    """Run candidates even where the sandbox cannot isolate them (`aspo train --unsafe-unisolated-code`).
+    Off: a machine without namespaces refuses the task when it is built (fail closed)."""
     alphabet: str = field(init=False)
     max_new_tokens: int = field(init=False)
 
@@ -107,6 +111,11 @@ class CodeTask(Task):
         exprs = [expression(fn) for fn in all_functions()]
         self.alphabet = make_alphabet(exprs + ["0123456789-f(x)=;:lambda "])
         self.max_new_tokens = max(map(len, exprs)) + 8
+        self.unsafe_unisolated = bool(self.unsafe_unisolated)  # `--task-args unsafe_unisolated=1` gives an int
+        try:  # refuse now, before a run directory exists, rather than at the first reward
+            sandbox.check_isolation(self.unsafe_unisolated)
+        except sandbox.SandboxUnavailable as exc:
+            raise ValueError(f"task code: {exc}") from None
 
     def splits(self, seed: int) -> tuple[list[Problem], list[Problem]]:
         rng = seeded_rng(self.name, seed)
@@ -137,7 +146,8 @@ class CodeTask(Task):
     def rewards(self, problems: Sequence[Problem], completions: Sequence[str]) -> list[float]:
         check_batch(problems, completions)
         sources = [program_source(c) for c in completions]
-        return sandbox.run_programs(sources, [p.tests for p in problems], limits=self.limits)
+        return sandbox.run_programs(sources, [p.tests for p in problems], limits=self.limits,
+                                    unsafe_unisolated=self.unsafe_unisolated)
 
     def demo_solution(self, problem: Problem, rng: random.Random) -> str:
         if rng.random() >= self.noise:
