@@ -324,21 +324,31 @@ def entropy_heatmap(df: pd.DataFrame, run_id: str) -> go.Figure:
 
 
 # ---------------------------------------------------------------- repetition
+REPETITION_SPLITS = {"reward": {"pos": "reward > 0", "zero": "reward = 0", "neg": "reward < 0"},
+                     "advantage": {"pos": "advantage > 0", "neg": "advantage < 0", "zero": "advantage = 0"}}
+
+
+def repetition_wide(df: pd.DataFrame, by: str = "reward") -> tuple[pd.DataFrame, list[str]]:
+    """repetition_over_steps as one column per sign ('reward > 0', ...): (frame, those columns)."""
+    splits = REPETITION_SPLITS[by]
+    if df.empty:
+        return pd.DataFrame(columns=["run_id", "step"]), []
+    wide = df[df["reward_sign"].isin(list(splits))].pivot_table(
+        index=["run_id", "step"], columns="reward_sign", values="repetition_rate").reset_index()
+    wide = wide.rename(columns=splits)
+    wide.columns.name = None
+    return wide, [v for v in splits.values() if v in wide.columns]
+
+
 def repetition_curves(df: pd.DataFrame, by: str = "reward", smoothing: float = 0.0,
                       colors: dict | None = None) -> go.Figure:
     """Repetition rate over steps per run, one line per sign of the response's reward (by='reward':
     reward > 0 solid, reward = 0 dashed) or advantage (by='advantage'). df: repetition_over_steps."""
     if df.empty:
         return empty_figure("no repetition_rate logged yet")
-    splits = {"reward": {"pos": "reward > 0", "zero": "reward = 0", "neg": "reward < 0"},
-              "advantage": {"pos": "advantage > 0", "neg": "advantage < 0", "zero": "advantage = 0"}}[by]
-    wide = df[df["reward_sign"].isin(list(splits))].pivot_table(
-        index=["run_id", "step"], columns="reward_sign", values="repetition_rate").reset_index()
-    wide = wide.rename(columns=splits)
-    metrics = [v for k, v in splits.items() if v in wide.columns]
-    fig = step_curves(wide, metrics, smoothing, title=f"repetition rate by sign of the {by}",
-                      y_title="repetition_rate", colors=colors)
-    return fig
+    wide, metrics = repetition_wide(df, by)
+    return step_curves(wide, metrics, smoothing, title=f"repetition rate by sign of the {by}",
+                       y_title="repetition_rate", colors=colors)
 
 
 def repeated_spans(tokens, n: int = 3) -> list[tuple[int, int]]:

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aspo_dashboard.health import entropy_collapse, every_for, health, rising  # noqa: F401  (pure pandas, re-exported)
+from aspo_dashboard.health import entropy_collapse, every_for, health, problems_by_run, rising, step_gaps  # noqa: F401  (pure pandas, re-exported)
 from logs_schema import queries
-from logs_schema.schema import NEAR_DETERMINISTIC_NATS  # noqa: F401  (re-exported for the pages)
+from logs_schema.schema import NEAR_DETERMINISTIC_NATS, STEP_METRICS  # noqa: F401  (re-exported for the pages)
 
 DEFAULT_LOGS = "runs"
 LIVE_EVERY_S = 2.5          # how often the live watcher checks the log directory
@@ -165,6 +165,24 @@ def steps_available(root, run_id):
 
 def weight_landscape_tokens(root, run_id, step, limit=3000):
     return _query("weight_landscape_tokens", root, run_id=run_id, step=int(step), limit=limit)
+
+
+def with_progress_axes(steps):
+    return queries.with_progress_axes(steps)
+
+
+def run_groups(runs, run_ids, keys) -> dict:
+    return queries.run_groups(runs, run_ids, keys)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def seed_bands(df, groups: dict, values, by=("step",), band="std", x=None):
+    """queries.seed_bands, cached on the frame's content (small: one row per run and step or bin)."""
+    return queries.seed_bands(df, groups, list(values), by=tuple(by), band=band, x=x)
+
+
+def config_diff(runs, run_ids):
+    return queries.config_diff(runs, list(run_ids))
 
 
 def nonfinite_metrics(root, run_ids=None):

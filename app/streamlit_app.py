@@ -15,34 +15,18 @@ from pathlib import Path
 
 import streamlit as st
 
-from aspo_dashboard import data  # app/ installed under its own name (make setup)
+from aspo_dashboard import data, selection  # app/ installed under its own name (make setup)
 
 PAGES = Path(__file__).parent / "app_pages"
 
 
 def sidebar(root: str) -> None:
-    """Run selection shared by every page: `selected_runs` (compared) and `focus_run` (drilled into)."""
+    """Run selection shared by every page: `selected_runs` (compared), `focus_run` (drilled into),
+    `group_by` and `band` (runs drawn as groups): app/selection.py."""
     st.sidebar.caption(f"Logs: `{root}`")
     if not Path(root).is_dir():
         return
-    runs = data.list_runs(root)
-    ids = list(runs["run_id"].dropna().astype(str))
-    if not ids:
-        return
-    status = dict(zip(runs["run_id"], runs["status"]))
-    chosen, default = st.session_state.get("selected_runs"), st.session_state.get("_default_runs")
-    if not chosen or not set(chosen) & set(ids) or chosen == default:
-        # untouched by the user: keep following the newest runs (list_runs: started_at order)
-        st.session_state["selected_runs"] = st.session_state["_default_runs"] = ids[-4:]
-    else:
-        st.session_state["selected_runs"] = [r for r in chosen if r in ids]
-    st.sidebar.multiselect("Runs to compare", ids, key="selected_runs",
-                           format_func=lambda r: f"{r} ({status.get(r, '?')})")
-    chosen = st.session_state["selected_runs"] or ids
-    if st.session_state.get("focus_run") not in chosen:
-        st.session_state["focus_run"] = chosen[-1]
-    st.sidebar.selectbox("Run to inspect", chosen, key="focus_run",
-                         help="Single-run views (samples, heatmaps, weight landscape) show this run.")
+    selection.draw(root)  # runs to compare, run to inspect, grouping; kept in the URL (app/selection.py)
 
 
 @st.fragment(run_every=data.LIVE_EVERY_S)

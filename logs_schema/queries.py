@@ -479,3 +479,7 @@ def data_version(root) -> str:
 def problems(root) -> pd.DataFrame:
     """path, table, reason of every file skipped under root (newer schema, corrupt, truncated...)."""
     return pd.DataFrame(catalog.problems(root), columns=["path", "table", "reason"])
+
+
+# Comparing runs (pure pandas over the frames above), here so that one module answers every question.
+from .compare import config_diff, group_keys, run_configs, run_groups, seed_bands, with_progress_axes  # noqa: E402,F401

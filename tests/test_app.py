@@ -103,25 +103,37 @@ def test_runs_page_table_badges_and_curves(logs, monkeypatch):
         assert list(t["x"]) == list(want["step"]) and np.allclose(t["y"], want["reward_mean"])
 
 
-def test_overview_overlays_every_metric_and_smooths(logs, monkeypatch):
+def panels(fig) -> dict:
+    """{metric: {trace name: trace}} of a stacked-panel figure (panel = y axis, titled by its metric)."""
+    titles = {k.replace("axis", ""): v["title"]["text"] for k, v in fig["layout"].items() if k.startswith("yaxis")}
+    out = {}
+    for t in fig["data"]:
+        if not t.get("name", "").endswith(" band"):
+            out.setdefault(titles[t.get("yaxis", "y")], {})[t["name"]] = t
+    return out
+
+
+def test_overview_metric_picker_shared_x_and_smoothing(logs, monkeypatch):
     at = open_page(logs, "overview", monkeypatch)
     steps = queries.step_metrics(logs)
-    assert len(at.get("plotly_chart")) == 12
-    ent = traces(figure(at, "entropy"))
-    assert set(ent) == {"grpo", "aspo"}
+    assert len(at.get("plotly_chart")) == 1  # one figure, one panel per picked metric
+    fig = figures(at)[0]
+    p = panels(fig)
+    assert list(p) == ["reward_mean", "eval_avg_at_k", "entropy_mean", "clip_frac_pos", "kl", "response_length_mean"]
+    assert {t.get("xaxis", "x") for t in fig["data"]} == {"x"}  # one x axis: zoom and hover are linked
+    assert fig["layout"]["hovermode"] == "x unified" and fig["layout"]["hoversubplots"] == "axis"
     grpo = steps[steps["run_id"] == "grpo"]
-    assert np.allclose(ent["grpo"]["y"], grpo["entropy_mean"])
-    evals = traces(figure(at, "avg@k"))
-    assert list(evals["grpo · eval_avg_at_k"]["x"]) == [0, 5]  # evaluated every 5 steps only
-    clip = traces(figure(at, "hard-clip fraction per advantage sign"))
-    assert {"grpo · clip_frac_pos", "grpo · clip_frac_neg", "aspo · clip_frac_pos"} <= set(clip)
-    assert {"KL to reference (k3)", "gradient norm", "response length"} <= {title(f) for f in figures(at)}
+    assert set(p["entropy_mean"]) == {"grpo", "aspo"} and np.allclose(p["entropy_mean"]["grpo"]["y"], grpo["entropy_mean"])
+    assert list(p["eval_avg_at_k"]["grpo"]["x"]) == [0, 5]  # evaluated every 5 steps only
+    at.multiselect(key="widget:overview:overview_metrics").set_value(["kl", "grad_norm"]).run()
+    p = panels(figures(at)[0])
+    assert list(p) == ["kl", "grad_norm"] and np.allclose(p["kl"]["aspo"]["y"], steps[steps["run_id"] == "aspo"]["kl"])
+    at.checkbox(key="overview_log").check().run()
+    assert {v.get("type") for k, v in figures(at)[0]["layout"].items() if k.startswith("yaxis")} == {"log"}
     at.slider(key="widget:overview:smoothing").set_value(0.8).run()
-    smoothed = traces(figure(at, "entropy"))["grpo"]["y"]
-    assert np.allclose(smoothed, charts.ema(grpo["entropy_mean"], 0.8))
-    at.checkbox[0].uncheck().run()
+    assert np.allclose(panels(figures(at)[0])["grad_norm"]["grpo"]["y"], charts.ema(grpo["grad_norm"], 0.8))
     at.slider(key="overview_range").set_value((2, 6)).run()
-    assert list(traces(figure(at, "reward"))["grpo"]["x"]) == [2, 3, 4, 5, 6]
+    assert list(panels(figures(at)[0])["kl"]["grpo"]["x"]) == [2, 3, 4, 5, 6]
 
 
 def test_rich_get_richer_grpo_vs_aspo(logs, monkeypatch):

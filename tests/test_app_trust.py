@@ -166,3 +166,18 @@ def test_rich_get_richer_run_picker_follows_the_sidebar(tmp_path, monkeypatch):
 def at_figures(at):
     from test_app import figures
     return figures(at)
+
+
+# ---------------------------------------------------------------- Runs: gaps and skipped files per run
+def test_runs_page_flags_missing_steps_and_skipped_files_per_run(tmp_path, monkeypatch):
+    run = make_synthetic_run(tmp_path / "grpo", "grpo", steps=6, seqs_per_step=16, compact_every=None)
+    make_synthetic_run(tmp_path / "aspo", "aspo", steps=6, seqs_per_step=16)
+    for step in (2, 3):
+        (run / "steps" / f"step-{step:08d}-rank0.parquet").unlink()
+    truncate(sorted((run / "sequences").glob("*.parquet"))[0])
+    at = open_page(tmp_path, "runs", monkeypatch)
+    table = next(d.value for d in at.dataframe if "logs" in d.value.columns)
+    logs = dict(zip(table["run_id"], table["logs"]))
+    assert logs["aspo"] == "✓"
+    assert logs["grpo"].startswith("2 step(s) missing: 2–3; skipped sequences: ")
+    assert "**grpo** logs: 2 step(s) missing: 2–3" in messages(at)

@@ -9,7 +9,7 @@ from typing import Callable, NamedTuple
 import pandas as pd
 import streamlit as st
 
-from aspo_dashboard import charts, data
+from aspo_dashboard import charts, compare_charts, data
 
 # Plain Unicode symbols (emoji fonts are often missing on Linux browsers).
 STATUS_ICONS = {"running": "●", "finished": "✓", "failed": "✗", "killed": "■", "stale": "⚠", "unknown": "?"}
@@ -20,6 +20,8 @@ class Context(NamedTuple):
     runs: pd.DataFrame        # queries.list_runs
     selected: list[str]       # runs to compare (sidebar)
     focus: str                # run to inspect (sidebar)
+    groups: dict = {}         # run_id -> group label when the sidebar groups runs (else {})
+    band: str = "std"         # std | bootstrap: the band drawn around a group's mean
 
 
 def show_problems(root: str) -> None:
@@ -50,7 +52,8 @@ def context(title: str) -> Context:
     selected = [r for r in st.session_state.get("selected_runs", []) if r in ids] or ids[-4:]
     focus = st.session_state.get("focus_run")
     focus = focus if focus in ids else selected[-1]
-    return Context(root, runs, selected, focus)
+    groups = data.run_groups(runs, selected, st.session_state.get("group_by") or [])
+    return Context(root, runs, selected, focus, groups, st.session_state.get("band", "std"))
 
 
 def runs_with_steps(ctx: Context, run_ids=None) -> list[str]:
@@ -142,5 +145,36 @@ def nonfinite_metrics_warning(root: str, run_ids) -> None:
     st.warning("Non-finite step metrics (left out of the curves): " + " · ".join(per_run) + ".")
 
 
-def plot(fig, key: str | None = None) -> None:
+def plot(fig, key: str | None = None, frame: pd.DataFrame | None = None) -> None:
+    """Draw a figure; with `frame` (the numbers drawn), a download button for them as CSV."""
     st.plotly_chart(fig, width="stretch", key=key, config={"displaylogo": False})
+    if frame is not None and len(frame):
+        name = key or "chart"
+        st.download_button("Chart data (CSV)", frame.to_csv(index=False).encode(), f"{name}.csv", "text/csv",
+                           key=f"download_{name}", icon=":material/download:", type="tertiary", on_click="ignore")
+
+
+BAND_NAMES = {"std": "± std", "bootstrap": "95% bootstrap CI"}
+
+
+def curves(ctx: Context, df: pd.DataFrame, metrics, smoothing: float = 0.0, title: str = "",
+           y_title: str | None = None, colors: dict | None = None):
+    """(figure, its numbers) of step curves: one line per run, or, when the sidebar groups runs, the
+    mean of each group with its band (queries.seed_bands over the per-run curves, smoothed first)."""
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    present = [m for m in metrics if m in df.columns]
+    if not ctx.groups:
+        return (charts.step_curves(df, metrics, smoothing, title=title, y_title=y_title, colors=colors),
+                df[["run_id", "step", *present]])
+    groups = {r: g for r, g in ctx.groups.items() if r in set(df["run_id"])}
+    smooth = compare_charts.smooth_runs(df, present, smoothing)
+    agg = data.seed_bands(smooth, groups, present, band=ctx.band)
+    return compare_charts.band_curves(agg, title, y_title or "", x="step", band_name=BAND_NAMES[ctx.band]), agg
+
+
+def plot_curves(ctx: Context, df: pd.DataFrame, metrics, key: str, smoothing: float = 0.0, title: str = "",
+                y_title: str | None = None, colors: dict | None = None):
+    """curves() drawn, with the download of its numbers; returns the figure (e.g. to add lines)."""
+    fig, frame = curves(ctx, df, metrics, smoothing, title, y_title, colors)
+    plot(fig, key=key, frame=frame)
+    return fig

@@ -22,7 +22,21 @@ with c3:
 focus = ctx.focus if ctx.focus in run_ids else run_ids[-1]
 
 
+def group_alerts(collapse) -> None:
+    """One line per group: in how many of its runs the alert fired, and when."""
+    c = collapse.assign(group=collapse["run_id"].map(ctx.groups))
+    for group, g in c.groupby("group", sort=True):
+        fired = g.dropna(subset=["fired_step"])
+        if len(fired):
+            steps = ", ".join(f"{r.run_id} at {int(r.fired_step)}" for r in fired.itertuples(index=False))
+            st.error(f"**Entropy collapse in {len(fired)} of {len(g)} runs of {group}**: {steps}.")
+        else:
+            st.success(f"{group}: no entropy collapse in its {len(g)} runs (alert below {fraction:.0%} of start).")
+
+
 def alerts(collapse) -> None:
+    if ctx.groups:
+        return group_alerts(collapse)
     for r in collapse.itertuples(index=False):
         if r.fired_step == r.fired_step:  # not NaN
             st.error(f"**Entropy collapse in {r.run_id}** at step {int(r.fired_step)}: entropy fell below "
@@ -41,26 +55,26 @@ def body() -> None:
     collapse = data.entropy_collapse(ent, fraction, int(first))
     alerts(collapse)
     colors = charts.run_colors(ctx.runs["run_id"])
-    fig = charts.step_curves(ent, "entropy_mean", smoothing, title="mean token entropy over steps",
-                             y_title="entropy (nats)", colors=colors)
-    span = float(ent["entropy_mean"].max() - min(ent["entropy_mean"].min(), collapse["threshold"].min()))
-    charts.add_thresholds(fig, [(r.threshold, f"{r.run_id}: {fraction:.0%} of start", colors.get(r.run_id))
-                                for r in collapse.itertuples(index=False)], span)
-    for i, r in enumerate(collapse.itertuples(index=False)):
-        if r.fired_step == r.fired_step:
-            charts.add_event(fig, r.fired_step, f"collapse {r.run_id}", colors.get(r.run_id), slot=i)
+    fig, numbers = common.curves(ctx, ent, "entropy_mean", smoothing, "mean token entropy over steps",
+                                 "entropy (nats)", colors)
+    if not ctx.groups:  # per-run thresholds; a group's runs each have their own (see the alerts)
+        span = float(ent["entropy_mean"].max() - min(ent["entropy_mean"].min(), collapse["threshold"].min()))
+        charts.add_thresholds(fig, [(r.threshold, f"{r.run_id}: {fraction:.0%} of start", colors.get(r.run_id))
+                                    for r in collapse.itertuples(index=False)], span)
+        for i, r in enumerate(collapse.itertuples(index=False)):
+            if r.fired_step == r.fired_step:
+                charts.add_event(fig, r.fired_step, f"collapse {r.run_id}", colors.get(r.run_id), slot=i)
     a, b = st.columns(2)
     with a:
-        common.plot(fig, key="entropy_mean")
+        common.plot(fig, key="entropy_mean", frame=numbers)
     with b:
         near = f"share of near-deterministic tokens (entropy < {data.NEAR_DETERMINISTIC_NATS:g} nats)"
-        common.plot(charts.step_curves(ent, "near_deterministic_frac", smoothing, colors=colors, title=near,
-                                       y_title="share of token rows"), key="near_det")
+        common.plot_curves(ctx, ent, "near_deterministic_frac", "near_det", smoothing, near,
+                           "share of token rows", colors)
     a, b = st.columns(2)
     with a:
-        common.plot(charts.step_curves(ent, ["entropy_mean_pos", "entropy_mean_neg"], smoothing, colors=colors,
-                                       title="entropy by advantage sign", y_title="entropy (nats)"),
-                    key="entropy_sign")
+        common.plot_curves(ctx, ent, ["entropy_mean_pos", "entropy_mean_neg"], "entropy_sign", smoothing,
+                           "entropy by advantage sign", "entropy (nats)", colors)
     with b:
         n = int(ctx.runs.set_index("run_id").at[focus, "n_steps"] or 1)
         dist = data.entropy_distribution(ctx.root, [focus], every=data.every_for(n))

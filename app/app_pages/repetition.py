@@ -38,7 +38,12 @@ def sample_text(row) -> str:
 def body() -> None:
     rep = data.repetition_over_steps(ctx.root, run_ids, by=by)
     colors = charts.run_colors(ctx.runs["run_id"])
-    common.plot(charts.repetition_curves(rep, by, smoothing, colors), key="rep_curves")
+    if rep.empty:
+        common.plot(charts.empty_figure("no repetition_rate logged yet"), key="rep_curves")
+    else:
+        wide, signs = charts.repetition_wide(rep, by)
+        common.plot_curves(ctx, wide, signs, "rep_curves", smoothing, f"repetition rate by sign of the {by}",
+                           "repetition_rate", colors)
     st.subheader(f"Most repetitive responses — {focus}")
     top = data.top_repetitive_samples(ctx.root, focus, limit=8)
     if top.empty:

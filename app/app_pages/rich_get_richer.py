@@ -2,7 +2,7 @@
 runs side by side; ratio/weight distributions per sign over steps; the loss's weight landscape."""
 import streamlit as st
 
-from aspo_dashboard import charts, data
+from aspo_dashboard import charts, compare_charts, data
 from aspo_dashboard.app_pages import common
 
 ctx = common.context("Rich-get-richer")
@@ -41,10 +41,16 @@ def rich_panels() -> None:
     end = None if follow else window[1]
     rgr = data.rich_get_richer(ctx.root, run_ids, window[0], end)
     a, b = st.columns(2)
-    with a:
-        common.plot(charts.rich_get_richer(rgr, "weight_mean", run_ids), key="rgr_weight")
-    with b:
-        common.plot(charts.rich_get_richer(rgr, "delta_logp_mean", run_ids), key="rgr_delta")
+    for col, value in ((a, "weight_mean"), (b, "delta_logp_mean")):
+        with col:
+            if ctx.groups:  # one panel per group: the mean over its runs of each bin, with the band
+                bands = data.seed_bands(rgr, {r: g for r, g in ctx.groups.items() if r in run_ids}, [value],
+                                        by=("adv_sign", "prob_bin", "prob_lo", "prob_hi"), band=ctx.band)
+                common.plot(compare_charts.rich_get_richer_bands(bands, value, common.BAND_NAMES[ctx.band]),
+                            key=f"rgr_{value}", frame=bands)
+            else:
+                common.plot(charts.rich_get_richer(rgr, value, run_ids), key=f"rgr_{value}",
+                            frame=rgr[["run_id", "adv_sign", "prob_lo", "prob_hi", "count", value]])
     over = data.rich_get_richer_over_steps(ctx.root, [focus], window[0], end)
     common.plot(charts.rich_get_richer_windows(over, "weight_mean", "pos"), key="rgr_windows")
 

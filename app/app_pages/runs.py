@@ -19,19 +19,33 @@ all_ids = list(ctx.runs["run_id"])
 common.nonfinite_metrics_warning(ctx.root, all_ids)
 
 
+def log_problems(runs, steps):
+    """run_id, logs: '✓' or what is wrong with the run's files (gaps in its steps, skipped files)."""
+    gaps = data.step_gaps(steps).set_index("run_id")
+    files = data.problems_by_run(data.problems(ctx.root), runs)
+    text = []
+    for run in runs["run_id"]:
+        parts = ([f"{gaps.at[run, 'n_missing']} step(s) missing: {gaps.at[run, 'missing']}"] if run in gaps.index
+                 else []) + [f"skipped {r}" for r in files.get(run, [])]
+        text.append("; ".join(parts) or "✓")
+    return pd.DataFrame({"run_id": runs["run_id"], "logs": text})
+
+
 def body() -> None:
     runs = data.list_runs(ctx.root)
     steps = data.step_metrics(ctx.root, all_ids)
     badges = data.health(steps, fraction, int(first))
-    table = runs.merge(badges, on="run_id", how="left")
+    table = runs.merge(badges, on="run_id", how="left").merge(log_problems(runs, steps), on="run_id", how="left")
     table["status"] = [f"{common.STATUS_ICONS.get(s, '')} {s}" for s in table["status"]]
     table["badges"] = table["badges"].fillna("no steps yet")
-    cols = ["run_id", "algo", "status", "badges", "n_steps", "last_step", "reward_mean", "accuracy",
+    cols = ["run_id", "algo", "status", "badges", "logs", "n_steps", "last_step", "reward_mean", "accuracy",
             "entropy_mean", "repetition_rate", "eval_pass_at_k", "task", "model", "heartbeat_age_s", "path"]
     st.dataframe(table[cols], hide_index=True, width="stretch", column_config={
         "n_steps": st.column_config.NumberColumn("steps"),
         "heartbeat_age_s": st.column_config.NumberColumn("heartbeat age (s)", format="%.0f"),
         "badges": st.column_config.TextColumn("health", width="large"),
+        "logs": st.column_config.TextColumn("log problems", width="medium",
+                                            help="missing steps, skipped or damaged files (see the warnings)"),
         "reward_mean": st.column_config.NumberColumn("last reward", format="%.3f"),
         "accuracy": st.column_config.NumberColumn("last accuracy", format="%.3f"),
         "entropy_mean": st.column_config.NumberColumn("last entropy", format="%.3f"),
@@ -41,6 +55,8 @@ def body() -> None:
     alerts = badges[badges["badges"] != "✓ healthy"] if len(badges) else badges
     for r in alerts.itertuples(index=False):
         st.warning(f"**{r.run_id}**: {r.badges}")
+    for r in table[table["logs"] != "✓"].itertuples(index=False):
+        st.warning(f"**{r.run_id}** logs: {r.logs}")
     if (table["status"].str.contains("stale")).any():
         st.caption("⚠️ stale: the run says it is running but its writer has not written for a while "
                    "or its process is gone (killed without a final status).")
@@ -50,12 +66,20 @@ def body() -> None:
     colors = charts.run_colors(all_ids)
     a, b = st.columns(2)
     with a:
-        common.plot(charts.step_curves(steps, "reward_mean", title="reward over steps", colors=colors))
+        common.plot_curves(ctx, steps, "reward_mean", "runs_reward", title="reward over steps", colors=colors)
     with b:
-        common.plot(charts.step_curves(steps, "entropy_mean", title="entropy over steps", colors=colors))
+        common.plot_curves(ctx, steps, "entropy_mean", "runs_entropy", title="entropy over steps", colors=colors)
 
 
 common.live(body, ctx, all_ids)
+st.subheader("Configuration keys that differ between the selected runs")
+diff = data.config_diff(ctx.runs, ctx.selected)
+if len(ctx.selected) < 2:
+    st.caption("Select two runs or more in the sidebar to compare their configurations.")
+elif diff.shape[1] == 1:
+    st.caption("The selected runs share every configuration key.")
+else:
+    st.dataframe(diff.astype("string"), hide_index=True, width="stretch")
 with st.expander("Run configurations"):
     for r in ctx.runs.itertuples(index=False):
         st.markdown(f"**{r.run_id}** — started {r.started_at if pd.notna(r.started_at) else '?'}")

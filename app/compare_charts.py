@@ -1,0 +1,143 @@
+"""Pure chart builders for comparing many runs: group curves with a band across their runs
+(logs_schema.compare.seed_bands), and the Overview's stacked panels that share one x axis (zoom and
+hover move together). DataFrame -> plotly Figure, no Streamlit (split from charts.py for size)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from aspo_dashboard.charts import LAYOUT, ema, empty_figure, run_colors
+
+X_TITLES = {"step": "step", "wall_time_s": "training time (s)", "tokens_seen": "tokens generated"}
+DASHES = ["solid", "dash", "dot", "dashdot"]
+
+
+def top_legend(fig: go.Figure, n_items: int, per_row: int = 5) -> go.Figure:
+    """Title, then the legend in rows above the plot (pixels reserved for as many rows as needed):
+    many runs or groups never squeeze the plotting area, as a legend at the side would."""
+    rows = max(1, -(-n_items // per_row))
+    height = fig.layout.height or LAYOUT["height"]
+    fig.update_layout(title=dict(y=1 - 10 / height, yref="container", yanchor="top"),
+                      legend=dict(orientation="h", yref="container", y=1 - 40 / height, yanchor="top",
+                                  xanchor="left", x=0, font=dict(size=11)),
+                      margin=dict(LAYOUT["margin"], t=50 + 22 * rows))
+    return fig
+
+
+def smooth_runs(df: pd.DataFrame, metrics, smoothing: float) -> pd.DataFrame:
+    """df with each metric EMA-smoothed per run (over step order), as step_curves draws it, so a
+    group's mean is the mean of the curves the user saw per run."""
+    if smoothing <= 0 or df.empty:
+        return df
+    d = df.sort_values(["run_id", "step"]).copy()
+    for m in metrics:
+        if m in d.columns:
+            d[m] = d.groupby("run_id", sort=False)[m].transform(lambda s: ema(s.to_numpy(float), smoothing))
+    return d
+
+
+def _rgba(color: str, alpha: float) -> str:
+    c = color.lstrip("#")
+    return f"rgba({int(c[0:2], 16)},{int(c[2:4], 16)},{int(c[4:6], 16)},{alpha})"
+
+
+def add_band(fig: go.Figure, g: pd.DataFrame, x: str, name: str, color: str, dash: str = "solid",
+             showlegend: bool = True, **where) -> None:
+    """One group's band (lo..hi, filled) and mean line; g: seed_bands rows of one group and metric."""
+    g = g.sort_values(x)
+    xs = g[x].to_numpy(float)
+    fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]),
+                             y=np.concatenate([g["hi"].to_numpy(float), g["lo"].to_numpy(float)[::-1]]),
+                             fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
+                             name=f"{name} band", legendgroup=name, showlegend=False, **where))
+    fig.add_trace(go.Scatter(x=xs, y=g["mean"].to_numpy(float), name=name, legendgroup=name, showlegend=showlegend,
+                             mode="lines+markers" if len(g) < 30 else "lines", line=dict(color=color, dash=dash),
+                             customdata=np.stack([g["lo"], g["hi"], g["n"]], axis=1),
+                             hovertemplate="%{y:.4g} [%{customdata[0]:.4g}, %{customdata[1]:.4g}]"
+                                           " over %{customdata[2]} runs", **where))
+
+
+def band_curves(agg: pd.DataFrame, title: str = "", y_title: str = "", colors: dict | None = None,
+                x: str = "step", band_name: str = "± std") -> go.Figure:
+    """Mean line and band per (group, metric) over `x` (seed_bands output; x: 'step' or 'x')."""
+    if agg.empty:
+        return empty_figure("no values logged yet for these groups")
+    colors = colors or run_colors(agg["group"])
+    metrics = list(dict.fromkeys(agg["metric"]))
+    fig = go.Figure(layout=LAYOUT)
+    for group, g in agg.groupby("group", sort=True):
+        for j, m in enumerate(metrics):
+            gm = g[g["metric"] == m]
+            if len(gm):
+                add_band(fig, gm, x, group if len(metrics) == 1 else f"{group} · {m}", colors[group], DASHES[j % 4])
+    fig.update_layout(title=f"{title or ', '.join(metrics)} (group mean {band_name})",
+                      xaxis_title=X_TITLES.get(x, "step"), yaxis_title=y_title or metrics[0])
+    return top_legend(fig, agg["group"].nunique() * len(metrics))
+
+
+def metric_panels(df: pd.DataFrame, metrics, x: str = "step", log_y: bool = False, colors: dict | None = None,
+                  bands: pd.DataFrame | None = None, band_name: str = "± std", panel_height: int = 210) -> go.Figure:
+    """One panel per metric, stacked, on ONE shared x axis (zooming one zooms all, hovering one shows
+    every panel's values at that x). Lines per run (df: run_id, x column, metrics), or per group
+    with bands (bands: seed_bands output with x given, drawn instead of df)."""
+    metrics = list(metrics)
+    if not metrics:
+        return empty_figure("pick at least one metric")
+    n = len(metrics)
+    gap = 0.35 / n if n > 1 else 0
+    height = (1 - gap * (n - 1)) / n
+    fig = go.Figure(layout={**LAYOUT, "height": 90 + panel_height * n})
+    for i, m in enumerate(metrics):
+        yname = "y" if i == 0 else f"y{i + 1}"
+        top = 1 - i * (height + gap)
+        fig.layout[f"yaxis{'' if i == 0 else i + 1}"] = dict(
+            domain=[max(round(top - height, 6), 0.0), min(round(top, 6), 1.0)], title=dict(text=m, font=dict(size=10)),
+            type="log" if log_y else "linear")
+        fig.add_annotation(text=m, x=0, xref="paper", y=top, yref="paper", yanchor="bottom", showarrow=False,
+                           font=dict(size=12))
+        if bands is not None:
+            for group, g in bands[bands["metric"] == m].groupby("group", sort=True):
+                colors = colors or run_colors(bands["group"])
+                add_band(fig, g, "x", group, colors[group], showlegend=i == 0, xaxis="x", yaxis=yname)
+            continue
+        colors = colors or run_colors(df["run_id"])
+        for run_id, g in df.sort_values(x).groupby("run_id", sort=True):
+            s = g[[x, m]].dropna()
+            if len(s):
+                fig.add_trace(go.Scatter(x=s[x].to_numpy(float), y=s[m].to_numpy(float), name=run_id,
+                                         legendgroup=run_id, showlegend=i == 0, xaxis="x", yaxis=yname,
+                                         mode="lines+markers" if len(s) < 30 else "lines",
+                                         line=dict(color=colors.get(run_id))))
+    what = f"mean {band_name} across runs" if bands is not None else "per run"
+    fig.update_layout(title=f"{n} metric{'s' * (n > 1)} over {X_TITLES.get(x, x)} — {what}",
+                      xaxis=dict(title=X_TITLES.get(x, x), anchor=f"y{n if n > 1 else ''}", showspikes=True,
+                                 spikemode="across", spikesnap="cursor"),
+                      hovermode="x unified", hoversubplots="axis")
+    return top_legend(fig, len({t.name for t in fig.data if t.showlegend is not False}))
+
+
+def rich_get_richer_bands(bands: pd.DataFrame, value: str = "weight_mean", band_name: str = "± std") -> go.Figure:
+    """Grouped rich-get-richer: `value` by old-probability bin, one panel per group, one mean line
+    and band per advantage sign. bands: seed_bands of rich_get_richer by (adv_sign, prob_bin, prob_lo, prob_hi)."""
+    from plotly.subplots import make_subplots
+
+    from aspo_dashboard.charts import SIGN_COLORS, SIGN_NAMES
+    b = bands[bands["metric"] == value] if not bands.empty else bands
+    if b.empty:
+        return empty_figure("no token_hist rows in this step window")
+    groups = sorted(b["group"].unique())
+    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=groups, shared_yaxes=True, horizontal_spacing=0.04)
+    for i, group in enumerate(groups, start=1):
+        for sign in ("pos", "neg"):
+            g = b[(b["group"] == group) & (b["adv_sign"] == sign)]
+            if len(g):
+                g = g.assign(center=(g["prob_lo"] + g["prob_hi"]) / 2)
+                add_band(fig, g, "center", SIGN_NAMES[sign], SIGN_COLORS[sign], showlegend=i == 1,
+                         xaxis=f"x{'' if i == 1 else i}", yaxis=f"y{'' if i == 1 else i}")
+        fig.update_xaxes(title_text="exp(old_logp)", range=[0, 1], row=1, col=i)
+    label = value.removesuffix("_mean")
+    fig.update_layout(**LAYOUT)
+    fig.update_layout(title=f"mean {label} by old-probability bin (group mean {band_name} across runs)")
+    fig.update_yaxes(title_text=f"mean {label}", row=1, col=1)
+    return fig

@@ -1,0 +1,115 @@
+"""Comparing many runs: their configurations side by side, groups of runs (seeds of one setting) and
+the mean curve of a group with a band across its runs. Pure pandas over what the queries return
+(list_runs, step_metrics, rich_get_richer): no file is read here, no token row scanned.
+Re-exported by `logs_schema.queries`, the one query module the dashboard and notebooks call.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+RUN_KEYS = ("algo", "task", "model", "seed")   # columns of list_runs that are also config keys
+NOT_GROUP_KEYS = {"seed", "out", "run_name"}   # per-run identities: grouping by them groups nothing
+BANDS = ("std", "bootstrap")
+
+
+def run_configs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of `runs` (list_runs): run_id, algo, task, model, seed, then every top-level
+    key of config_json (nested values as JSON text); a key a run lacks is null."""
+    rows = []
+    for r in runs.to_dict("records"):
+        try:
+            cfg = json.loads(r.get("config_json") or "{}")
+        except (TypeError, ValueError):
+            cfg = {}
+        cfg = cfg if isinstance(cfg, dict) else {}
+        flat = {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in cfg.items()}
+        known = {k: r.get(k) for k in RUN_KEYS if pd.notna(r.get(k))}
+        rows.append({"run_id": r["run_id"], **flat, **known})
+    cols = ["run_id", *RUN_KEYS]
+    df = pd.DataFrame(rows)
+    return df.reindex(columns=cols + sorted(c for c in df.columns if c not in cols))
+
+
+def config_diff(runs: pd.DataFrame, run_ids) -> pd.DataFrame:
+    """run_id and the configuration keys whose values differ between the given runs (a key set
+    in one run and missing in another differs too), one row per run in the given order."""
+    cfg = run_configs(runs).set_index("run_id").reindex([r for r in run_ids])
+    text = cfg.astype(object).where(cfg.notna(), None).map(lambda v: None if v is None else str(v))
+    keep = [c for c in cfg.columns if text[c].nunique(dropna=False) > 1]
+    return cfg[keep].reset_index()
+
+
+def group_keys(runs: pd.DataFrame, run_ids) -> list[str]:
+    """Keys runs can be grouped by: algo, task, model, then the config keys that differ between
+    the given runs, the seed and per-run identities excluded."""
+    diff = [c for c in config_diff(runs, run_ids).columns if c != "run_id"]
+    return ["algo", "task", "model"] + [k for k in diff if k not in NOT_GROUP_KEYS and k not in RUN_KEYS]
+
+
+def run_groups(runs: pd.DataFrame, run_ids, keys) -> dict[str, str]:
+    """run_id -> group label (the runs' values of `keys`, joined by ' · '); {} without keys."""
+    keys = [k for k in keys or [] if k not in NOT_GROUP_KEYS]
+    if not keys:
+        return {}
+    cfg = run_configs(runs).set_index("run_id").reindex(list(run_ids))
+    cfg = cfg.reindex(columns=keys)
+    return {rid: " · ".join("?" if pd.isna(v) else str(v) for v in row) for rid, row in zip(cfg.index, cfg.values)}
+
+
+def with_progress_axes(steps: pd.DataFrame) -> pd.DataFrame:
+    """steps (step_metrics) plus wall_time_s (training time: cumulative `seconds`) and
+    tokens_seen (cumulative generated tokens, seconds x tokens_per_s) per run; null where the run
+    did not log them."""
+    d = steps.sort_values(["run_id", "step"])
+    g = d.groupby("run_id", sort=False)
+    wall = d["seconds"].where(g["seconds"].transform("count") == g["seconds"].transform("size"))
+    toks = (d["seconds"] * d["tokens_per_s"]).round()
+    toks = toks.where(g["tokens_per_s"].transform("count") == g["tokens_per_s"].transform("size"))
+    return d.assign(wall_time_s=wall.groupby(d["run_id"]).cumsum(),
+                    tokens_seen=toks.groupby(d["run_id"]).cumsum())
+
+
+def _bootstrap(values: np.ndarray, n_boot: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """2.5% and 97.5% percentiles of the bootstrap mean, row by row of `values` (cells x runs)."""
+    idx = rng.integers(0, values.shape[1], size=(n_boot, values.shape[1]))
+    means = values[:, idx].mean(axis=2)                      # cells x n_boot
+    return np.percentile(means, 2.5, axis=1), np.percentile(means, 97.5, axis=1)
+
+
+def seed_bands(df: pd.DataFrame, groups: dict, values, by=("step",), band: str = "std",
+               x: str | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The mean over the runs of each group, with a band, per `by` cell (step, or probability bin).
+
+    df: one row per (run_id, *by) (step_metrics, rich_get_richer); groups: run_id -> label (runs not
+    in it are left out); values: the columns to aggregate. band='std': mean ± sample std (ddof=1);
+    band='bootstrap': 95% percentile interval of the bootstrap mean (n_boot resamples of the runs,
+    fixed seed). A run without a value in a cell does not count there (n says how many did).
+    x: a column averaged over the group's runs too (e.g. wall_time_s), returned as `x`.
+    Returns group, *by, [x,] metric, mean, lo, hi, n; ordered by group, metric, *by."""
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {BANDS}, got {band!r}")
+    by = list(by)
+    d = df[df["run_id"].isin(list(groups))].assign(group=lambda f: f["run_id"].map(groups))
+    long = d.melt(id_vars=["group", "run_id", *by] + ([x] if x else []), value_vars=list(values),
+                  var_name="metric", value_name="value").dropna(subset=["value"])
+    keys = ["group", "metric", *by]
+    out = long.groupby(keys, sort=True).agg(mean=("value", "mean"), sd=("value", "std"),
+                                            n=("value", "size"), **({"x": (x, "mean")} if x else {}))
+    out = out.reset_index()
+    if band == "std":
+        sd = out["sd"].fillna(0.0)
+        out["lo"], out["hi"] = out["mean"] - sd, out["mean"] + sd
+    else:
+        out["lo"], out["hi"] = out["mean"], out["mean"]
+        rng = np.random.default_rng(seed)
+        long = long.sort_values(keys + ["run_id"])
+        cells = long.groupby(keys, sort=True)["value"].apply(list)
+        for n, idx in pd.Series(range(len(cells)), index=cells.index).groupby(cells.map(len)):
+            if n > 1:  # cells with the same number of runs are resampled together
+                lo, hi = _bootstrap(np.array(cells.iloc[idx.to_numpy()].tolist(), float), n_boot, rng)
+                out.loc[idx.to_numpy(), "lo"], out.loc[idx.to_numpy(), "hi"] = lo, hi
+    cols = ["group", *by] + (["x"] if x else []) + ["metric", "mean", "lo", "hi", "n"]
+    return out[cols]
