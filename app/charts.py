@@ -384,7 +384,7 @@ def highlight_repeats_html(text: str, n: int = 3, tokens=None) -> str:
         out.append(f'<mark style="background:#ffd54f">{html.escape("".join(toks[s:e]))}</mark>')
         i = e
     out.append(html.escape("".join(toks[i:])))
-    return '<span style="font-family:monospace;white-space:pre-wrap">' + "".join(out) + "</span>"
+    return '<span style="font-family:monospace;white-space:pre-wrap;overflow-wrap:anywhere">' + "".join(out) + "</span>"
 
 
 # ---------------------------------------------------------------- samples: coloured tokens
