@@ -7,6 +7,7 @@ audit hook from the child, to show the OS layers hold on their own.
 """
 import dis
 import json
+import marshal
 import os
 import shutil
 import socket
@@ -65,6 +66,14 @@ def hostile_suite(port: int, secret_file: Path, secret: int, marker: Path) -> di
                                [(0, 1)]),
         "hook rewrite, write a file": ("def f(x):\n" + UNHOOK + CLOSE_STDIN +
                                        f"    B.open({str(marker)!r}, 'w').write('x')\n    return 1", [(0, 1)]),
+        "escape the chroot (chdir .., chroot .)": ("def f(x):\n" + UNHOOK + "    for _ in B.range(40):\n"
+                                                   "        try:\n            os.chdir('..')\n        except:\n"
+                                                   "            pass\n    try:\n        os.chroot('.')\n    except:\n"
+                                                   "        pass\n    return B.len(os.listdir('.')) + B.len(os.listdir('/'))",
+                                                   [(0, 2 * host_root)]),
+        "regain root (setuid 0)": ("def f(x):\n" + UNHOOK + "    try:\n        os.setuid(0)\n    except:\n"
+                                   "        pass\n    return os.getuid()", [(0, 0)]),
+        "kill every process it may (kill -1)": ("def f(x):\n" + UNHOOK + "    os.kill(-1, 9)\n    return 1", [(0, 1)]),
         "sabotage the next candidate": ("def f(x):\n" + UNHOOK + "    for k in B.list(B.vars(m)):\n"
                                         "        if not k.startswith('__'):\n            B.setattr(m, k, None)\n"
                                         "    B.abs = B.int = B.type = B.len = B.BaseException = lambda *a: 0\n"
@@ -91,7 +100,8 @@ def hostile_suite(port: int, secret_file: Path, secret: int, marker: Path) -> di
 
 OS_ONLY = ("frame walk to the tests", "hook rewrite, then frame walk", "hook rewrite, close fd 0, read host file",
            "hook rewrite, close fd 0, loopback connect", "hook rewrite, list the host's /", "hook rewrite, fork",
-           "hook rewrite, write a file", "memory bomb", "CPU bomb", "sabotage the next candidate")
+           "hook rewrite, write a file", "escape the chroot (chdir .., chroot .)", "regain root (setuid 0)",
+           "kill every process it may (kill -1)", "memory bomb", "CPU bomb", "sabotage the next candidate")
 """Attacks that must fail even with the audit hook removed: the OS layers and the harness alone stop them."""
 
 DRIVER = """
@@ -209,6 +219,7 @@ def test_os_layers_hold_without_the_audit_hook(arena, unprivileged):
             pytest.skip("needs root (to setpriv to uid 65534)")
     result = _drive(root, OS_ONLY, suite, prefix=prefix, python=python, no_hook=True)
     _assert_all_stopped(result, OS_ONLY, root, listener)
+    assert result["report"]["spawns"] == 1, "one child ran them all: the saboteur's neighbour shared its process"
 
 
 def _userns_tools() -> bool:
@@ -249,17 +260,18 @@ def test_aspo_train_refuses_the_code_task_without_isolation(tmp_path):
 
 
 def test_child_never_receives_expected_outputs(tmp_path, monkeypatch):
-    """The job file the child reads holds the inputs only (a sentinel expected value never appears in it)."""
+    """The job file the child reads holds the inputs only (a sentinel expected value appears in it in no form)."""
     seen = []
     real_popen = subprocess.Popen
 
     def spy(*args, **kw):
-        seen.append(Path(kw["cwd"], "job.json").read_text())
+        seen.append(Path(kw["cwd"], "job.bin").read_bytes())
         return real_popen(*args, **kw)
 
     monkeypatch.setattr(subprocess, "Popen", spy)
     assert run_programs([GOOD], [[(3, 7), (4, 918273645)]], limits=FAST) == [0.5]
-    assert seen and "918273645" not in seen[0] and json.loads(seen[0])["candidates"][0][2] == [3, 4]
+    assert seen and b"918273645" not in seen[0] and 918273645 .to_bytes(4, "little") not in seen[0]
+    assert marshal.loads(seen[0])["candidates"][0][2] == [3, 4]
 
 
 def test_run_phase_code_reads_no_globals():

@@ -4,7 +4,7 @@ Never imported by the trainer: `sandbox.py` reads this file's text and hands it 
 It must stay self-contained (stdlib only) and must not run any candidate code before every limit is in place.
 
 Order (each step fails closed: the child reports {"refused": why} and exits, unless the job allows unisolated runs):
-  1. read job.json (test INPUTS only: the expected outputs never leave the parent), import all it will ever need;
+  1. read the job (test INPUTS only: the expected outputs never leave the parent), import all it will ever need;
   2. new network, mount, pid, IPC and UTS namespaces: directly as root, else inside a new user namespace;
   3. fork: the candidate runner is pid 1 of the new pid namespace (it sees no other process);
   4. mount an empty read-only tmpfs over the throw-away directory and chroot into it: no file of the host is visible;
@@ -25,7 +25,7 @@ Protocol: one JSON line per event on the fd that was stdout at start (stdout/std
 import builtins
 import ctypes
 import gc
-import json
+import marshal  # the job's format: builtin, so no json/re/enum import at start-up
 import math
 import os
 import resource
@@ -222,7 +222,7 @@ def _set_limits(lim, nofile):
 
 def _forget_ctypes():
     """ctypes was only for the set-up: drop it (its calls are audit events the hook refuses anyway)."""
-    for name in [m for m in sys.modules if m == "ctypes" or m.startswith("ctypes.")]:
+    for name in [m for m in sys.modules if m.startswith(("ctypes", "_ctypes"))]:
         del sys.modules[name]
     gc.collect()
 
@@ -354,9 +354,22 @@ def _make_emitters(out, nonce):
     return send, emit_mark, emit_outputs
 
 
+def _json(value) -> str:
+    """JSON for the few plain values the set-up reports (str, bool, int, None, lists): json would cost an import."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + "".join(c if " " <= c <= "~" and c not in '"\\' else "\\u%04x" % min(ord(c), 0xFFFD) for c in value) + '"'
+    if isinstance(value, dict):
+        return "{" + ",".join(_json(str(k)) + ":" + _json(v) for k, v in value.items()) + "}"
+    return "[" + ",".join(_json(v) for v in value) + "]"
+
+
 def main():
-    with open("job.json", encoding="utf-8") as fh:
-        job = json.load(fh)
+    with open("job.bin", "rb") as fh:
+        job = marshal.load(fh)
     out = os.dup(1)
     os.environ.clear()  # the parent passes env={}; this also drops the LC_CTYPE that PEP 538 coercion adds
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -365,15 +378,15 @@ def main():
     os.close(devnull)
     sys.stdout = sys.stderr = None
     send, emit_mark, emit_outputs = _make_emitters(out, job["nonce"])
-    head = '{"nonce":' + json.dumps(job["nonce"]) + ","
+    head = '{"nonce":' + _json(job["nonce"]) + ","
     try:
         report = _isolate(os.getcwd(), out, strict=not job["unsafe_unisolated"])
     except Refused as e:
-        send(head + '"refused":' + json.dumps(str(e)) + "}\n")
+        send(head + '"refused":' + _json(str(e)) + "}\n")
         os._exit(3)
     sys.setrecursionlimit(400)
     unset = _set_limits(job["limits"], nofile=out + 1)  # fds 0..out are all open: stdin, stdout, stderr, out
-    send(head + '"ready":true,"isolation":' + json.dumps(report) + ',"unset_limits":' + json.dumps(unset) + "}\n")
+    send(head + '"ready":true,"isolation":' + _json(report) + ',"unset_limits":' + _json(unset) + "}\n")
     run = _make_runner(job["entry"], float(job["limits"]["per_candidate_s"]), emit_outputs)
     candidates = job["candidates"]
     del job, report

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
 import secrets
 import select
@@ -165,8 +166,8 @@ def _run_child(todo, entry, limits, deadline, report, unsafe_unisolated):
     workdir = tempfile.mkdtemp(prefix="aspo-sandbox-")
     try:
         os.chmod(workdir, 0o711)  # the child may run as another uid and must reach it (the tmpfs covers it)
-        Path(workdir, "job.json").write_text(json.dumps(job), encoding="utf-8")
-        os.chmod(Path(workdir, "job.json"), 0o644)  # inputs only: nothing in it is secret
+        Path(workdir, "job.bin").write_bytes(marshal.dumps(job))
+        os.chmod(Path(workdir, "job.bin"), 0o644)  # inputs only: nothing in it is secret
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-B", "-c", _CHILD_SOURCE],
