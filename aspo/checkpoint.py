@@ -1,4 +1,8 @@
-"""Resumable checkpoints: written atomically so a run killed at any moment leaves the previous one intact."""
+"""Resumable checkpoints: written atomically so a run killed at any moment leaves the previous one intact.
+
+Everything saved is tensors and plain Python values, so checkpoints load with `torch.load(weights_only=True)`:
+a run directory received from someone else cannot execute code when it is resumed.
+"""
 from __future__ import annotations
 
 import os
@@ -11,6 +15,7 @@ import torch
 
 KEEP = 2  # older checkpoints are deleted once a newer one is safely on disk
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
+_TEMP = ".step-*.pt.tmp-*"
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -18,30 +23,48 @@ def checkpoint_dir(run_dir: Path) -> Path:
 
 
 def rng_state(generator: torch.Generator) -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "sampler": generator.get_state()}
+    """Every RNG the loop draws from, as tensors and plain values (weights_only-loadable)."""
+    np_state = np.random.get_state(legacy=False)
+    return {"python": random.getstate(),
+            "numpy": {**np_state, "state": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                                            "pos": int(np_state["state"]["pos"])}},
+            "torch": torch.get_rng_state(), "sampler": generator.get_state()}
 
 
 def restore_rng(state: dict, generator: torch.Generator) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    np_state = state["numpy"]
+    key = np_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state({**np_state, "state": {"key": key, "pos": np_state["state"]["pos"]}})
     torch.set_rng_state(state["torch"])
     generator.set_state(state["sampler"])
 
 
+def remove_temp_files(run_dir: Path) -> None:
+    """Remove what a save killed half-way left behind (call it holding the run directory's lock)."""
+    folder = checkpoint_dir(run_dir)
+    for tmp in folder.glob(_TEMP) if folder.is_dir() else ():
+        tmp.unlink(missing_ok=True)
+
+
 def save(run_dir: Path, step: int, model, optimizer, scheduler, generator: torch.Generator) -> Path:
-    """Save everything needed to continue after `step` (completed and logged)."""
+    """Save everything needed to continue after `step` (completed and logged). A failed save (disk full,
+    interrupted) removes its temp file and leaves the previous checkpoints as they were."""
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:08d}.pt"
     tmp = folder / f".{path.name}.tmp-{os.getpid()}"
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "rng": rng_state(generator)}
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     for old in list_checkpoints(run_dir)[:-KEEP]:
         old.unlink(missing_ok=True)
     return path
@@ -54,11 +77,22 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
 
 
+class CheckpointError(ValueError):
+    """Checkpoints exist but none can be loaded safely."""
+
+
 def load_latest(run_dir: Path, device) -> dict | None:
-    """The newest readable checkpoint, or None. A corrupt newest file falls back to the one before."""
-    for path in reversed(list_checkpoints(run_dir)):
+    """The newest readable checkpoint; None when there is none. A corrupt newest file falls back to the one before.
+    weights_only=True never runs code from the file; when checkpoints exist but none loads that way (damaged, or
+    not written by this aspo), CheckpointError: resuming from step 0 would drop the run's logged steps."""
+    paths = list_checkpoints(run_dir)
+    errors = []
+    for path in reversed(paths):
         try:
-            return torch.load(path, map_location=device, weights_only=False)
-        except Exception:  # truncated by a crash mid-write of an older torch version: try the previous one
-            continue
+            return torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # truncated by a crash mid-write, or not weights-only: try the previous one
+            errors.append(f"{path.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    if paths:
+        raise CheckpointError(f"no checkpoint in {checkpoint_dir(run_dir)} can be loaded as plain tensors "
+                              f"({errors[0][:200]}); start over with --overwrite or use another --out")
     return None

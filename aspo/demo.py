@@ -55,6 +55,18 @@ def warm_up_once(args) -> None:
     prepare_warmup(make_config(args.preset, **overrides), log=lambda m: print(f"  {m}", flush=True))
 
 
+def refuse_busy_runs(out, algos) -> None:
+    """A second `aspo demo` on the same --out stops here, before warming up or starting a dashboard: each run
+    directory has one writer (its trainers would refuse too, one by one)."""
+    from aspo.config import ConfigError  # noqa: PLC0415
+    from logs_schema.lock import RunDirInUse, check_free  # noqa: PLC0415
+    for algo in algos:
+        try:
+            check_free(Path(out) / algo)
+        except RunDirInUse as exc:
+            raise ConfigError(str(exc)) from None
+
+
 def run(args) -> int:
     stop_on_termination()  # kill, a closed terminal and Ctrl-C all stop the children: never orphans
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
@@ -62,6 +74,7 @@ def run(args) -> int:
     unknown = [a for a in algos if a not in LOSSES]
     if unknown:
         raise ValueError(f"unknown algo(s) {', '.join(unknown)} in --algos: choose from {', '.join(LOSSES)}")
+    refuse_busy_runs(args.out, algos)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     warm_up_once(args)
     children: list[subprocess.Popen] = []

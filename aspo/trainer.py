@@ -28,6 +28,7 @@ from aspo.rollout import generate, token_logp_entropy
 from aspo.signals import deferred_stop
 from aspo.tasks import get_task
 from aspo.warmup import warmup
+from logs_schema.lock import RunDirInUse, RunLock, lock_path
 
 
 @dataclass
@@ -75,24 +76,43 @@ class Batch:
 
 
 # ----------------------------------------------------------------------------------------------- set-up
-def prepare_run_dir(cfg: TrainConfig) -> Path:
-    """Create or reuse --out; refuse to silently mix two runs in one directory."""
+def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, RunLock]:
+    """Lock --out for this process first (a second trainer stops here, having touched nothing), then create or
+    reuse it; refuse to silently mix two runs in one directory."""
     run_dir = Path(cfg.out).expanduser()
+    try:
+        lock = RunLock(run_dir, rank=0)
+    except RunDirInUse as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write to --out {run_dir}: {exc.strerror or exc}") from None
+    try:
+        _reuse_run_dir(cfg, run_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return run_dir, lock
+
+
+def _reuse_run_dir(cfg: TrainConfig, run_dir: Path) -> None:
     exists = (run_dir / "config.json").exists()
+    others = [p for p in run_dir.iterdir() if p.name != lock_path(run_dir, 0).name]
     if exists and cfg.overwrite:
-        shutil.rmtree(run_dir)
+        for p in others:  # everything but our lock
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
     elif exists and not cfg.resume:
         raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it or --overwrite to start over")
-    elif not exists and run_dir.is_dir() and any(run_dir.iterdir()) and not cfg.resume:
+    elif not exists and others and not cfg.resume:
         raise ConfigError(f"{run_dir} is not empty and holds no aspo run: choose another --out")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"cannot write to --out {run_dir}: {exc.strerror or exc}") from None
-    return run_dir
 
 
 def load_policy(cfg: TrainConfig, task, run_dir: Path, device: torch.device, log):
@@ -160,7 +180,16 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     validate(cfg, LOSSES)
     transformers.utils.logging.disable_progress_bar()  # our own progress bar is the one to watch
     task = load_task(cfg)
-    run_dir = prepare_run_dir(cfg)
+    run_dir, lock = prepare_run_dir(cfg)
+    try:
+        return _setup_locked(cfg, task, run_dir, lock, log)
+    except BaseException:
+        lock.release()  # the writer owns it once built; until then, we do
+        raise
+
+
+def _setup_locked(cfg: TrainConfig, task, run_dir: Path, lock: RunLock, log) -> Run:
+    checkpoint.remove_temp_files(run_dir)  # left by a save that was killed half-way
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -174,7 +203,7 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     start = resume_state(cfg, run_dir, model, opt, sched, gen, device)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     train, heldout = task.splits(cfg.warmup_seed)  # one split per start model: held-out stays unseen
-    writer = make_writer(cfg, run_dir, resume_step=start - 1 if cfg.resume else None)
+    writer = make_writer(cfg, run_dir, resume_step=start - 1 if cfg.resume else None, lock=lock)
     return Run(cfg, run_dir, device, task, train, heldout, model, ref, tokenizer, opt, sched, gen,
                LOSSES[cfg.algo], loss_kwargs(cfg), writer, start, cfg.max_new_tokens or task.max_new_tokens,
                cfg.aggregation or LOSS_AGGREGATION.get(cfg.algo, "token-mean"))
@@ -191,7 +220,10 @@ def resume_state(cfg, run_dir, model, opt, sched, gen, device) -> int:
     """Restore the last checkpoint; return the first step to run."""
     if not cfg.resume:
         return 0
-    state = checkpoint.load_latest(run_dir, device)
+    try:
+        state = checkpoint.load_latest(run_dir, device)
+    except checkpoint.CheckpointError as exc:
+        raise ConfigError(str(exc)) from None
     if state is None:
         return 0  # killed before the first checkpoint: start over (the writer drops its partial steps)
     model.load_state_dict(state["model"])

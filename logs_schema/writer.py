@@ -22,6 +22,10 @@ tokens stay one file per step (they are read one step at a time). A segment A..B
 the same rank's parts of steps A..B: it is published first and the parts deleted after, so a
 reader at any instant sees each step exactly once.
 
+One writer per (run directory, rank): the writer holds `.writer-rank<R>.lock` (logs_schema.lock)
+for its whole life, so a second trainer pointed at the same directory is refused before it
+deletes or rewrites anything.
+
 fsync policy: by default nothing is fsynced. A killed *process* cannot lose or tear a published
 file (the page cache survives it); only an OS crash or power loss can leave a renamed file empty
 or truncated, and readers skip such a file and report it in `queries.problems`. Pass `fsync=True`
@@ -43,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import schema as S
+from .lock import RunLock
 from .tables import (AGG_COLUMNS, FILE_SCHEMAS, build_table, sample_ids, steps_table,  # noqa: F401
                      token_hist_table, value_hist_table)  # re-exported: writer.<name> stays valid
 
@@ -156,11 +161,15 @@ class RunWriter:
     resume_step: remove this rank's data of steps > resume_step (left by a killed attempt).
     Without it, a run_dir that already holds steps for this rank is refused.
     compact_every: steps per segment (None or 0: never compact). Steps must increase.
+    lock: the RunLock of (run_dir, rank) if the caller took it earlier (the trainer does, before it
+    touches the directory); otherwise the writer takes it, and raises lock.RunDirInUse while another
+    live writer holds it. The lock is released by close() (the context manager's exit).
     """
 
     def __init__(self, run_dir, run_id: str, meta: dict | None = None, rank: int = 0,
                  token_sample: int | float | None = None, resume_step: int | None = None,
-                 *, fsync: bool = False, compression: str = "snappy", compact_every: int | None = 100):
+                 *, fsync: bool = False, compression: str = "snappy", compact_every: int | None = 100,
+                 lock: RunLock | None = None):
         self.dir, self.run_id, self.rank = Path(run_dir), str(run_id), int(rank)
         self.token_sample, self.compact_every = token_sample, compact_every
         self._write_kw = {"fsync": fsync, "compression": compression}
@@ -169,11 +178,20 @@ class RunWriter:
         self._held: dict[str, dict[int, pa.Table]] = {t: {} for t in SEGMENT_TABLES}
         self._compacted_through = -1   # last step inside a segment: later steps only
         self._loose_from: int | None = None  # first step with parts not yet compacted
-        for t in PART_TABLES + ("runs",):
-            (self.dir / t).mkdir(parents=True, exist_ok=True)
-        self._clean_temp_files()
-        self._prepare_steps(resume_step)
-        self.heartbeat()
+        self._lock = lock if lock is not None else RunLock(self.dir, self.rank)  # before touching anything
+        try:
+            for t in PART_TABLES + ("runs",):
+                (self.dir / t).mkdir(parents=True, exist_ok=True)
+            self._clean_temp_files()
+            self._prepare_steps(resume_step)
+            self.heartbeat()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Give the run directory back to other writers (idempotent); the status stays as set."""
+        self._lock.release()
 
     def _runs_row(self, meta: dict) -> dict:
         unknown = set(meta) - set(META_KEYS)
@@ -299,14 +317,18 @@ class RunWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        """Clean exit: finished (unless a final status was set); Ctrl-C: killed; error: failed."""
-        if exc_type is None:
-            if self.status == "running":
-                self.set_status("finished")
-        elif is_interrupt(exc):
-            self.set_status("killed")
-        else:
-            self.set_status("failed")
+        """Clean exit: finished (unless a final status was set); Ctrl-C: killed; error: failed.
+        Then the lock is released."""
+        try:
+            if exc_type is None:
+                if self.status == "running":
+                    self.set_status("finished")
+            elif is_interrupt(exc):
+                self.set_status("killed")
+            else:
+                self.set_status("failed")
+        finally:
+            self.close()
 
 
 def is_interrupt(exc: BaseException | None) -> bool:

@@ -36,6 +36,7 @@ def run_steps(cfg, n):
     for step in range(n):
         trainer.train_step(run, step)
     run.writer.set_status("finished")
+    run.writer.close()  # as train()'s `with run.writer` does: the run directory's lock is given back
     return run
 
 

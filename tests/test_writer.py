@@ -251,7 +251,8 @@ def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
     monkeypatch.setattr(W, "_row_groups", boom)
     with pytest.raises(OSError, match="disk full"):
         w.log_step(0, m, seq, tok)
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name != "runs"]
+    left = [p for p in tmp_path.rglob("*") if p.is_file() and p.parent.name != "runs"]
+    assert left == [tmp_path / ".writer-rank0.lock"]  # the writer is alive: it holds its lock
 
 
 def test_leftover_temp_files_are_cleaned_on_start(tmp_path):
