@@ -1,14 +1,19 @@
 """A run killed with SIGKILL at any moment resumes from its last checkpoint without losing or duplicating steps."""
 from __future__ import annotations
 
+import errno
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+import torch
 
+from aspo import checkpoint
 from logs_schema import queries
 
 TASK = "digits=1,n_train=80,n_heldout=20"
@@ -59,3 +64,51 @@ def test_sigint_marks_run_killed_and_resume_hint(tmp_path):
     assert proc.returncode == 130
     assert "--resume" in err and "Traceback" not in err
     assert queries.list_runs(out)["status"].iloc[0] == "killed"
+
+
+def _state():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 3))
+    return model, opt, sched, torch.Generator().manual_seed(5)
+
+
+def test_checkpoints_load_weights_only_and_restore_every_rng(tmp_path):
+    model, opt, sched, gen = _state()
+    path = checkpoint.save(tmp_path, 3, model, opt, sched, gen)
+    state = torch.load(path, weights_only=True)  # plain tensors and values only
+    draws = (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item())
+    checkpoint.restore_rng(checkpoint.load_latest(tmp_path, "cpu")["rng"], gen)
+    assert draws == (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=gen).item())
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    assert state["step"] == 3
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.mkdir, (str(_Payload.marker),))
+
+
+def test_a_checkpoint_that_runs_code_is_refused_not_executed(tmp_path):
+    _Payload.marker = tmp_path / "pwned"
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"step": 9, "model": {}, "x": _Payload()}, tmp_path / "checkpoints" / "step-00000009.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="--overwrite"):
+        checkpoint.load_latest(tmp_path, "cpu")
+    assert not _Payload.marker.exists()
+
+
+def test_a_failed_save_leaves_no_temp_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    model, opt, sched, gen = _state()
+    good = checkpoint.save(tmp_path, 1, model, opt, sched, gen)
+
+    def disk_full(obj, fh, *a, **kw):
+        fh.write(b"x" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.save(tmp_path, 2, model, opt, sched, gen)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [good.name]

@@ -113,10 +113,13 @@ def test_a_second_aspo_train_exits_2_and_touches_nothing(tmp_path):
     finally:
         first.send_signal(signal.SIGKILL)  # as a crash would: the lock file stays, the flock goes
         first.wait()
+    stale_tmp = out / "checkpoints" / ".step-00000005.pt.tmp-99999"  # a save the kill cut short
+    stale_tmp.parent.mkdir(exist_ok=True)
+    stale_tmp.write_bytes(b"half a checkpoint")
     again = subprocess.run(train_cmd(out, "--steps", "2", "--resume"), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert queries.list_runs(out)["status"].tolist() == ["finished"]
-    assert not lock_path(out).exists()
+    assert not lock_path(out).exists() and not stale_tmp.exists()
 
 
 def test_a_second_demo_stops_before_warming_up(tmp_path):
