@@ -49,7 +49,7 @@ def add_band(fig: go.Figure, g: pd.DataFrame, x: str, name: str, color: str, das
     xs = g[x].to_numpy(float)
     fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]),
                              y=np.concatenate([g["hi"].to_numpy(float), g["lo"].to_numpy(float)[::-1]]),
-                             fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
+                             mode="lines", fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
                              name=f"{name} band", legendgroup=name, showlegend=False, **where))
     fig.add_trace(go.Scatter(x=xs, y=g["mean"].to_numpy(float), name=name, legendgroup=name, showlegend=showlegend,
                              mode="lines+markers" if len(g) < 30 else "lines", line=dict(color=color, dash=dash),

@@ -16,7 +16,7 @@ import pytest
 from aspo.serve import dashboard_command
 from logs_helpers import make_synthetic_run
 from logs_schema import queries
-from test_dashboard_browser import free_port, serving, wait_for
+from test_dashboard_browser import free_port, screenshot, serving, shots_dir, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -64,6 +64,8 @@ def test_shared_url_grouped_bands_metric_picker_and_download(server, tmp_path):
             assert sorted(chart.locator(".legendtext").all_text_contents()) == ["aspo", "grpo"]  # 2 bands, not 6 lines
             assert chart.locator("path.js-fill").count() >= 2 * 6  # a filled band per group and panel
             assert page.get_by_role("button", name="Deploy").count() == 0  # toolbarMode minimal
+            screenshot(page, shots_dir(tmp_path) / "overview_grouped.png")  # docs/ with ASPO_UPDATE_SCREENSHOTS=1
+            page.set_viewport_size({"width": 1400, "height": 1000})
             # the metric picker: add grad_norm, its panel appears on the same figure
             picker = page.locator('[data-testid="stMultiSelect"]', has_text="Metrics (one panel each)")
             picker.locator("input").fill("grad_norm")

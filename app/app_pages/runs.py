@@ -14,6 +14,8 @@ with c2:
     first = common.pref(st.number_input, "First steps averaged for the entropy baseline", "collapse_first",
                         3, "runs", min_value=1, max_value=50)
 all_ids = list(ctx.runs["run_id"])
+if ctx.groups:  # this page shows every run: group them all, not only the selected ones
+    ctx = ctx._replace(groups=data.run_groups(ctx.runs, all_ids, st.session_state.get("group_by") or []))
 
 
 common.nonfinite_metrics_warning(ctx.root, all_ids)
