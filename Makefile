@@ -1,13 +1,19 @@
 # The two commands a new user needs:
 #   make demo   set up .venv, then train GRPO and ASPO side by side and serve the live dashboard
-#   make test   set up .venv with the test dependencies (and Debian's chromium), then run the test suite
-.PHONY: setup setup-dev demo test
+#   make test   set up .venv with the test dependencies (and Debian's chromium) and .venv-verl (verl 0.9.1),
+#               then run the test suite in .venv and the verl plug-in's tests in .venv-verl
+.PHONY: setup setup-dev setup-verl demo test
 setup:
 	bash scripts/setup.sh
 setup-dev:
 	bash scripts/setup.sh dev
 	bash scripts/setup_browser.sh
+setup-verl:
+	bash scripts/setup_verl.sh
 demo: setup
 	.venv/bin/aspo demo
-test: setup-dev
-	.venv/bin/python -m pytest -q
+# verl pins transformers<5.11 and brings ray/tensordict: its test runs in its own venv. Both runs always run;
+# make fails if either does.
+test: setup-dev setup-verl
+	s=0; .venv/bin/python -m pytest -q --ignore=tests/test_integration_verl.py || s=1; \
+	 .venv-verl/bin/python -m pytest -q tests/test_integration_verl.py || s=1; exit $$s

@@ -3,11 +3,19 @@
 `ppo_loss` (verl.workers.utils.losses). Only the engine's mini-batch loop (FSDP/Megatron, Ray) is a stand-in."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("verl.trainer.ppo.core_algos")
+try:
+    import verl.trainer.ppo.core_algos  # noqa: F401
+except ImportError:
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        raise  # CI runs this file in .venv-verl (`make test` -> scripts/setup_verl.sh): no verl there is a failure
+    pytest.skip("verl is not installed here; `make test` runs this file in .venv-verl (scripts/setup_verl.sh)",
+                allow_module_level=True)
 
 import torch  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
