@@ -165,15 +165,19 @@ RUN_COLUMNS = ["run_id", "path", "algo", "task", "model", "seed", "status", "sta
 def list_runs(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime | None = None) -> pd.DataFrame:
     """Columns RUN_COLUMNS, one row per run, ordered by started_at. `status` is the written status,
     except that a 'running' run is reported 'stale' when its heartbeat (updated_at) is older than
-    stale_after_s or its writer process (same host) is gone. reward_mean..eval_pass_at_k are the
-    last non-null values; last_step/n_steps come from the steps table (null/0 before step 0)."""
+    stale_after_s or its writer process (same host) is gone. A run written by several ranks takes the
+    worst of its ranks' statuses (RANK_STATUS_ORDER): one dead rank makes it stale, one failed rank
+    failed, and it is finished only when every rank is; status_written likewise over the written
+    statuses. Metadata, updated_at and heartbeat_age_s are the lowest rank's. reward_mean..eval_pass_at_k
+    are the last non-null values; last_step/n_steps come from the steps table (null/0 before step 0)."""
     last = ", ".join(f"arg_max({m}, step) FILTER (WHERE {m} IS NOT NULL) AS {m}" for m in _LAST)
     sql = f"""SELECT run_id, max(step) AS last_step, count(DISTINCT step) AS n_steps, {last}
               FROM {{steps}} GROUP BY run_id"""
-    df = _runs_frame(root).merge(_q(sql, ("steps",), root), on="run_id", how="outer")
+    now = now or datetime.now(timezone.utc)
+    df = _runs_frame(root, now, stale_after_s).merge(_q(sql, ("steps",), root), on="run_id", how="outer")
     paths = {rid: d for d, rid in catalog.run_ids_by_dir(root).items()}  # runs without a runs file
     df["path"] = df["path"].fillna(df["run_id"].map(paths))
-    df = _with_status(df, stale_after_s, now)
+    df = _with_status(df, now)
     for c in ("seed", "last_step", "n_steps"):
         df[c] = df[c].astype("Int64")
     df["n_steps"] = df["n_steps"].fillna(0)
@@ -183,29 +187,48 @@ def list_runs(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime 
 def run_statuses(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime | None = None) -> pd.DataFrame:
     """run_id, status (as list_runs reports it) of every run with a runs file, from the runs files
     alone: no step query, so a live view can poll it to see a run finish, fail or go stale."""
-    return _with_status(_runs_frame(root), stale_after_s, now)[["run_id", "status"]]
-
-
-def _with_status(df: pd.DataFrame, stale_after_s: float, now: datetime | None) -> pd.DataFrame:
     now = now or datetime.now(timezone.utc)
-    df["heartbeat_age_s"] = pd.Series([(now - u).total_seconds() if pd.notna(u) else None
-                                       for u in df["updated_at"]], index=df.index, dtype=float)
-    df["status_written"] = df["status"]
-    df["status"] = pd.Series([_status(r, stale_after_s) for r in df.to_dict("records")],
-                             index=df.index, dtype=object)
+    return _with_status(_runs_frame(root, now, stale_after_s), now)[["run_id", "status"]]
+
+
+def _with_status(df: pd.DataFrame, now: datetime) -> pd.DataFrame:
+    """heartbeat_age_s of the lowest rank; 'unknown' for runs without a runs file."""
+    df["heartbeat_age_s"] = pd.Series([_age(now, u) for u in df["updated_at"]], index=df.index, dtype=float)
+    df["status"] = df["status"].fillna("unknown")
     return df
 
 
-def _runs_frame(root) -> pd.DataFrame:
-    rows = {}
-    for p in sorted(catalog.scan(root, "runs")[0], key=lambda p: -p.rank):  # lowest rank wins
-        rows[p.row["run_id"]] = {**p.row, "path": p.run_dir}
-    cols = ["run_id", "path", "algo", "task", "model", "seed", "status", "started_at", "updated_at",
+RANK_STATUS_ORDER = ("failed", "killed", "stale", "unknown", "running", "finished")  # worst first
+
+
+def _runs_frame(root, now: datetime, stale_after_s: float) -> pd.DataFrame:
+    """One row per run: the lowest rank's runs row, with status / status_written combined over ranks."""
+    ranks: dict[str, list[dict]] = {}
+    for p in sorted(catalog.scan(root, "runs")[0], key=lambda p: p.rank):
+        ranks.setdefault(p.row["run_id"], []).append({**p.row, "path": p.run_dir})
+    cols = ["run_id", "path", "algo", "task", "model", "seed", "started_at", "updated_at",
             "finished_at", "pid", "host", "config_json"]
-    df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows.values()], columns=cols)
+    rows = []
+    for rs in ranks.values():
+        for r in rs:
+            r["heartbeat_age_s"] = _age(now, r.get("updated_at"))
+        rows.append({**{c: rs[0].get(c) for c in cols},
+                     "status": _worst(_status(r, stale_after_s) for r in rs),
+                     "status_written": _worst(r["status"] for r in rs if r.get("status")) or None})
+    df = pd.DataFrame(rows, columns=cols + ["status", "status_written"])
     for c in ("started_at", "updated_at", "finished_at"):
         df[c] = pd.to_datetime(df[c], utc=True)
     return df
+
+
+def _age(now: datetime, updated) -> float | None:
+    return None if updated is None or pd.isna(updated) else (now - pd.Timestamp(updated)).total_seconds()
+
+
+def _worst(statuses) -> str:
+    """The first of RANK_STATUS_ORDER among `statuses` ('' when empty; another writer's own word last)."""
+    found = set(statuses)
+    return next((s for s in RANK_STATUS_ORDER if s in found), min(found, default=""))
 
 
 def _status(r: dict, stale_after_s: float) -> str:

@@ -1,17 +1,20 @@
 """queries: round trips, aggregates against pandas, robustness (empty, corrupt, newer, temp files)."""
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from logs_helpers import make_synthetic_run, synthetic_step
 from logs_schema import catalog, queries as q, schema as S
-from logs_schema.writer import FILE_SCHEMAS, RunWriter
+from logs_schema.writer import FILE_SCHEMAS, RunWriter, write_atomic
 
 STEPS = 6
 
@@ -57,6 +60,36 @@ def test_list_runs(root):
     later = pd.Timestamp.now(tz="UTC") + timedelta(seconds=400)
     assert q.list_runs(root, now=later).set_index("run_id").loc["aspo-a", "status"] == "stale"
     assert q.list_runs(root, now=later).set_index("run_id").loc["aspo-a", "status_written"] == "running"
+
+
+def _rank_writer(run_dir, rank, status, pid=None):
+    """One rank's runs row (and a step), with `pid` written as its process id when given."""
+    w = RunWriter(run_dir, run_id=run_dir.name, rank=rank)
+    w.log_step(0, {"reward_mean": 0.5}, {}, {})
+    w.set_status(status)
+    if pid is not None:
+        path = run_dir / "runs" / f"rank{rank}.parquet"
+        row = {**pq.read_table(path).to_pylist()[0], "pid": pid}
+        write_atomic(pa.Table.from_pylist([row], schema=FILE_SCHEMAS["runs"]), path, "runs")
+
+
+def test_a_multi_rank_run_takes_its_worst_rank_status(tmp_path):
+    """rank 0 finished is not enough: a run is finished only when every rank is; a dead rank makes it stale."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    cases = {"all-done": [("finished", None), ("finished", None)],
+             "rank1-dead": [("finished", None), ("running", dead_pid)],
+             "rank1-failed": [("running", os.getpid()), ("failed", None)],
+             "rank1-alive": [("finished", None), ("running", os.getpid())]}
+    for name, ranks in cases.items():
+        for rank, (status, pid) in enumerate(ranks):
+            _rank_writer(tmp_path / name, rank, status, pid)
+    runs = q.list_runs(tmp_path).set_index("run_id")
+    assert runs["status"].to_dict() == {"all-done": "finished", "rank1-dead": "stale", "rank1-failed": "failed",
+                                        "rank1-alive": "running"}
+    assert runs.loc["rank1-dead", "status_written"] == "running"
+    assert (runs["n_steps"] == 1).all()
 
 
 def test_root_may_be_a_run_a_parent_or_a_grandparent(root, tmp_path):
