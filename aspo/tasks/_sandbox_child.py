@@ -18,6 +18,7 @@ locals, never in module globals, so candidate code that reaches this module (e.g
 
 Protocol: one JSON line per event on the fd that was stdout at start (stdout/stderr then go to /dev/null):
     {"nonce": N, "refused": "what failed"}                        isolation could not be set up; nothing ran
+    {"nonce": N, "error": "what failed"}                          the set-up failed unexpectedly; nothing ran
     {"nonce": N, "ready": true, "isolation": {...}, "unset_limits": [...]}
     {"nonce": N, "c": index}                                      candidate `index` compiled (or failed to)
     {"nonce": N, "i": index, "out": [value or null per input]}    int/float outputs only, size-bounded
@@ -99,26 +100,32 @@ def _namespaces(libc, report):
 
 def _fork_into_pid_namespace(libc, out):
     """The caller becomes a waiter outside the new pid namespace; the child (its pid 1) returns and goes on."""
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as e:
+        raise Refused(f"fork into the new pid namespace: {e.strerror} (errno {e.errno})") from None
     if pid == 0:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         return
-    for fd in (0, 1, 2, out):
-        os.close(fd)
-    if os.geteuid() == 0:  # nothing privileged stays around, not even this waiter
-        os.setgroups([])
-        os.setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
-        os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    os._exit(code if code >= 0 else 128 - code)
+    code = 1
+    try:  # the waiter never returns: whatever happens here, it only waits and exits
+        for fd in (0, 1, 2, out):
+            os.close(fd)
+        if os.geteuid() == 0:  # nothing privileged stays around, not even this waiter
+            _become_nobody()
+    except BaseException:
+        pass
+    try:
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    finally:
+        os._exit(code if code >= 0 else 128 - code)
 
 
 def _empty_root(libc, workdir):
     """An empty, read-only tmpfs over the throw-away directory, then chroot into it."""
     opts = b"size=4k,nr_inodes=2,mode=555"
     flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-    _check(libc.mount(b"aspo-sandbox", workdir.encode(), b"tmpfs", ctypes.c_ulong(flags), opts) == 0,
+    _check(libc.mount(b"aspo-sandbox", os.fsencode(workdir), b"tmpfs", ctypes.c_ulong(flags), opts) == 0,
            "mount(tmpfs) over the sandbox directory")
     try:
         os.chdir(workdir)
@@ -137,9 +144,7 @@ def _drop_privileges(libc, userns):
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)  # EINVAL before Linux 4.3: nothing to clear
     if not userns:
         try:
-            os.setgroups([])
-            os.setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
-            os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+            _become_nobody()
         except OSError as e:
             raise Refused(f"setuid({SANDBOX_UID}): {e.strerror} (errno {e.errno})") from None
 
@@ -190,15 +195,20 @@ def _isolate(workdir, out, strict):
     return report
 
 
+def _become_nobody():
+    """Real, effective and saved ids 65534, no groups: from root this also clears every capability."""
+    os.setgroups([])
+    os.setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+    os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
+
+
 def _best_effort_drop():
     """--unsafe-unisolated-code: at least leave root (the old behaviour). Returns the uid candidates run as."""
-    if os.getuid() == 0:
-        try:
-            os.setgroups([])
-            os.setresgid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
-            os.setresuid(SANDBOX_UID, SANDBOX_UID, SANDBOX_UID)
-        except OSError:
-            pass
+    try:
+        if os.getuid() == 0:
+            _become_nobody()
+    except OSError:
+        pass
     return os.getuid()
 
 
@@ -381,9 +391,12 @@ def main():
     head = '{"nonce":' + _json(job["nonce"]) + ","
     try:
         report = _isolate(os.getcwd(), out, strict=not job["unsafe_unisolated"])
-    except Refused as e:
+    except Refused as e:  # isolation is not available here: the parent refuses to run code (no retry)
         send(head + '"refused":' + _json(str(e)) + "}\n")
         os._exit(3)
+    except Exception as e:  # anything else is a failure of this attempt (the parent retries once)
+        send(head + '"error":' + _json(f"{type(e).__name__}: {e}") + "}\n")
+        os._exit(4)
     sys.setrecursionlimit(400)
     unset = _set_limits(job["limits"], nofile=out + 1)  # fds 0..out are all open: stdin, stdout, stderr, out
     send(head + '"ready":true,"isolation":' + _json(report) + ',"unset_limits":' + _json(unset) + "}\n")

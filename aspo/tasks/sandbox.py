@@ -219,6 +219,8 @@ def _collect(proc, nonce, todo, limits, deadline, report, unsafe_unisolated):
                 continue
             if "refused" in msg and not ready:
                 raise SandboxUnavailable(f"cannot isolate model-written code: {msg['refused']}; {HINT}")
+            if "error" in msg and not ready:
+                err = str(msg["error"]).encode()
             if msg.get("ready") and not ready:
                 ready = True
                 _read_report(msg, report, unsafe_unisolated)
