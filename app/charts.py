@@ -84,6 +84,20 @@ def step_curves(df: pd.DataFrame, metrics, smoothing: float = 0.0, title: str = 
                                      legendgroup=run_id))
     fig.update_layout(title=title or ", ".join(present), xaxis_title="step",
                       yaxis_title=y_title or (present[0] if len(present) == 1 else ""))
+    return top_legend(fig)
+
+
+def top_legend(fig: go.Figure, width_px: int = 650) -> go.Figure:
+    """Title, then the legend in rows above the plot; the figure grows by the rows the legend needs
+    (estimated from the entries' text), so many runs never squeeze the plotting area, as a legend at
+    the side (plotly's default) does."""
+    names = list(dict.fromkeys(t.name for t in fig.data if t.showlegend is not False and t.name))
+    rows = max(1, math.ceil(sum(40 + 7 * len(n) for n in names) / width_px))
+    height = (fig.layout.height or LAYOUT["height"]) + 22 * rows
+    fig.update_layout(height=height, margin=dict(LAYOUT["margin"], t=50 + 22 * rows),
+                      title=dict(y=1 - 10 / height, yref="container", yanchor="top"),
+                      legend=dict(orientation="h", yref="container", y=1 - 40 / height, yanchor="top",
+                                  xanchor="left", x=0, font=dict(size=11)))
     return fig
 
 
@@ -110,14 +124,16 @@ def spread(values, gap: float) -> np.ndarray:
     return out
 
 
-def add_thresholds(fig: go.Figure, lines, y_span: float) -> go.Figure:
-    """Dotted horizontal lines [(y, label, color)], labelled at the right edge; labels are spread
-    at least 7% of y_span (the plot's value range) apart, so close thresholds stay readable."""
+def add_thresholds(fig: go.Figure, lines, y_span: float, min_px: float = 16) -> go.Figure:
+    """Dotted horizontal lines [(y, label, color)], labelled at the right edge; labels are spread at
+    least min_px pixels apart (y_span: the plot's value range), so close thresholds stay readable."""
     lines = list(lines)
-    ys = spread([y for y, _, _ in lines], 0.07 * (y_span or 1.0)) if lines else []
+    lay = fig.layout
+    plot_px = max((lay.height or LAYOUT["height"]) - (lay.margin.t or 0) - (lay.margin.b or 0), 50)
+    ys = spread([y for y, _, _ in lines], min_px / plot_px * (y_span or 1.0)) if lines else []
     for (y, label, color), ly in zip(lines, ys):
         fig.add_hline(y=y, line=dict(color=color, dash="dot"))
-        fig.add_annotation(x=1, xref="paper", xanchor="right", y=ly, yref="y", yanchor="bottom",
+        fig.add_annotation(x=1, xref="paper", xanchor="right", y=ly, yref="y", yanchor="middle",
                            text=label, showarrow=False, font=dict(color=color, size=11),
                            bgcolor="rgba(255,255,255,0.7)")
     return fig
@@ -126,8 +142,8 @@ def add_thresholds(fig: go.Figure, lines, y_span: float) -> go.Figure:
 def add_event(fig: go.Figure, x: float, label: str, color: str = "#d62728", slot: int = 0) -> go.Figure:
     """A dashed vertical line at step x; labels of successive slots step down the plot so they never overlap."""
     fig.add_vline(x=x, line=dict(color=color, dash="dash"))
-    fig.add_annotation(x=x, y=1 - 0.07 * slot, xref="x", yref="paper", text=label, showarrow=False,
-                       xanchor="left", yanchor="top", font=dict(color=color))
+    fig.add_annotation(x=x, y=1 - 0.09 * slot, xref="x", yref="paper", text=label, showarrow=False,
+                       xanchor="left", yanchor="top", font=dict(color=color, size=11))
     return fig
 
 

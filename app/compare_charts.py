@@ -7,22 +7,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from aspo_dashboard.charts import LAYOUT, ema, empty_figure, run_colors
+from aspo_dashboard.charts import LAYOUT, ema, empty_figure, run_colors, top_legend
 
 X_TITLES = {"step": "step", "wall_time_s": "training time (s)", "tokens_seen": "tokens generated"}
 DASHES = ["solid", "dash", "dot", "dashdot"]
-
-
-def top_legend(fig: go.Figure, n_items: int, per_row: int = 5) -> go.Figure:
-    """Title, then the legend in rows above the plot (pixels reserved for as many rows as needed):
-    many runs or groups never squeeze the plotting area, as a legend at the side would."""
-    rows = max(1, -(-n_items // per_row))
-    height = fig.layout.height or LAYOUT["height"]
-    fig.update_layout(title=dict(y=1 - 10 / height, yref="container", yanchor="top"),
-                      legend=dict(orientation="h", yref="container", y=1 - 40 / height, yanchor="top",
-                                  xanchor="left", x=0, font=dict(size=11)),
-                      margin=dict(LAYOUT["margin"], t=50 + 22 * rows))
-    return fig
 
 
 def smooth_runs(df: pd.DataFrame, metrics, smoothing: float) -> pd.DataFrame:
@@ -73,7 +61,7 @@ def band_curves(agg: pd.DataFrame, title: str = "", y_title: str = "", colors: d
                 add_band(fig, gm, x, group if len(metrics) == 1 else f"{group} · {m}", colors[group], DASHES[j % 4])
     fig.update_layout(title=f"{title or ', '.join(metrics)} (group mean {band_name})",
                       xaxis_title=X_TITLES.get(x, "step"), yaxis_title=y_title or metrics[0])
-    return top_legend(fig, agg["group"].nunique() * len(metrics))
+    return top_legend(fig)
 
 
 def metric_panels(df: pd.DataFrame, metrics, x: str = "step", log_y: bool = False, colors: dict | None = None,
@@ -114,7 +102,7 @@ def metric_panels(df: pd.DataFrame, metrics, x: str = "step", log_y: bool = Fals
                       xaxis=dict(title=X_TITLES.get(x, x), anchor=f"y{n if n > 1 else ''}", showspikes=True,
                                  spikemode="across", spikesnap="cursor"),
                       hovermode="x unified", hoversubplots="axis")
-    return top_legend(fig, len({t.name for t in fig.data if t.showlegend is not False}))
+    return top_legend(fig)
 
 
 def rich_get_richer_bands(bands: pd.DataFrame, value: str = "weight_mean", band_name: str = "± std") -> go.Figure:

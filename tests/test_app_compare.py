@@ -136,3 +136,15 @@ def test_seed_bands_counts_only_the_runs_that_logged():
     assert boot.equals(again) and 1.0 <= boot["lo"].iloc[0] < 3.0 < boot["hi"].iloc[0] <= 5.0
     with pytest.raises(ValueError, match="band must be one of"):
         queries.seed_bands(steps, {"a": "g"}, ["m"], band="sem")
+
+
+def test_legends_sit_above_the_plot_and_grow_the_figure_not_squeeze_it():
+    from aspo_dashboard import charts
+    few = pd.DataFrame({"run_id": ["a", "a"], "step": [0, 1], "m": [1.0, 2.0]})
+    many = pd.DataFrame({"run_id": [f"split:grpo-s{i}" for i in range(36)], "step": 0, "m": 1.0})
+    plot_height = {}
+    for name, df in (("few", few), ("many", many)):
+        lay = charts.step_curves(df, "m").layout
+        assert lay.legend.orientation == "h" and lay.legend.yref == "container"  # above, full width
+        plot_height[name] = lay.height - lay.margin.t - lay.margin.b
+    assert plot_height["many"] == plot_height["few"]  # 36 entries: more legend rows, same plotting area
