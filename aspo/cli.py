@@ -92,8 +92,23 @@ def run_dashboard(args) -> int:
     return serve_dashboard(args.logs, host=args.host, port=args.port)
 
 
+def _one_line_warnings() -> None:
+    """Warnings of the log writer (e.g. logs left uncompacted on a full disk) as `aspo: warning: ...`."""
+    import warnings  # noqa: PLC0415
+    from logs_schema.writer import LogWarning  # noqa: PLC0415
+    shown = warnings.showwarning
+
+    def show(message, category, *args, **kw):
+        if issubclass(category, LogWarning):
+            print(f"aspo: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *args, **kw)
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _one_line_warnings()
     try:
         if args.command == "train":
             return run_train(args)

@@ -1,23 +1,32 @@
 """Finding and validating part files, cheaply, before DuckDB sees them.
 
-DuckDB only ever receives explicit lists of files that passed a footer check here, so a newer
-schema, a truncated or corrupt file or a leftover temp file never breaks a query: bad files are
-skipped and reported by `problems(root)`. Footer checks are cached by (path, size, mtime_ns), so a
-steady dashboard only pays one `stat` per file per query.
+DuckDB only ever receives explicit lists of files that passed the checks here, so a newer schema, a
+truncated, corrupt or bit-flipped file, a leftover temp file, a file whose rows disagree with its
+name (another rank's copy) or a segment overlapping another never breaks a query or is counted
+twice: such files are skipped and reported by `problems(root)`, together with gaps in a run's
+steps. Each immutable file is verified once, in full (every Parquet page checksum, which DuckDB
+does not check); the verdict is cached by (path, size, mtime_ns, inode), so a polling dashboard
+pays one `stat` per file per query. A step whose `steps` row is unreadable is hidden from every
+table, so all queries agree on which steps a run has.
+
+A run is a directory. Its name in every query is its run_id, or, when several run directories
+under the root share one (runs/grpo and runs/other/grpo), its path relative to the root.
 """
 from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import schema as S
 from .tables import FILE_SCHEMAS
-from .writer import PART_RE, PART_TABLES, RUNS_RE, SEG_RE
+from .writer import PART_RE, PART_TABLES, RUNS_RE, SEG_RE, read_verified
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,8 @@ class Part:
     num_rows: int
     canonical: bool       # exactly the current column names in order (no union_by_name needed)
     row: dict | None = None  # the runs row, for runs files
+    segment: bool = False    # a seg-A-B file (compaction), not a step-S part
+    steps: tuple | None = None  # steps table: the steps the file holds
 
 
 VANISHED = "vanished"  # a listed file deleted before it was read: never cached, triggers a re-list
@@ -59,38 +70,40 @@ def run_dirs(root) -> list[Path]:
     return found
 
 
+def _name_range(name: str, table: str) -> tuple | None:
+    """(first, last, rank, is_segment) from a file name; (None, None, rank, False) for runs files."""
+    if table == "runs":
+        m = RUNS_RE.match(name)
+        return (None, None, int(m[1]), False) if m else None
+    if m := PART_RE.match(name):
+        return int(m[1]), int(m[1]), int(m[2]), False
+    if m := SEG_RE.match(name):
+        return int(m[1]), int(m[2]), int(m[3]), True
+    return None
+
+
 def _entries(run_dir: Path, table: str) -> list[tuple] | None:
-    """(path, first step, last step, rank, stat key) of the files to read: runs files, parts and
-    segments. Temp files and strangers are ignored, and so are parts superseded by a segment of
-    their rank (a compaction publishes the segment before deleting the parts). None when a listed
-    file vanished before its stat: the listing predates a compaction, list again."""
+    """(path, first step, last step, rank, stat key, is_segment) of every runs file, part and segment;
+    temp files and strangers are ignored. None when a listed file vanished before its stat: the
+    listing predates a compaction, list again."""
     try:
         listing = list(os.scandir(run_dir / table))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    parts, segs = [], []
+    out = []
     for e in listing:
-        if table == "runs":
-            m, kind = RUNS_RE.match(e.name), "runs"
-        else:
-            m, kind = PART_RE.match(e.name), "part"
-            if not m:
-                m, kind = SEG_RE.match(e.name), "seg"
-        if not m:
+        r = _name_range(e.name, table)
+        if r is None:
             continue
         try:
             st = e.stat()
         except FileNotFoundError:  # removed since listing (compaction, resume)
             return None
-        g = [int(x) for x in m.groups()]
-        first, last, rank = (None, None, g[0]) if kind == "runs" else (g[0], g[0], g[1]) if kind == "part" else g
-        key = (st.st_size, st.st_mtime_ns, st.st_ino)  # ino: os.replace always makes a new one
-        (segs if kind == "seg" else parts).append((e.path, first, last, rank, key))
-    covered = [(a, b, r) for _, a, b, r, _ in segs]
-    return segs + [f for f in parts if not any(a <= f[1] <= b and r == f[3] for a, b, r in covered)]
+        out.append((e.path, r[0], r[1], r[2], (st.st_size, st.st_mtime_ns, st.st_ino), r[3]))
+    return out
 
 
-def _inspect(path: str, table: str, run_dir: str, step, last, rank) -> Part | str:
+def _inspect(path: str, table: str, run_dir: str, step, last, rank, segment) -> Part | str:
     """A Part, or the reason the file must be skipped."""
     try:
         md = pq.read_metadata(path)
@@ -112,26 +125,40 @@ def _inspect(path: str, table: str, run_dir: str, step, last, rank) -> Part | st
     missing = set(S.required_columns(table)) - set(names)
     if missing:
         return f"missing required column(s) {sorted(missing)}"
-    row = _runs_row(path) if table == "runs" else None
-    if isinstance(row, str):
-        return row
-    return Part(path, table, run_dir, step, last, rank, version, md.num_rows,
-                names == FILE_SCHEMAS[table].names, row)
-
-
-def _runs_row(path: str) -> dict | str:
     try:
-        rows = pq.read_table(path).to_pylist()
+        data = read_verified(path)
     except (OSError, pa.ArrowException) as e:
-        return f"corrupt runs file: {e}"
-    return rows[0] if rows else "empty runs file"
+        return VANISHED if not os.path.exists(path) else \
+            f"damaged data (page checksum or encoding): {str(e).splitlines()[0][:200]}"
+    if table == "runs":
+        rows = data.to_pylist()
+        return Part(path, table, run_dir, None, None, rank, version, md.num_rows, names == FILE_SCHEMAS[table].names,
+                    rows[0]) if rows else "empty runs file"
+    wrong = _disagrees_with_name(data, step, last, rank)
+    steps = tuple(sorted(set(data["step"].to_pylist()))) if table == "steps" else None
+    if wrong or (steps is not None and len(steps) != data.num_rows):
+        return wrong or f"holds {data.num_rows} rows for {len(steps)} steps: a step is in it twice"
+    return Part(path, table, run_dir, step, last, rank, version, md.num_rows,
+                names == FILE_SCHEMAS[table].names, None, segment, steps)
 
 
-def _checked(path, table, run_dir, step, last, rank, key) -> Part | str:
+def _disagrees_with_name(data: pa.Table, step: int, last: int, rank: int) -> str | None:
+    """Why the rows do not belong in a file of this name (e.g. another rank's file copied over), or None."""
+    if data.num_rows == 0:
+        return None
+    r, s = pc.min_max(data["rank"]).as_py(), pc.min_max(data["step"]).as_py()
+    if r["min"] != rank or r["max"] != rank:
+        return f"holds rows of rank {r['min']}..{r['max']} but is named rank{rank} (another rank's copy?)"
+    if s["min"] < step or s["max"] > last:
+        return f"holds steps {s['min']}..{s['max']} but is named for steps {step}..{last}"
+    return None
+
+
+def _checked(path, table, run_dir, step, last, rank, key, segment) -> Part | str:
     hit = _CACHE.get(path)
     if hit and hit[0] == key:
         return hit[1]
-    result = _inspect(path, table, run_dir, step, last, rank)
+    result = _inspect(path, table, run_dir, step, last, rank, segment)
     if result is not VANISHED:
         with _LOCK:
             _CACHE[path] = (key, result)
@@ -150,7 +177,7 @@ def mark_bad(path: str, reason: str) -> None:
 
 def scan(root, table: str, dirs=None, step_min=None, step_max=None) -> tuple[list[Part], list]:
     """Valid files of `table` under root (or in `dirs`) overlapping the step range, and
-    (path, table, reason) of the skipped ones. Pruning by name happens before any footer read."""
+    (path, table, reason) of the skipped ones. Parts are pruned by name before any check."""
     parts, bad = [], []
     for d in run_dirs(root) if dirs is None else dirs:
         p, b = _scan_dir(Path(d), table, step_min, step_max)
@@ -161,20 +188,43 @@ def scan(root, table: str, dirs=None, step_min=None, step_max=None) -> tuple[lis
 def _scan_dir(d: Path, table: str, step_min, step_max, attempts: int = 20):
     """One directory's files; listed again while files vanish under it (a compaction deletes
     parts only after publishing their segment, so a fresh listing always has every step)."""
+    parts, bad = [], []
     for _ in range(attempts):
-        entries, parts, bad = _entries(d, table), [], []
-        for path, step, last, rank, key in entries or ():
-            if step is not None and ((step_min is not None and last < step_min) or
-                                     (step_max is not None and step > step_max)):
-                continue
-            r = _checked(path, table, str(d), step, last, rank, key)
+        entries = _entries(d, table)
+        if entries is None:
+            continue
+        parts, bad = [], []
+        for path, step, last, rank, key, seg in entries:
+            if not seg and step is not None and not _in_range(step, last, step_min, step_max):
+                continue  # segments are always checked: which one wins must not depend on the range
+            r = _checked(path, table, str(d), step, last, rank, key, seg)
             if r is VANISHED:
                 break
             (parts if isinstance(r, Part) else bad).append(r if isinstance(r, Part) else (path, table, r))
         else:
-            if entries is not None:
-                return parts, bad
-    return parts, bad
+            return _resolve(parts, bad, step_min, step_max)
+    return _resolve(parts, bad, step_min, step_max)
+
+
+def _in_range(first, last, step_min, step_max) -> bool:
+    return not ((step_min is not None and last < step_min) or (step_max is not None and first > step_max))
+
+
+def _resolve(parts: list[Part], bad: list, step_min, step_max) -> tuple[list[Part], list]:
+    """Each step of a rank read once: of overlapping segments the first (then longest) is read and
+    the others reported; parts a read segment covers are left over from a compaction (readers
+    ignore them: the compactor deletes them right after publishing the segment)."""
+    kept: list[Part] = []
+    for s in sorted((p for p in parts if p.segment), key=lambda p: (p.rank, p.step, -p.last)):
+        clash = next((k for k in kept if k.rank == s.rank and k.step <= s.last and s.step <= k.last), None)
+        if clash is None:
+            kept.append(s)
+        else:
+            bad.append((s.path, s.table, f"overlaps {Path(clash.path).name} (steps {max(s.step, clash.step)}.."
+                                         f"{min(s.last, clash.last)} would be read twice): skipped"))
+    loose = [p for p in parts if not p.segment and not any(
+        k.rank == p.rank and k.step <= p.step <= k.last for k in kept)]
+    return [p for p in kept + loose if p.step is None or _in_range(p.step, p.last, step_min, step_max)], bad
 
 
 def run_ids_by_dir(root) -> dict[str, str]:
@@ -187,19 +237,91 @@ def run_ids_by_dir(root) -> dict[str, str]:
     return out
 
 
+def run_keys(root) -> dict[str, str]:
+    """run directory -> the run's name in queries: its run_id when no other run directory under root
+    has it (nor has it as relative path), else the directory's path relative to root."""
+    ids, base = run_ids_by_dir(root), Path(root)
+    rel = {d: Path(d).relative_to(base).as_posix() if Path(d) != base else Path(d).name for d in ids}
+    n_ids, n_rel = Counter(ids.values()), Counter(rel.values())
+    return {d: rid if n_ids[rid] == 1 and n_rel[rid] == (rel[d] == rid) else rel[d] for d, rid in ids.items()}
+
+
+def renamed(root) -> dict[str, str]:
+    """run directory -> name, for the directories whose files' run_id is not their name in queries."""
+    ids = run_ids_by_dir(root)
+    return {d: k for d, k in run_keys(root).items() if k != ids.get(d)}
+
+
 def select(root, table: str, run_ids=None, step_min=None, step_max=None) -> list[Part]:
-    """Valid files of `table` for these runs (all when None) overlapping the step range."""
+    """Valid files of `table` for these runs (names as in run_keys; all when None) overlapping the
+    step range, without the files of steps whose steps row is unreadable."""
     dirs = None
     if run_ids is not None:
         wanted = set(run_ids)
-        dirs = [d for d, rid in run_ids_by_dir(root).items() if rid in wanted]
-    return scan(root, table, dirs, step_min, step_max)[0]
+        dirs = [d for d, key in run_keys(root).items() if key in wanted]
+    parts = scan(root, table, dirs, step_min, step_max)[0]
+    if table in ("runs", "steps"):
+        return parts
+    hidden = {d: _hidden_steps(Path(d)) for d in {p.run_dir for p in parts}}
+    return [p for p in parts if not all(s in hidden[p.run_dir].get(p.rank, ()) for s in range(p.step, p.last + 1))]
 
 
-def problems(root) -> list[tuple[str, str, str]]:
+def _hidden_steps(d: Path) -> dict[int, set]:
+    """rank -> steps named by a skipped `steps` file of d and held by no readable one."""
+    parts, bad = _scan_dir(d, "steps", None, None)
+    seen: dict[int, set] = {}
+    for p in parts:
+        seen.setdefault(p.rank, set()).update(p.steps or ())
+    hidden: dict[int, set] = {}
+    for path, _, _ in bad:
+        first, last, rank, _ = _name_range(Path(path).name, "steps")
+        hidden.setdefault(rank, set()).update(set(range(first, last + 1)) - seen.get(rank, set()))
+    return hidden
+
+
+def problems(root) -> list[tuple[str, str, str, str]]:
+    """(path, table, reason, run directory) of every skipped file and of every gap in a run's steps."""
     out = []
-    for t in ("runs",) + PART_TABLES:
-        out += scan(root, t)[1]
+    for d in run_dirs(root):
+        for t in ("runs",) + PART_TABLES:
+            parts, bad = _scan_dir(d, t, None, None)
+            out += [(*b, str(d)) for b in bad]
+            if t == "steps":
+                out += [(str(d), "steps", gap, str(d)) for gap in _gaps(parts, bad)]
+    return out
+
+
+def _gaps(parts: list[Part], bad: list) -> list[str]:
+    """'steps 4..6 missing' for every run of missing steps between a rank's first and last step,
+    counting the steps named by its skipped files (a damaged first segment leaves a gap too)."""
+    by_rank: dict[int, set] = {}
+    span: dict[int, set] = {}
+    for p in parts:
+        by_rank.setdefault(p.rank, set()).update(p.steps or ())
+        span.setdefault(p.rank, set()).update(p.steps or ())
+    for path, _, _ in bad:  # only for ranks with readable steps (a stray copy is no rank of the run)
+        first, last, rank, _ = _name_range(Path(path).name, "steps")
+        if rank in span:
+            span[rank].update((first, last))
+    out = []
+    for rank, have in sorted(by_rank.items()):
+        ends = span[rank]
+        missing = sorted(set(range(min(ends), max(ends) + 1)) - have) if ends else []
+        where = f" of rank {rank}" if len(by_rank) > 1 else ""
+        for a, b in _runs_of(missing):
+            out.append(f"step{'s' if b > a else ''} {a}{f'..{b}' if b > a else ''}{where} missing "
+                       "(lost, unreadable or never written)")
+    return out
+
+
+def _runs_of(steps: list[int]) -> list[tuple[int, int]]:
+    """[3, 4, 5, 9] -> [(3, 5), (9, 9)]."""
+    out: list[tuple[int, int]] = []
+    for s in steps:
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
     return out
 
 
@@ -209,6 +331,6 @@ def data_version(root) -> str:
     n = newest = size = inodes = 0
     for d in run_dirs(root):
         for t in ("runs",) + PART_TABLES:
-            for *_, (sz, mt, ino) in _entries(d, t) or ():
+            for *_, (sz, mt, ino), _ in _entries(d, t) or ():
                 n, newest, size, inodes = n + 1, max(newest, mt), size + sz, (inodes + ino) % (1 << 32)
     return f"{n}-{newest}-{size}-{inodes}"

@@ -46,29 +46,42 @@ def _cursor() -> duckdb.DuckDBPyConnection:
         return _DB[1].cursor()
 
 
-def _source(name: str, parts: list[catalog.Part]) -> str:
-    """SQL for one table source. Files go in as a bound list; no files -> a typed empty table;
-    files with other columns (older versions, outside writers) are aligned by name to the schema."""
+def _source(name: str, parts: list[catalog.Part], renames: dict) -> tuple[str, dict]:
+    """SQL for one table source and its bound parameters. Files go in as bound lists; no files -> a
+    typed empty table; files with other columns (older versions, outside writers) are aligned by
+    name to the schema; a run directory whose name in queries is not its files' run_id (two
+    directories sharing one) has that name put in the run_id column, so runs are never merged."""
     if not parts:
-        return f"_empty_{name}"
-    if all(p.canonical for p in parts):
-        return f"read_parquet(${name}_files)"
-    return (f"(SELECT * FROM _empty_{name} UNION ALL BY NAME "
-            f"SELECT * FROM read_parquet(${name}_files, union_by_name = true))")
+        return f"_empty_{name}", {}
+    groups: dict = {}
+    for p in parts:
+        groups.setdefault(renames.get(p.run_dir), []).append(p.path)
+    if list(groups) == [None] and all(p.canonical for p in parts):
+        return f"read_parquet(${name}_files)", {f"{name}_files": groups[None]}
+    selects, params = [f"SELECT * FROM _empty_{name}"], {}
+    for i, (key, files) in enumerate(groups.items()):
+        params[f"{name}_files{i}"] = files
+        read = f"read_parquet(${name}_files{i}, union_by_name = true)"
+        if key is None:
+            selects.append(f"SELECT * FROM {read}")
+        else:
+            params[f"{name}_name{i}"] = key
+            selects.append(f"SELECT * REPLACE (${name}_name{i} AS run_id) FROM {read}")
+    return "(" + " UNION ALL BY NAME ".join(selects) + ")", params
 
 
 _BUGS = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogException)
 
 
-def _run(sql: str, select: Callable[[], dict], params: dict | None = None) -> pd.DataFrame:
+def _run(sql: str, select: Callable[[], dict], params: dict | None = None, renames: dict | None = None) -> pd.DataFrame:
     """Execute `sql` whose {table} placeholders become sources from `select()`. When DuckDB fails
     on the data, a file that vanished (resume, re-logged step) is forgotten by rescanning, a file
     that cannot be read (corrupt data page) is reported and skipped, and the query retried."""
     for _ in range(4):
         sources = select()
-        text = sql.format(**{n: _source(n, ps) for n, ps in sources.items()})
-        bound = {**(params or {}), **{f"{n}_files": [p.path for p in ps] for n, ps in sources.items()
-                                      if ps and f"${n}_files" in text}}
+        built = {n: _source(n, ps, renames or {}) for n, ps in sources.items()}
+        text = sql.format(**{n: b[0] for n, b in built.items()})
+        bound = {**(params or {}), **{k: v for n, b in built.items() if "{" + n + "}" in sql for k, v in b[1].items()}}
         con = _cursor()
         try:
             for n in sources:
@@ -130,7 +143,7 @@ def _q(sql: str, tables: tuple, root, run_ids=None, step_min=None, step_max=None
     where, p = _where(ids, step_min, step_max, extra)
     def select():
         return {t: catalog.select(root, t, ids, step_min, step_max) for t in tables}
-    return _run(sql.replace("{where}", where), select, {**p, **(params or {})})
+    return _run(sql.replace("{where}", where), select, {**p, **(params or {})}, catalog.renamed(root))
 
 
 _DEDUP = "QUALIFY row_number() OVER (PARTITION BY run_id, step ORDER BY rank) = 1"
@@ -175,7 +188,7 @@ def list_runs(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime 
               FROM {{steps}} GROUP BY run_id"""
     now = now or datetime.now(timezone.utc)
     df = _runs_frame(root, now, stale_after_s).merge(_q(sql, ("steps",), root), on="run_id", how="outer")
-    paths = {rid: d for d, rid in catalog.run_ids_by_dir(root).items()}  # runs without a runs file
+    paths = {key: d for d, key in catalog.run_keys(root).items()}  # runs without a runs file
     df["path"] = df["path"].fillna(df["run_id"].map(paths))
     df = _with_status(df, now)
     for c in ("seed", "last_step", "n_steps"):
@@ -202,10 +215,13 @@ RANK_STATUS_ORDER = ("failed", "killed", "stale", "unknown", "running", "finishe
 
 
 def _runs_frame(root, now: datetime, stale_after_s: float) -> pd.DataFrame:
-    """One row per run: the lowest rank's runs row, with status / status_written combined over ranks."""
+    """One row per run (directory, named as in catalog.run_keys): the lowest rank's runs row, with
+    status / status_written combined over ranks."""
     ranks: dict[str, list[dict]] = {}
+    keys = catalog.run_keys(root)
     for p in sorted(catalog.scan(root, "runs")[0], key=lambda p: p.rank):
-        ranks.setdefault(p.row["run_id"], []).append({**p.row, "path": p.run_dir})
+        ranks.setdefault(p.run_dir, []).append(
+            {**p.row, "run_id": keys.get(p.run_dir, p.row["run_id"]), "path": p.run_dir})
     cols = ["run_id", "path", "algo", "task", "model", "seed", "started_at", "updated_at",
             "finished_at", "pid", "host", "config_json"]
     rows = []
@@ -500,8 +516,12 @@ def data_version(root) -> str:
 
 
 def problems(root) -> pd.DataFrame:
-    """path, table, reason of every file skipped under root (newer schema, corrupt, truncated...)."""
-    return pd.DataFrame(catalog.problems(root), columns=["path", "table", "reason"])
+    """path, table, reason, run_id of every file skipped under root (newer schema, corrupt,
+    truncated, failed page checksum, rows not matching the file's name, overlapping segment) and of
+    every gap in a run's steps (path = the run directory); run_id as in list_runs."""
+    keys = catalog.run_keys(root)
+    rows = [(path, table, reason, keys.get(d)) for path, table, reason, d in catalog.problems(root)]
+    return pd.DataFrame(rows, columns=["path", "table", "reason", "run_id"])
 
 
 # Comparing runs (pure pandas over the frames above), here so that one module answers every question.

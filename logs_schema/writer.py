@@ -38,6 +38,7 @@ import os
 import re
 import secrets
 import socket
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -61,6 +62,10 @@ ROW_GROUP_ROWS = 1 << 17  # segments: big row groups (DuckDB pays per row group 
 HOLD_BYTES = 4 << 20  # a step's small table is kept in memory for compaction below this size
 
 
+class LogWarning(UserWarning):
+    """Something in the logs needs attention but the run goes on (shown as one line by the aspo CLI)."""
+
+
 def part_name(step: int, rank: int) -> str:
     return f"step-{step:08d}-rank{rank}.parquet"
 
@@ -77,7 +82,7 @@ def write_atomic(tables, path: Path, name: str, *, fsync: bool = False, compress
         {S.META_VERSION: str(S.SCHEMA_VERSION).encode(), S.META_TABLE: name.encode()})
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        with pq.ParquetWriter(tmp, schema, compression=compression) as w:
+        with pq.ParquetWriter(tmp, schema, compression=compression, write_page_checksum=True) as w:
             for group in _row_groups(tables):
                 w.write_table(pa.concat_tables(group).replace_schema_metadata(schema.metadata))
         if fsync:
@@ -88,6 +93,13 @@ def write_atomic(tables, path: Path, name: str, *, fsync: bool = False, compress
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_verified(path) -> pa.Table:
+    """The whole file, every page's CRC checked against the checksum the writer stored (DuckDB does
+    not check them); a file written without checksums is only decoded. Raises on damage."""
+    with pq.ParquetFile(path, page_checksum_verification=True) as f:
+        return f.read()
 
 
 def _row_groups(tables: list[pa.Table]):
@@ -122,31 +134,62 @@ def own_files(run_dir: Path, table: str, rank: int) -> list[tuple[Path, int, int
 
 
 def compact(run_dir, rank: int = 0, every: int = 100, before: int | None = None,
-            memory: dict | None = None, **write_kw) -> None:
+            memory: dict | None = None, **write_kw) -> list[Path]:
     """Merge a rank's per-step parts of SEGMENT_TABLES (steps < `before`; all when None) into one
     segment per block of `every` steps, then delete the merged parts. `memory` ({table: {step:
-    Table}}) spares re-reading parts the writer still holds. Never run it on a run whose writer
-    is alive in another process."""
-    run_dir = Path(run_dir)
+    Table}}) spares re-reading parts the writer still holds. A part that cannot be read (truncated
+    by an OS crash, failed page checksum) is left where it is, outside every segment, for the
+    readers to report; returns those parts. Never run it on a run whose writer is alive in
+    another process."""
+    run_dir, skipped = Path(run_dir), []
     for table in SEGMENT_TABLES:
         files = own_files(run_dir, table, rank)
-        covered = [(a, b) for _, a, b, is_seg in files if is_seg]
+        segments = [(p, a, b) for p, a, b, is_seg in files if is_seg]
         blocks: dict[int, list] = {}
         for p, step, _, is_seg in files:
             if is_seg or (before is not None and step >= before):
                 continue
-            if any(a <= step <= b for a, b in covered):  # left by an interrupted compaction
+            if _superseded(step, segments):  # left by an interrupted compaction
                 p.unlink(missing_ok=True)
             else:
                 blocks.setdefault(step // every, []).append((step, p))
         held = (memory or {}).get(table, {})
         for items in blocks.values():
-            tables = [held[s] if s in held else pq.read_table(p) for s, p in items]
-            seg = run_dir / table / segment_name(items[0][0], items[-1][0], rank)
-            write_atomic(tables, seg, table, **write_kw)
-            for s, p in items:
-                p.unlink(missing_ok=True)
-                held.pop(s, None)
+            readable = []
+            for s, p in items + [(None, None)]:  # a sentinel ends the last run of readable parts
+                t = held.get(s) if s is not None else None
+                t = t if t is not None or p is None else _read_or_none(p)
+                if t is not None:
+                    readable.append((s, p, t))
+                    continue
+                if p is not None:
+                    skipped.append(p)
+                _merge(run_dir, table, rank, readable, held, write_kw)
+                readable = []
+    return skipped
+
+
+def _superseded(step: int, segments: list) -> bool:
+    """True when a readable segment holds `step` (a damaged one does not: the part stays)."""
+    return any(a <= step <= b and _read_or_none(p) is not None for p, a, b in segments)
+
+
+def _read_or_none(path: Path) -> pa.Table | None:
+    try:
+        return read_verified(path)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def _merge(run_dir: Path, table: str, rank: int, items: list, held: dict, write_kw: dict) -> None:
+    """One segment from consecutive readable parts (step, path, table); then the parts go."""
+    if not items:
+        return
+    seg = run_dir / table / segment_name(items[0][0], items[-1][0], rank)
+    write_atomic([t for _, _, t in items], seg, table, **write_kw)
+    for s, p, _ in items:
+        p.unlink(missing_ok=True)
+        held.pop(s, None)
 
 
 def _now() -> datetime:
@@ -219,7 +262,9 @@ class RunWriter:
         self._keep_started_at()
         for table, path, first, last, is_seg in files:
             if is_seg and first <= resume_step < last:  # split: keep steps <= k as parts
-                t = pq.read_table(path)
+                t = _read_or_none(path)
+                if t is None:
+                    continue  # damaged: kept for the readers to report; the new steps do not need it
                 for s in range(first, resume_step + 1):
                     rows = t.filter(pc.equal(t["step"], s))
                     if rows.num_rows:
@@ -257,13 +302,18 @@ class RunWriter:
         self.status = status
         self.finished_at = None if status == "running" else _now()
         if status != "running":
-            self.compact()
-        self.heartbeat()
+            try:
+                self.compact()
+            except (OSError, pa.ArrowException) as e:  # disk full: the parts are complete, only slower to read
+                warnings.warn(LogWarning(f"logs of {self.dir} left uncompacted ({e}): they stay complete "
+                                         "as per-step files"))
+        self.heartbeat()  # the final status is written even when compaction failed
 
     def compact(self, before: int | None = None) -> None:
         """Merge this rank's per-step parts of steps < `before` (all when None) into segments."""
         if self.compact_every:
-            compact(self.dir, self.rank, self.compact_every, before, self._held, **self._write_kw)
+            for p in compact(self.dir, self.rank, self.compact_every, before, self._held, **self._write_kw):
+                warnings.warn(LogWarning(f"{p} cannot be read (damaged): left out of compaction"))
             files = own_files(self.dir, "steps", self.rank)
             self._compacted_through = max([self._compacted_through, *(f[2] for f in files if f[3])])
             self._loose_from = min((f[1] for f in files if not f[3]), default=None)

@@ -201,4 +201,18 @@ def make_synthetic_run(run_dir, algo: str = "grpo", steps: int = 10, seqs_per_st
         w.log_step(step, metrics, seq, tok)
     if status:
         w.set_status(status)
+    w.close()  # the run directory's lock, as a trainer's `with` block ends
     return run_dir
+
+
+def raw_rows(run_dir, table: str, exclude=()):
+    """Every row of every published file of `table` in run_dir (parts and segments, no temp files), read by
+    pyarrow without any de-duplication: what a "nothing duplicated" check must count. `exclude`: paths of files
+    known to be damaged."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from logs_schema.writer import PART_RE, SEG_RE
+    files = sorted(p for p in (Path(run_dir) / table).iterdir()
+                   if (PART_RE.match(p.name) or SEG_RE.match(p.name)) and p not in set(map(Path, exclude)))
+    return pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True) if files else pd.DataFrame()

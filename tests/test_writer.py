@@ -1,17 +1,22 @@
 """RunWriter: layout, metadata, validation, token budget, aggregates, resume, atomicity, status."""
 import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from logs_helpers import loss_weights, make_synthetic_run, synthetic_step
+from logs_helpers import loss_weights, make_synthetic_run, raw_rows, synthetic_step
 from logs_schema import schema as S
 from logs_schema import writer as W
 from logs_schema.writer import PART_TABLES, SEGMENT_TABLES, RunWriter, sample_ids
 
+ROOT = Path(__file__).resolve().parents[1]
 META = {"algo": "grpo", "task": "math", "model": "tiny", "seed": 3, "config": {"lr": 1e-4}}
 
 
@@ -269,3 +274,76 @@ def test_fsync_mode_writes_the_same(tmp_path):
     m, seq, tok = step_data()
     RunWriter(tmp_path, run_id="r", fsync=True).log_step(0, m, seq, tok)
     assert len(read(tmp_path, "tokens")) == len(tok["sample"])
+
+
+def test_a_damaged_part_is_left_out_of_compaction_and_every_resume_works(tmp_path):
+    run = make_synthetic_run(tmp_path / "r", "grpo", steps=6, seqs_per_step=8, mean_len=4, status=None,
+                             compact_every=4)  # steps 0..3 compacted, 4 and 5 still parts
+    damaged = [run / t / "step-00000004-rank0.parquet" for t in ("steps", "sequences")]
+    for p in damaged:  # as an OS crash can leave a file that was never fsynced
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    w = RunWriter(run, run_id="r", resume_step=5, compact_every=4)
+    with pytest.warns(W.LogWarning, match="step-00000004-rank0.parquet cannot be read"):
+        w.set_status("finished")  # the closing compaction
+    w.close()
+    assert names(run, "steps") == ["seg-00000000-00000003-rank0.parquet", "seg-00000005-00000005-rank0.parquet",
+                                   "step-00000004-rank0.parquet"]
+    from logs_schema import queries as q
+    assert q.list_runs(run).status.tolist() == ["finished"]
+    for first in (6, 8):  # every later resume works, and compacts around the damaged part
+        make_synthetic_run(run, "grpo", steps=2, seqs_per_step=8, mean_len=4, start_step=first,
+                           resume_step=first - 1, compact_every=4)
+    assert sorted(q.problems(run).path) == sorted([str(run), *map(str, damaged)])  # the files, and the gap
+    assert "step 4 missing" in q.problems(run).set_index("path").loc[str(run), "reason"]
+    steps = raw_rows(run, "steps", exclude=damaged)["step"]
+    assert sorted(steps) == [0, 1, 2, 3, 5, 6, 7, 8, 9]  # raw rows: each step once
+    assert raw_rows(run, "sequences", exclude=damaged)["step"].value_counts().eq(8).all()
+
+
+FILL_AND_CLOSE = """
+import os, sys, numpy as np
+from logs_helpers import synthetic_step
+from logs_schema.writer import RunWriter
+run, mnt = sys.argv[1], os.path.dirname(sys.argv[1])
+with RunWriter(run, run_id="full", meta={"algo": "grpo"}, compact_every=1000) as w:
+    for step in range(40):
+        m, seq, tok = synthetic_step(np.random.default_rng(step), "grpo", 0.5, 16, 8, 6, 1, 1)
+        w.log_step(step, m, seq, tok)
+    keep = -(-os.path.getsize(os.path.join(run, "runs", "rank0.parquet")) // 4096) * 4096 + 4096
+    with open(os.path.join(mnt, "filler"), "wb", buffering=0) as f:  # the disk fills up
+        try:
+            while True:
+                f.write(b"x" * 4096)
+        except OSError:
+            pass
+    os.truncate(os.path.join(mnt, "filler"), os.path.getsize(os.path.join(mnt, "filler")) - keep)
+print("closed", flush=True)
+"""
+
+
+def _mount_namespace() -> list[str] | None:
+    for cmd in (["unshare", "-m"], ["unshare", "-Urm"]):
+        if shutil.which("unshare") and subprocess.run([*cmd, "true"], capture_output=True).returncode == 0:
+            return cmd
+    return None
+
+
+@pytest.mark.slow
+def test_disk_full_during_the_closing_compaction_still_writes_the_final_status(tmp_path):
+    """A real process, a real full disk (a 2 MiB tmpfs): compaction fails, the status says finished."""
+    ns = _mount_namespace()
+    if ns is None:
+        pytest.skip("no mount namespace here (unshare denied); test_resume covers an injected ENOSPC")
+    mnt, out = tmp_path / "mnt", tmp_path / "copy"
+    mnt.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    script = (f'mount -t tmpfs -o size=2m tmpfs "{mnt}" && "{sys.executable}" -c "$0" "{mnt}/run"; '
+              f'rc=$?; cp -a "{mnt}/run" "{out}"; exit $rc')
+    done = subprocess.run([*ns, "sh", "-c", script, FILL_AND_CLOSE], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0 and "closed" in done.stdout, done.stderr
+    assert "left uncompacted" in done.stderr and "No space left on device" in done.stderr
+    from logs_schema import queries as q
+    assert q.list_runs(out).status.tolist() == ["finished"]  # not "running" (shown as stale)
+    assert sorted(raw_rows(out, "steps")["step"]) == list(range(40)) and q.problems(out).empty
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
