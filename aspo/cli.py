@@ -35,6 +35,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return make_config(args.preset, **overrides)
 
 
+def checked_train_config(argv: list[str]) -> TrainConfig:
+    """The validated config an `aspo train` command line would run: lets demo and experiment refuse bad
+    options (their --extra included) before they create a directory or start a warm-up."""
+    from aspo.config import validate  # noqa: PLC0415
+    from aspo.losses import LOSSES  # noqa: PLC0415
+    cfg = config_from_args(build_parser().parse_args(argv))
+    validate(cfg, LOSSES)
+    return cfg
+
+
 class _ErrorParser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
         print(f"aspo: error: {message} (see --help)", file=sys.stderr)

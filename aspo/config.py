@@ -6,6 +6,7 @@ recorded in the run's metadata, so a logged run can always be re-run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,25 +114,50 @@ def parse_task_args(text: str) -> dict:
     return out
 
 
+_SEED = (lambda v: 0 <= v < 2**32, "between 0 and 4294967295")
+_AT_LEAST_0, _AT_LEAST_1 = (lambda v: v >= 0, ">= 0"), (lambda v: v >= 1, ">= 1")
+# Every numeric option and what it must be (float options must also be finite: argparse accepts nan and inf).
+# A bad number is rejected here, before --out is created, never by a crash half-way through set-up.
+NUMBER_RULES: dict[str, tuple] = {
+    "seed": _SEED, "warmup_seed": _SEED, "threads": _AT_LEAST_0,
+    "steps": _AT_LEAST_1, "prompts_per_step": _AT_LEAST_1,
+    "group_size": (lambda v: v >= 2, ">= 2: group-normalised advantages need at least two samples"),
+    "minibatch_prompts": _AT_LEAST_1, "epochs": _AT_LEAST_1, "micro_batch_seqs": _AT_LEAST_1,
+    "max_new_tokens": _AT_LEAST_0, "temperature": (lambda v: v > 0, "> 0"),
+    "lr": _AT_LEAST_0, "lr_warmup_steps": _AT_LEAST_0, "weight_decay": _AT_LEAST_0, "max_grad_norm": _AT_LEAST_0,
+    "eps_low": (lambda v: v == -1 or 0 <= v < 1, "-1 (the loss's default) or in [0, 1)"),
+    "eps_high": (lambda v: v == -1 or v >= 0, "-1 (the loss's default) or >= 0"),
+    "dual_clip": (lambda v: v > 1, "> 1 (the dual clip caps ratios above c)"),
+    "kl_beta": _AT_LEAST_0, "repetition_ngram": _AT_LEAST_1, "token_sample": _AT_LEAST_0,
+    "eval_every": _AT_LEAST_0, "eval_problems": _AT_LEAST_1, "eval_k": _AT_LEAST_1, "checkpoint_every": _AT_LEAST_1,
+    "warmup_seconds": (lambda v: v > 0, "> 0"), "warmup_max_steps": _AT_LEAST_0,
+    "warmup_target": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
+
+
+def check_numbers(cfg: TrainConfig) -> None:
+    for name, (ok, rule) in NUMBER_RULES.items():
+        value = getattr(cfg, name)
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if not (finite and ok(value)):
+            kind = "a finite number " if isinstance(value, float) else ""
+            raise ConfigError(f"--{name.replace('_', '-')} must be {kind}{rule} (got {value})")
+
+
 def validate(cfg: TrainConfig, loss_names) -> None:
     """Raise ConfigError with one actionable line for input that cannot work."""
     if cfg.algo not in loss_names:
         raise ConfigError(f"unknown algo {cfg.algo!r}: choose one of {', '.join(sorted(loss_names))}")
-    positive = ("steps", "prompts_per_step", "group_size", "minibatch_prompts", "epochs", "micro_batch_seqs")
-    for name in positive:
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(cfg, name)})")
+    check_numbers(cfg)
     if cfg.prompts_per_step % cfg.minibatch_prompts:
         raise ConfigError(f"--prompts-per-step {cfg.prompts_per_step} is not a multiple of --minibatch-prompts "
                           f"{cfg.minibatch_prompts}: every mini-batch must hold whole groups")
-    if cfg.group_size < 2:
-        raise ConfigError("--group-size must be >= 2: group-normalised advantages need at least two samples")
+    if cfg.entropy_clip and cfg.algo == "gspo":
+        raise ConfigError("--entropy-clip widens a token clip, and gspo clips whole sequences: drop one of them")
     if cfg.aggregation not in ("", "token-mean", "seq-mean-token-mean"):
         raise ConfigError(f"unknown --aggregation {cfg.aggregation!r}: token-mean or seq-mean-token-mean")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ConfigError(f"unknown --device {cfg.device!r}: auto, cpu or cuda")
-    if cfg.temperature <= 0:
-        raise ConfigError("--temperature must be > 0")
     if not cfg.embedded_model and not Path(cfg.model).expanduser().is_dir():
         raise ConfigError(f"model path {cfg.model!r} is not a directory: pass tiny, small or a local Hugging Face model dir")
     if cfg.resume and cfg.overwrite:

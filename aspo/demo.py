@@ -74,6 +74,9 @@ def run(args) -> int:
     unknown = [a for a in algos if a not in LOSSES]
     if unknown:
         raise ValueError(f"unknown algo(s) {', '.join(unknown)} in --algos: choose from {', '.join(LOSSES)}")
+    from aspo.cli import checked_train_config  # noqa: PLC0415
+    for algo in algos:  # every child's options (--extra included) are checked before anything is written
+        checked_train_config(train_command(args, algo)[3:])
     refuse_busy_runs(args.out, algos)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     warm_up_once(args)

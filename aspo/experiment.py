@@ -70,16 +70,20 @@ def train_command(job: Job, args) -> list[str]:
     return cmd + args.extra.split()
 
 
+def checked_config(job: Job, args):
+    from aspo.cli import checked_train_config  # noqa: PLC0415
+    return checked_train_config(train_command(job, args)[3:])
+
+
 def warm_up_all(args, grid: list[Job]) -> None:
     """One warm-up per task, before the grid starts, so every run of a task starts from the same weights.
 
     The config is parsed from the very command line each run gets (--extra included), so the warm-up cache key
     the runs compute is the one filled here."""
-    from aspo.cli import build_parser, config_from_args  # noqa: PLC0415
     from aspo.trainer import prepare_warmup  # noqa: PLC0415
     seen = set()
     for job in grid:
-        cfg = config_from_args(build_parser().parse_args(train_command(job, args)[3:]))
+        cfg = checked_config(job, args)
         if (cfg.task, cfg.task_args, cfg.model) in seen:
             continue
         seen.add((cfg.task, cfg.task_args, cfg.model))
@@ -95,6 +99,8 @@ def run(args) -> int:
     unknown = sorted({j.algo for j in grid} - set(LOSSES))
     if unknown:  # before any warm-up or run is started
         raise ValueError(f"unknown algo(s) {', '.join(unknown)} in --algos: choose from {', '.join(LOSSES)}")
+    for job in grid:  # every run's options (--extra included) before any directory or warm-up
+        checked_config(job, args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     warm_up_all(args, grid)
     parallel = args.parallel or os.cpu_count() or 1
