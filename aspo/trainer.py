@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -107,12 +108,27 @@ def _reuse_run_dir(cfg: TrainConfig, run_dir: Path) -> None:
         raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it or --overwrite to start over")
     elif not exists and others and not cfg.resume:
         raise ConfigError(f"{run_dir} is not empty and holds no aspo run: choose another --out")
+    elif exists and cfg.resume:
+        check_run_id(cfg, run_dir)
     try:
         probe = run_dir / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"cannot write to --out {run_dir}: {exc.strerror or exc}") from None
+
+
+def check_run_id(cfg: TrainConfig, run_dir: Path) -> None:
+    """A copied or renamed run directory keeps the run id its logs were written under (by default the
+    directory's old name): resuming it under a new id would mix two ids in one run's files."""
+    try:
+        old = json.loads((run_dir / "config.json").read_text())
+        recorded = old.get("run_name") or Path(old["out"]).name
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # unreadable: the writer's own check on its runs file still applies
+    if recorded != cfg.run_id:
+        raise ConfigError(f"{run_dir} holds run {recorded!r} (copied or renamed?), not {cfg.run_id!r}: "
+                          f"resume it with --run-name {shlex.quote(recorded)}")
 
 
 def load_policy(cfg: TrainConfig, task, run_dir: Path, device: torch.device, log):
