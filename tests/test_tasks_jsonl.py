@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sympy import Rational
 
 from aspo.tasks import get_task
 from aspo.tasks.jsonl import answers_match, final_answer, to_value
@@ -66,6 +67,39 @@ def test_parser_refuses_safely_and_quickly(text):
     start = time.monotonic()
     to_value(text)
     assert time.monotonic() - start < 0.5
+
+
+BOMBS = [
+    "(((9^64)^64)^64)^64",  # 19 characters: 14 s before every intermediate size was bounded
+    "((((((9^64)^64)^64)^64)^64)^64)^64",  # 34 characters: tens of GB before
+    "((99^64)^64)^(63/64)", "\\sqrt{(99^64)^64+1}", "(\\pi^64)^64^64", "((\\sqrt{2}+1)^64)^64",
+    "((9^64)^64)*((9^64)^64)*((9^64)^64)", "((2^64)^64)/((3^64)^64)+((5^64)^64)", "(99^19+1)^(62/63)",
+    "*".join(f"\\sqrt{{99^19+{i}}}" for i in range(1, 9)), "\\sqrt{\\sqrt{\\sqrt{\\sqrt{2}+\\pi}+\\pi}+\\pi}",
+    "(" * 40 + "9^64" + ")^64" * 19, "9" * 120, "1/" + "9" * 118, "9" * 59 + "." + "9" * 60,
+    "\\frac{(99^64)^4+1}{(98^64)^4+3}", "100!", "(10!)!",  # no factorial in the grammar: refused, not computed
+]
+
+
+@pytest.mark.parametrize("text", BOMBS)
+def test_parser_bounds_every_intermediate_result(text):
+    """Every answer within the length cap returns quickly, in the trainer's own process (the bound is generous
+    because the test machine is shared; benchmarks/bench_answer_parser.py prints the real figures)."""
+    to_value("2\\sqrt{3}")  # sympy's lazy imports are not the parser's cost
+    start = time.perf_counter()
+    value = to_value(text)
+    answers_match(f"\\boxed{{{text}}}", "72")
+    assert time.perf_counter() - start < 1.0
+    if value is not None and value.is_Rational:  # what is accepted stays small
+        assert int(value.p).bit_length() + int(value.q).bit_length() < 1100
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1.5 \\times 10^{12}", 1_500_000_000_000), ("2^{10}", 1024), ("-1,234.5", Rational(-2469, 2)), ("8^{2/3}", 4),
+    ("10^{-3}", Rational(1, 1000)), ("\\frac{3}{4}", Rational(3, 4)), ("99999999999999999999^64^(1/2)", 99999999999999999999**8),
+    ("2^{64}", 2**64), ("-(3/4)^2", Rational(-9, 16)),
+])
+def test_parser_keeps_normal_answers(text, value):
+    assert to_value(text) == value
 
 
 def test_rewards_and_demos():

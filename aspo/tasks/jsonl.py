@@ -3,8 +3,10 @@
 Answers are checked by value: the final answer of a completion (`\\boxed{}`, "#### x", else its last number;
 fractions, `\\frac`, commas in numbers, `$`, `%`) and of the reference are parsed by a small safe parser into
 sympy numbers and compared exactly, with a rounding tolerance for decimals (below). Nothing is ever
-`eval`ed (sympy's `parse_expr`/`sympify` would eval model text). Non-numeric answers fall back to a
-normalised string comparison.
+`eval`ed (sympy's `parse_expr`/`sympify` would eval model text), and the parser runs in the trainer process, so
+the size of every intermediate value is bounded before it is computed (1024 bits; roots only of rational
+numbers): any answer within the length cap parses in milliseconds. Non-numeric answers, and numbers past those
+bounds, fall back to a normalised string comparison.
 
 Optional keys per line: "id", and "split" ("train", or one of "test"/"heldout"/"eval"/"validation"/"dev");
 when a file has "split" on any line it must have it on every line, and the seed then plays no part.
@@ -224,6 +226,10 @@ def _decimals(text: str) -> int:
 _LATEX_DROP = re.compile(r"\\text\{[^{}]*\}|\\mathrm\{[^{}]*\}|\\left|\\right|\\[,!; ]|\^\{?\\circ\}?|\\?%|\\?\$")
 _TOKEN = re.compile(r"\s*([0-9]+\.?[0-9]*|\.[0-9]+|\\frac|\\sqrt|sqrt|\\pi|pi|\*\*|\\cdot|\\times|\\div|[-+*/^(){}])")
 _MAX_CHARS = 120
+# Every intermediate value is bounded *before* it is computed: a 19-character power tower needed 14 s and 31
+# characters ~27 GB in the trainer process. 1024 bits (a 308-digit number) is far above any real answer.
+_MAX_BITS = 1024
+_MAX_EXPONENT = 64
 
 
 def _clean(s: str) -> str:
@@ -259,6 +265,20 @@ class _ParseError(Exception):
     pass
 
 
+def _bits(v) -> int:
+    """An upper bound on the size in bits of a sympy number's exact form: what arithmetic on it costs."""
+    if v.is_Rational:
+        return int(v.p).bit_length() + int(v.q).bit_length()
+    if v.is_Pow and v.exp.is_Rational:
+        return _bits(v.base) * max(1, abs(int(v.exp.p)))
+    return sum(_bits(a) for a in v.args) + 2  # sums, products; pi and other constants have no args
+
+
+def _bounded(bits: int) -> None:
+    if bits > _MAX_BITS:
+        raise _ParseError("intermediate result too large")
+
+
 class _Parser:
     """expr := term (+|- term)*; term := unary ((*|/|implicit) unary)*; unary := (+|-) unary | power;
     power := atom (^ unary)?; atom := number | (expr) | {expr} | \\frac{a}{b} | sqrt atom | pi."""
@@ -279,7 +299,9 @@ class _Parser:
     def expr(self):
         value = self.term()
         while self.peek() in ("+", "-"):
-            value = value + self.term() if self.take() == "+" else value - self.term()
+            op, rhs = self.take(), self.term()
+            _bounded(_bits(value) + _bits(rhs) + 1)  # a/b + c/d has denominator b*d
+            value = value + rhs if op == "+" else value - rhs
         return value
 
     def term(self):
@@ -290,13 +312,11 @@ class _Parser:
                 self.take()
                 rhs = self.unary()
                 if tok in ("/", "\\div"):
-                    if rhs == 0:
-                        raise ZeroDivisionError
-                    value = value / rhs
+                    value = _divide(value, rhs)
                 else:
-                    value = value * rhs
+                    value = _multiply(value, rhs)
             elif tok in ("(", "{", "\\frac", "\\sqrt", "sqrt", "\\pi", "pi"):
-                value = value * self.unary()  # implicit: 2\sqrt{3}, 3(4); never "2 3"
+                value = _multiply(value, self.unary())  # implicit: 2\sqrt{3}, 3(4); never "2 3"
             else:
                 return value
 
@@ -310,10 +330,13 @@ class _Parser:
         if self.peek() in ("^", "**"):
             self.take()
             exponent = self.unary()
-            if not exponent.is_Rational or abs(exponent) > 64:
+            if not exponent.is_Rational or abs(exponent) > _MAX_EXPONENT or exponent.q > _MAX_EXPONENT:
                 raise _ParseError("exponent too large")
             if base == 0 and exponent < 0:
                 raise ZeroDivisionError
+            if not (exponent.is_Integer or base.is_Rational):
+                raise _ParseError("roots of irrational numbers")  # nested radicals: slow symbolic work
+            _bounded(_bits(base) * max(1, abs(int(exponent.p))))  # (b^p)^(1/q): b^p's size bounds the work
             return base**exponent
         return base
 
@@ -327,17 +350,29 @@ class _Parser:
             return value
         if tok == "\\frac":
             num, den = self.atom(), self.atom()
-            if den == 0:
-                raise ZeroDivisionError
-            return num / den
+            return _divide(num, den)
         if tok in ("\\sqrt", "sqrt"):
             arg = self.atom()
+            if not arg.is_Rational:
+                raise _ParseError("roots of irrational numbers")  # nested radicals: slow symbolic work
             if arg < 0:
                 raise _ParseError("sqrt of a negative number")
             return sympy.sqrt(arg)
         if tok in ("\\pi", "pi"):
             return sympy.pi
         raise _ParseError(f"unexpected {tok!r}")
+
+
+def _multiply(a, b):
+    _bounded(_bits(a) + _bits(b))
+    return a * b
+
+
+def _divide(a, b):
+    if b == 0:
+        raise ZeroDivisionError
+    _bounded(_bits(a) + _bits(b))
+    return a / b
 
 
 # -- noisy demos --------------------------------------------------------------------------------------
