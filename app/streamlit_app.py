@@ -16,6 +16,7 @@ from pathlib import Path
 import streamlit as st
 
 from aspo_dashboard import data, selection  # app/ installed under its own name (make setup)
+from aspo_dashboard.app_pages import common
 
 PAGES = Path(__file__).parent / "app_pages"
 
@@ -23,7 +24,7 @@ PAGES = Path(__file__).parent / "app_pages"
 def sidebar(root: str) -> None:
     """Run selection shared by every page: `selected_runs` (compared), `focus_run` (drilled into),
     `group_by` and `band` (runs drawn as groups): app/selection.py."""
-    st.sidebar.caption(f"Logs: `{root}`")
+    st.sidebar.caption(f"Logs: {common.md(root)}")
     if not Path(root).is_dir():
         return
     selection.draw(root)  # runs to compare, run to inspect, grouping; kept in the URL (app/selection.py)

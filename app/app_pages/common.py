@@ -3,6 +3,7 @@ stop), the skipped-file report, the live-mode wrapper and the live step counter.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -13,6 +14,15 @@ from aspo_dashboard import charts, compare_charts, data
 
 # Plain Unicode symbols (emoji fonts are often missing on Linux browsers).
 STATUS_ICONS = {"running": "●", "finished": "✓", "failed": "✗", "killed": "■", "stale": "⚠", "unknown": "?"}
+# Every ASCII punctuation character may be backslash-escaped in CommonMark; these are the ones Markdown,
+# Streamlit's extensions (:red[..], $math$, ~strike~) or HTML would otherwise act on.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$:=&])")
+
+
+def md(text) -> str:
+    """User or model text (a prompt, a run id, a path) shown literally inside st.markdown / caption / info /
+    subheader: a leading backtick, `*`, `#`, `[` or `<` must not turn into code, emphasis, a heading or a link."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
 
 
 class Context(NamedTuple):
@@ -39,13 +49,13 @@ def context(title: str) -> Context:
     st.title(title)
     root = data.logs_root()
     if not Path(root).is_dir():
-        st.warning(f"Log directory `{root}` does not exist. Start a run with `aspo train --out {root}/<run>` "
+        st.warning(f"Log directory {md(root)} does not exist. Start a run in it with `aspo train --out DIR/<run>` "
                    "or open the dashboard on another directory: `aspo dashboard --logs DIR`.")
         st.stop()
     show_problems(root)
     runs = data.list_runs(root)
     if runs.empty:
-        st.info(f"No runs under `{root}` yet. Runs appear here as soon as a trainer writes its first "
+        st.info(f"No runs under {md(root)} yet. Runs appear here as soon as a trainer writes its first "
                 "files (`aspo train --out DIR/<run>`).")
         st.stop()
     ids = list(runs["run_id"].astype(str))
@@ -63,7 +73,7 @@ def runs_with_steps(ctx: Context, run_ids=None) -> list[str]:
     ok = [x for x in run_ids if x in r.index and pd.notna(r.at[x, "n_steps"]) and r.at[x, "n_steps"] > 0]
     empty = [x for x in run_ids if x not in ok]
     if empty:
-        st.info(f"No steps logged yet for: {', '.join(empty)}.")
+        st.info(f"No steps logged yet for: {', '.join(md(x) for x in empty)}.")
     return ok
 
 
@@ -87,7 +97,7 @@ def live_counter(root: str, run_ids) -> None:
     the page when the log directory changes)."""
     runs = data.list_runs(root)
     runs = runs[runs["run_id"].isin(run_ids)]
-    parts = [f"{STATUS_ICONS.get(s, '')} **{r}**: {0 if pd.isna(n) else int(n)} steps logged"
+    parts = [f"{STATUS_ICONS.get(s, '')} **{md(r)}**: {0 if pd.isna(n) else int(n)} steps logged"
              + ("" if pd.isna(last) else f" (last step {int(last)})")
              for r, s, n, last in runs[["run_id", "status", "n_steps", "last_step"]].itertuples(index=False)]
     live = runs["status"].eq("running").any()

@@ -39,10 +39,10 @@ def alerts(collapse) -> None:
         return group_alerts(collapse)
     for r in collapse.itertuples(index=False):
         if r.fired_step == r.fired_step:  # not NaN
-            st.error(f"**Entropy collapse in {r.run_id}** at step {int(r.fired_step)}: entropy fell below "
+            st.error(f"**Entropy collapse in {common.md(r.run_id)}** at step {int(r.fired_step)}: entropy fell below "
                      f"{fraction:.0%} of its start ({r.threshold:.3f} of {r.baseline:.3f} nats); now {r.last:.3f}.")
         else:
-            st.success(f"{r.run_id}: no entropy collapse (now {r.last:.3f} nats, start {r.baseline:.3f}, "
+            st.success(f"{common.md(r.run_id)}: no entropy collapse (now {r.last:.3f} nats, start {r.baseline:.3f}, "
                        f"alert below {r.threshold:.3f}).")
 
 

@@ -44,13 +44,13 @@ def body() -> None:
         wide, signs = charts.repetition_wide(rep, by)
         common.plot_curves(ctx, wide, signs, "rep_curves", smoothing, f"repetition rate by sign of the {by}",
                            "repetition_rate", colors)
-    st.subheader(f"Most repetitive responses — {focus}")
+    st.subheader(f"Most repetitive responses — {common.md(focus)}")
     top = data.top_repetitive_samples(ctx.root, focus, limit=8)
     if top.empty:
-        st.info(f"No responses logged for {focus} yet.")
+        st.info(f"No responses logged for {common.md(focus)} yet.")
         return
     if not (top["repetition_rate"].fillna(0) > 0).any():  # sorted desc: the first is the largest
-        st.success(f"No repetition in {focus}: every logged response has repetition_rate 0 "
+        st.success(f"No repetition in {common.md(focus)}: every logged response has repetition_rate 0 "
                    f"(no token {n_default}-gram occurs twice in a response).")
         return
     for row in top.itertuples(index=False):

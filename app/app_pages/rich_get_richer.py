@@ -69,7 +69,7 @@ def distributions() -> None:
 def landscape() -> None:
     steps = data.steps_available(ctx.root, focus)
     if steps.empty:
-        st.info(f"No steps for {focus} yet.")
+        st.info(f"No steps for {common.md(focus)} yet.")
         return
     algo, eps_low, eps_high, c = loss_params(focus)
     l1, l2, l3, l4 = st.columns(4)
@@ -87,7 +87,7 @@ def landscape() -> None:
     if tokens.empty:
         st.info("This step kept no token rows (token budget): the landscape is drawn without tokens.")
     else:
-        st.caption(f"{len(tokens)} token rows of step {step} ({focus}) drawn: x = exp(old_logp), "
+        st.caption(f"{len(tokens)} token rows of step {step} ({common.md(focus)}) drawn: x = exp(old_logp), "
                    "y = exp(logp) at that update pass; colour of the map = weight the loss gives at that point.")
 
 
@@ -95,10 +95,10 @@ def landscape() -> None:
 
 def live_part() -> None:
     rich_panels()
-    st.subheader(f"ratio and weight distributions over steps — {focus}")
+    st.subheader(f"ratio and weight distributions over steps — {common.md(focus)}")
     distributions()
 
 
 common.live(live_part, ctx, run_ids)
-st.subheader(f"Weight landscape — {focus}")
+st.subheader(f"Weight landscape — {common.md(focus)}")
 landscape()

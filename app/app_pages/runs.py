@@ -56,9 +56,9 @@ def body() -> None:
     })
     alerts = badges[badges["badges"] != "✓ healthy"] if len(badges) else badges
     for r in alerts.itertuples(index=False):
-        st.warning(f"**{r.run_id}**: {r.badges}")
+        st.warning(f"**{common.md(r.run_id)}**: {r.badges}")
     for r in table[table["logs"] != "✓"].itertuples(index=False):
-        st.warning(f"**{r.run_id}** logs: {r.logs}")
+        st.warning(f"**{common.md(r.run_id)}** logs: {r.logs}")
     if (table["status"].str.contains("stale")).any():
         st.caption("⚠️ stale: the run says it is running but its writer has not written for a while "
                    "or its process is gone (killed without a final status).")
@@ -84,5 +84,5 @@ else:
     st.dataframe(diff.astype("string"), hide_index=True, width="stretch")
 with st.expander("Run configurations"):
     for r in ctx.runs.itertuples(index=False):
-        st.markdown(f"**{r.run_id}** — started {r.started_at if pd.notna(r.started_at) else '?'}")
+        st.markdown(f"**{common.md(r.run_id)}** — started {r.started_at if pd.notna(r.started_at) else '?'}")
         st.code(r.config_json if isinstance(r.config_json, str) else "{}", language="json")

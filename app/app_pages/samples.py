@@ -28,7 +28,7 @@ follow = c5.checkbox("Follow the latest step", value=True, key="samples_follow")
 def pick_step() -> int | None:
     steps = data.steps_available(ctx.root, focus)
     if steps.empty:
-        st.info(f"No steps for {focus} yet.")
+        st.info(f"No steps for {common.md(focus)} yet.")
         return None
     options = steps["step"].tolist()
     if follow or len(options) == 1:
@@ -65,7 +65,7 @@ def body() -> None:
                                     ("length", s.length), ("repetition_rate", f"{s.repetition_rate:.3f}"),
                                     ("correct", "yes" if s.correct else "no")]):
         col.metric(name, val)
-    st.markdown(f"**prompt** `{s.prompt}`")
+    st.markdown(f"**prompt** {common.md(s.prompt)}")
     tokens = data.sample_tokens(ctx.root, focus, step, s.sample, epoch=None)
     if tokens.empty:
         st.info("The token rows of this response were not kept (token budget): only its text is logged."
