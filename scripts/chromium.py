@@ -2,9 +2,10 @@
 and the README figure script: never a downloaded browser, no network of its own (scripts/setup_browser.sh installs it).
 Also what a browser waits for on the dashboard: each page's title and its first freshly drawn chart.
 """
+import os
 from pathlib import Path
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("ASPO_CHROMIUM", "/usr/bin/chromium"))  # another build: ASPO_CHROMIUM=PATH
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

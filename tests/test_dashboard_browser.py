@@ -33,9 +33,21 @@ PAGES = {"runs": "", "overview": "overview", "rich_get_richer": "rich_get_richer
          "repetition": "repetition", "samples": "samples"}
 STEP_DELAY_S = 1.0
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM.exists(),
-                                 reason="needs Debian's /usr/bin/chromium (make setup-dev / scripts/setup_browser.sh)")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def browser_present():
+    """Locally a missing browser skips with the reason; in CI (CI=true) it fails: a green CI run must mean the
+    dashboard was really driven in Chromium. Checked before any server or writer is started."""
+    missing = None if CHROMIUM.exists() else f"needs Chromium at {CHROMIUM} (make setup-dev / scripts/setup_browser.sh)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing = missing or "playwright (python) is not installed (make setup-dev)"
+    if missing:
+        ci = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+        (pytest.fail if ci else pytest.skip)(missing + ("  [CI: a missing browser fails]" if ci else ""))
 
 # The run being written: synthetic steps through the real RunWriter, one every STEP_DELAY_S.
 _WRITER = """
@@ -176,7 +188,7 @@ def screenshot(page, path: Path) -> None:
 
 
 def test_every_page_live_in_chromium(dashboard, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    from playwright import sync_api
     out = shots_dir(tmp_path)
     with sync_api.sync_playwright() as p:
         browser = launch(p)
@@ -235,7 +247,7 @@ def steps_now(page, run_id: str) -> int:
 def test_page_follows_an_empty_directory_a_killed_and_a_resumed_run(tmp_path):
     """Opened on an empty log directory, one page, never reloaded: a real trainer's run appears with
     its charts; SIGKILLed, the run shows stale; resumed, its new steps come in."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    from playwright import sync_api
     logs, procs = tmp_path / "logs", []
     logs.mkdir()
     with serve(logs) as url, sync_api.sync_playwright() as p:
@@ -263,3 +275,14 @@ def test_page_follows_an_empty_directory_a_killed_and_a_resumed_run(tmp_path):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", "1 error"), ("", "1 skipped")])
+def test_missing_browser_fails_in_ci_and_skips_locally(ci, outcome, tmp_path):
+    """The check above, in a real pytest process, with Chromium pointed at a path that does not exist."""
+    env = dict(os.environ, CI=ci, ASPO_CHROMIUM=str(tmp_path / "no-chromium"))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", __file__,
+                           "-k", "every_page_live"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert outcome in done.stdout, done.stdout + done.stderr
+    assert (done.returncode != 0) == (ci == "true"), done.stdout
+    assert "no-chromium" in done.stdout
