@@ -49,6 +49,7 @@ def browser_present():
         ci = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
         (pytest.fail if ci else pytest.skip)(missing + ("  [CI: a missing browser fails]" if ci else ""))
 
+
 # The run being written: synthetic steps through the real RunWriter, one every STEP_DELAY_S.
 _WRITER = """
 import sys, time

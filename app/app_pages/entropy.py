@@ -28,10 +28,11 @@ def group_alerts(collapse) -> None:
     for group, g in c.groupby("group", sort=True):
         fired = g.dropna(subset=["fired_step"])
         if len(fired):
-            steps = ", ".join(f"{r.run_id} at {int(r.fired_step)}" for r in fired.itertuples(index=False))
-            st.error(f"**Entropy collapse in {len(fired)} of {len(g)} runs of {group}**: {steps}.")
+            steps = ", ".join(f"{common.md(r.run_id)} at {int(r.fired_step)}"
+                              for r in fired.itertuples(index=False))
+            st.error(f"**Entropy collapse in {len(fired)} of {len(g)} runs of {common.md(group)}**: {steps}.")
         else:
-            st.success(f"{group}: no entropy collapse in its {len(g)} runs (alert below {fraction:.0%} of start).")
+            st.success(f"{common.md(group)}: no entropy collapse in its {len(g)} runs (alert below {fraction:.0%} of start).")
 
 
 def alerts(collapse) -> None:
