@@ -22,7 +22,7 @@ def _f(default, help: str, **kw):
 @dataclass(frozen=True)
 class TrainConfig:
     # --- what to train
-    algo: str = _f("aspo", "policy loss: one of aspo.losses.LOSSES (grpo, dapo, aspo, no_is, pos_mean_is, cispo, gspo)")
+    algo: str = _f("aspo", "policy loss: one of aspo.losses.LOSSES (grpo, dapo, aspo, no_is, pos_mean_is, cispo, gspo, clip_cov, kl_cov)")
     task: str = _f("math", "task: math, split (sums with many right answers), code or jsonl:PATH (a file of {prompt, answer} lines)")
     task_args: str = _f("", "task options as k=v,k=v (math: digits, terms, ops, noise; split: digits, noise; code: noise)")
     unsafe_unisolated_code: bool = _f(False, "code task only: run model-written code even where the sandbox cannot isolate it (no namespaces); only on a machine you trust")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from aspo.diagnostics import covariance_metrics, sampler_metrics, token_row_metrics
 from aspo.metrics import repetition_rate
 from logs_schema.schema import NEAR_DETERMINISTIC_NATS
 from logs_schema.writer import RunWriter
@@ -60,6 +61,7 @@ class StepLog:
         cols["token"] = token_texts(self.tokenizer, ids)
         cols["old_logp"] = batch.old_logp.cpu().numpy()[s, p].astype(np.float32)
         cols["new_logp"] = new_logp.cpu().numpy()[s, p].astype(np.float32)
+        cols["rollout_logp"] = batch.rollout_logp.cpu().numpy()[s, p].astype(np.float32)
         return cols
 
 
@@ -119,7 +121,18 @@ def step_metrics(batch, log: StepLog, tok: dict, seqs: dict) -> dict:
         "kl": float(np.concatenate(log.kl).mean()) if log.kl else None,
     }
     m.update(sign_metrics(tok))
+    m.update(diagnostics(batch, tok))
     return m
+
+
+def diagnostics(batch, tok: dict) -> dict:
+    """The covariance driver and the sampler mismatch over ALL the step's training tokens (from the batch's
+    tensors, not the token rows kept), then forking share and inactive ratios from every update pass."""
+    old, mask = batch.old_logp.cpu(), batch.mask.cpu()
+    out = covariance_metrics(old, batch.advantages.cpu()[:, None].expand_as(old), mask)
+    out.update(sampler_metrics(batch.rollout_logp.cpu(), old, mask))
+    out.update(token_row_metrics(tok))
+    return out
 
 
 def sign_metrics(tok: dict) -> dict:

@@ -43,6 +43,9 @@ LOSS_DEFAULTS: dict[str, dict] = {
     "pos_mean_is": {"eps_low": 0.2, "eps_high": 0.2, "dual_clip": 3.0},
     "cispo": {"eps_low": 0.2, "eps_high": 0.2},
     "gspo": {"eps_low": 3e-4, "eps_high": 4e-4},  # sequence ratios sit very close to 1
+    # Cui et al. 2025 (arXiv 2505.22617), as verl ships them
+    "clip_cov": {"eps_low": 0.2, "eps_high": 0.2, "clip_cov_ratio": 2e-4, "clip_cov_lb": 1.0, "clip_cov_ub": 5.0},
+    "kl_cov": {"kl_cov_ratio": 2e-4, "ppo_kl_coef": 1.0},
 }
 # Aggregation each method was published with (DAPO's token-mean; GSPO normalises per sequence).
 LOSS_AGGREGATION: dict[str, str] = {name: "token-mean" for name in LOSS_DEFAULTS} | {
@@ -63,7 +66,7 @@ def _prepare(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor):
     return m, A, torch.exp(log_ratio)
 
 
-def _top_entropy(entropy: Tensor, m: Tensor, top: float) -> Tensor:
+def top_entropy(entropy: Tensor, m: Tensor, top: float = 0.2) -> Tensor:
     """True for the ceil(top·n) highest-entropy valid tokens of each response (ties: earlier first)."""
     n = m.sum(-1, keepdim=True)
     k = torch.ceil(top * n - 1e-6)  # 1e-6: 0.2 * 15 must give 3, not 4
@@ -79,7 +82,7 @@ def _clip_bounds(r, m, eps_low, eps_high, entropy, entropy_clip_top, entropy_cli
     if entropy_clip_top > 0:
         if entropy is None:
             raise ValueError("entropy_clip_top > 0 needs the per-token `entropy` tensor")
-        wide = _top_entropy(entropy, m, entropy_clip_top)
+        wide = top_entropy(entropy, m, entropy_clip_top)
         lo = torch.where(wide, lo.clamp(min=entropy_clip_eps), lo)
         hi = torch.where(wide, hi.clamp(min=entropy_clip_eps), hi)
     return (1 - lo).detach(), (1 + hi).detach()
@@ -213,9 +216,89 @@ def gspo(logp, old_logp, advantages, mask, *, eps_low=3e-4, eps_high=4e-4, dual_
     return _finish(m, A, -A * surrogate, weight, s, clipped, torch.zeros_like(clipped))
 
 
+# ---------------------------------------------------------------- covariance (entropy mechanism)
+class CovOutput(NamedTuple):
+    cov: Tensor  # scalar: mean over valid tokens of (logp − mean logp)·(A − mean A)
+    pos: Tensor  # scalar: the A > 0 tokens' part of that sum / N (pos + neg + zero-A rest = cov)
+    neg: Tensor  # scalar: the A < 0 tokens' part
+
+
+def centred_products(logp: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """(logp − mean logp)·(A − mean A) per token, both means over the valid tokens of the whole batch;
+    0 on padding. Cui et al. 2025: the entropy change of a policy-gradient step is about −η·Cov(log π, A),
+    so tokens with large positive products (confident and rewarded) are the ones that drain entropy."""
+    m = mask.bool()
+    n = m.sum().clamp(min=1)
+    x = torch.where(m, logp.detach().double(), torch.zeros_like(logp, dtype=torch.float64))
+    a = torch.where(m, advantages.detach().double(), torch.zeros_like(x))
+    return torch.where(m, (x - x.sum() / n) * (a - a.sum() / n), torch.zeros_like(x))
+
+
+def _no_entropy_clip(name: str, top: float) -> None:
+    if top > 0:
+        raise ValueError(f"{name} has no per-token clip range to widen: the entropy-aware clip does not apply")
+
+
+def logp_adv_cov(old_logp: Tensor, advantages: Tensor, mask: Tensor) -> CovOutput:
+    """The step's covariance driver over every valid token (float64), split by advantage sign."""
+    m = mask.bool()
+    prod = centred_products(old_logp, advantages, mask)
+    n = m.sum().clamp(min=1)
+    A = torch.where(m, advantages.detach(), torch.zeros_like(advantages))
+    return CovOutput(prod.sum() / n, prod[A > 0].sum() / n, prod[A < 0].sum() / n)
+
+
+def clip_cov(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, clip_cov_ratio=2e-4,
+             clip_cov_lb=1.0, clip_cov_ub=5.0, seed=0, dual_clip=3.0, entropy=None, entropy_clip_top=0.0,
+             entropy_clip_eps=0.4) -> LossOutput:
+    """Clip-Cov (verl compute_policy_loss_clip_cov): PPO clip (no dual clip), and a random
+    max(1, int(ratio·N)) of the not-yet-clipped tokens whose centred product (current logp) lies in
+    (lb, ub) lose their gradient. `clipped` marks both (weight 0); verl draws the subset with the global
+    RNG, here with a generator seeded by `seed` so a logged step can be recomputed. The selection depends on
+    the whole batch the loss sees (as in verl): micro-batching changes which tokens are cut. ``dual_clip`` unused."""
+    _no_entropy_clip("clip_cov", entropy_clip_top)
+    m, A, r = _prepare(logp, old_logp, advantages, mask)
+    lo, hi = 1 - eps_low, 1 + eps_high
+    ppo = _hard_clip(A, r, lo, hi) & m
+    prod = centred_products(logp, advantages, mask)
+    cand = torch.nonzero(m & ~ppo & (prod > clip_cov_lb) & (prod < clip_cov_ub))
+    k = max(int(clip_cov_ratio * int(m.sum())), 1)
+    pick = cand[torch.randperm(len(cand), generator=torch.Generator().manual_seed(seed))[:k]]
+    cov_cut = torch.zeros_like(m)
+    cov_cut[pick[:, 0], pick[:, 1]] = True
+    clipped = ppo | cov_cut
+    surrogate = torch.where(ppo, r.clamp(lo, hi).detach(), r)
+    surrogate = torch.where(cov_cut, torch.zeros_like(r), surrogate)  # verl: loss · 0
+    weight = torch.where(clipped, torch.zeros_like(r), r)
+    return _finish(m, A, -A * surrogate, weight, r, clipped, torch.zeros_like(clipped))
+
+
+def kl_cov(logp, old_logp, advantages, mask, *, kl_cov_ratio=2e-4, ppo_kl_coef=1.0, eps_low=0.2, eps_high=0.2,
+           dual_clip=3.0, entropy=None, entropy_clip_top=0.0, entropy_clip_eps=0.4) -> LossOutput:
+    """KL-Cov (verl compute_policy_loss_kl_cov): no clip, loss −A·r, plus ppo_kl_coef·|logp − old_logp| on the
+    max(1, int(ratio·N)) tokens with the largest centred products (current logp). Its gradient is
+    (−A·r + coef·sign(Δ))·∇logp, so weight = r − coef·sign(Δ)/A; `dual_clipped` marks the penalised tokens.
+    (A penalised token with A == 0 still gets coef·sign(Δ); like every A == 0 token it logs weight 0.)
+    No clip at all, so ``eps_low``, ``eps_high`` and ``dual_clip`` are unused; batch-level like clip_cov."""
+    _no_entropy_clip("kl_cov", entropy_clip_top)
+    m, A, r = _prepare(logp, old_logp, advantages, mask)
+    prod = centred_products(logp, advantages, mask)
+    k = max(int(kl_cov_ratio * int(m.sum())), 1)
+    flat = torch.where(m, prod, torch.full_like(prod, float("-inf"))).flatten()
+    top = torch.zeros(flat.shape, dtype=torch.bool, device=flat.device)
+    top[torch.topk(flat, min(k, int(m.sum()))).indices] = True
+    pen = top.view_as(m) & m
+    delta = torch.where(m, logp - old_logp, torch.zeros_like(logp))
+    loss = -A * r + torch.where(pen, ppo_kl_coef * delta.abs(), torch.zeros_like(r))
+    safe_A = torch.where(A != 0, A, torch.ones_like(A))
+    weight = torch.where(pen, r - ppo_kl_coef * torch.sign(delta.detach()) / safe_A, r)
+    no_flag = torch.zeros_like(pen)
+    return _finish(m, A, loss, weight, r, no_flag, pen)
+
+
 LOSSES: dict[str, Callable[..., LossOutput]] = {
     "grpo": grpo, "dapo": dapo, "aspo": aspo, "no_is": no_is,
-    "pos_mean_is": pos_mean_is, "cispo": cispo, "gspo": gspo,
+    "pos_mean_is": pos_mean_is, "cispo": cispo, "gspo": gspo, "clip_cov": clip_cov, "kl_cov": kl_cov,
 }
 
 

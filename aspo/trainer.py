@@ -72,6 +72,7 @@ class Batch:
     advantages: torch.Tensor     # (N,)
     old_logp: torch.Tensor       # (N, T)
     old_entropy: torch.Tensor    # (N, T)
+    rollout_logp: torch.Tensor   # (N, T) the sampler's own log-prob of each token (KV-cache path), 0 if masked
     ref_logp: torch.Tensor | None
     zero_var: torch.Tensor       # (N,) bool
 
@@ -282,7 +283,7 @@ def collect_rollouts(run: Run, step: int) -> Batch:
     group = torch.arange(len(problems)).repeat_interleave(cfg.group_size)
     return Batch(problems, prompts, group, ro.input_ids, ro.attention_mask, ro.completion_ids,
                  ro.completion_mask.float(), mask, texts,
-                 ro.truncated, rewards, adv, old_logp, old_ent, ref_logp, zero_var)
+                 ro.truncated, rewards, adv, old_logp, old_ent, ro.logp, ref_logp, zero_var)
 
 
 @torch.no_grad()

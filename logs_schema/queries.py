@@ -526,3 +526,7 @@ def problems(root) -> pd.DataFrame:
 
 # Comparing runs (pure pandas over the frames above), here so that one module answers every question.
 from .compare import config_diff, group_keys, run_configs, run_groups, seed_bands, with_progress_axes  # noqa: E402,F401
+
+# The entropy diagnostics (schema v2) live in their own module to keep this one readable; one namespace for callers.
+from .queries_explain import (covariance_by_bin, entropy_driver_correlation, entropy_drivers,  # noqa: E402,F401
+                              inactive_ratio_steps, sampler_mismatch, top_covariance_tokens)

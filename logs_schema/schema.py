@@ -16,10 +16,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHANGELOG = {
     1: "Initial contract: runs, steps, sequences, tokens, token_hist, value_hist; one part per "
        "(table, step, rank), small tables compacted into per-rank segments of steps A..B.",
+    2: "Entropy diagnostics (additive): steps.logp_adv_cov (+ _pos/_neg), fork_share_pos/neg, "
+       "ratio_inactive_frac, rollout_kl, rollout_logp_diff_max; tokens.rollout_logp; token_hist "
+       "old_logp_sum, advantage_sum, old_logp_adv_sum. v1 files read with these columns null.",
 }
 
 # Parquet key-value metadata keys present in every part file.
@@ -28,6 +31,10 @@ META_TABLE = b"aspo.table"
 
 # A token is "near-deterministic" when its policy entropy is below this many nats.
 NEAR_DETERMINISTIC_NATS = 0.1
+# A step's ratios are "inactive" when |ratio - 1| < RATIO_INACTIVE_TOL on more than RATIO_INACTIVE_SHARE of its
+# token rows: one update per rollout batch, so every ratio-based loss gives the same update.
+RATIO_INACTIVE_TOL = 1e-3
+RATIO_INACTIVE_SHARE = 0.99
 # Old-probability bins of token_hist: PROB_BINS uniform bins over exp(old_logp) in [0, 1].
 PROB_BINS = 20
 ADV_SIGNS = ("pos", "neg", "zero")          # advantage > 0, < 0, == 0
@@ -105,6 +112,21 @@ STEP_METRICS = {  # name -> (unit, doc); every metric is a nullable float
     "eval_avg_at_k": ("share", "Held-out avg@k (mean correctness over k samples); null when not evaluated."),
     "eval_pass_at_k": ("share", "Held-out pass@k; null when not evaluated."),
     "eval_k": ("samples", "The k of the held-out evaluation; null when not evaluated."),
+    # v2: why entropy moves (Cui et al. 2025; Wang et al. 2025) and whether the ratios act at all
+    "logp_adv_cov": ("nats", "Cov(old_logp, advantage) over ALL valid completion tokens of the step: "
+                     "mean((old_logp - mean)(A - mean)). Entropy change ~ -lr * this (positive drains entropy)."),
+    "logp_adv_cov_pos": ("nats", "Share of logp_adv_cov from A > 0 tokens: sum over them of the centred "
+                         "product / all tokens (pos + neg + zero-A rest = logp_adv_cov)."),
+    "logp_adv_cov_neg": ("nats", "Share of logp_adv_cov from A < 0 tokens (same centring as logp_adv_cov)."),
+    "fork_share_pos": ("share", "Gradient mass sum|A*weight| of A > 0 token rows on each response's top-20% "
+                       "entropy tokens (forking tokens, per update pass) / all A > 0 mass."),
+    "fork_share_neg": ("share", "Same as fork_share_pos for A < 0 token rows."),
+    "ratio_inactive_frac": ("share", f"Share of token rows with |ratio - 1| < {RATIO_INACTIVE_TOL:g}: above "
+                            f"{RATIO_INACTIVE_SHARE:g} the ratios do nothing and ratio-based losses (ASPO, GRPO, ...) "
+                            "give the same update."),
+    "rollout_kl": ("nats", "k3 KL(sampler || trainer) over the step's tokens, from rollout_logp vs old_logp; "
+                   "null when the sampler's log-probs are unknown."),
+    "rollout_logp_diff_max": ("nats", "Largest |old_logp - rollout_logp| of the step; null when unknown."),
 }
 STEPS = pa.schema(_KEY + [_f(k, _M, u, d) for k, (u, d) in STEP_METRICS.items()])
 
@@ -141,6 +163,8 @@ TOKENS = pa.schema(_KEY + [
     _f("dual_clipped", pa.bool_(), "-", "Dual clip active (hard for grpo/dapo, soft for aspo).", True),
     _f("advantage", _F32, "-", "Advantage of the response.", True),
     _f("entropy", _F32, "nats", "Policy entropy at this position in this pass.", True),
+    _f("rollout_logp", _F32, "nats", "v2: log-prob the sampler gave the token when it generated it (vLLM's in "
+       "TRL runs); null when unknown, never a copy of old_logp.", False),
 ])
 
 _SIGN_DOC = "Advantage sign: pos (A > 0), neg (A < 0), zero (A == 0)."
@@ -155,6 +179,10 @@ TOKEN_HIST = pa.schema(_KEY + [
     _f("ratio_sum", pa.float64(), "ratio", "Sum of ratio."),
     _f("delta_logp_sum", pa.float64(), "nats", "Sum of new_logp - old_logp (realised update)."),
     _f("entropy_sum", pa.float64(), "nats", "Sum of entropy."),
+    _f("old_logp_sum", pa.float64(), "nats", "v2: sum of old_logp."),
+    _f("advantage_sum", pa.float64(), "-", "v2: sum of advantage."),
+    _f("old_logp_adv_sum", pa.float64(), "nats", "v2: sum of old_logp * advantage. Per step, with N, X, A, XA "
+       "the totals over cells: logp_adv_cov = XA/N - X*A/N^2 (each token counts once per update pass)."),
 ])
 
 VALUE_HIST = pa.schema(_KEY + [

@@ -74,9 +74,11 @@ def token_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:
     size = S.PROB_BINS * 9
     count = np.bincount(cell, minlength=size)
     delta = np.asarray(tok["new_logp"], np.float64) - old
+    adv = np.asarray(tok["advantage"], np.float64)
     sums = {f"{k}_sum": np.bincount(cell, weights=np.asarray(v, np.float64), minlength=size)
             for k, v in (("weight", tok["weight"]), ("ratio", tok["ratio"]),
-                         ("delta_logp", delta), ("entropy", tok["entropy"]))}
+                         ("delta_logp", delta), ("entropy", tok["entropy"]),
+                         ("old_logp", old), ("advantage", adv), ("old_logp_adv", old * adv))}
     idx = np.nonzero(count)[0]
     b, s, c = idx // 9, (idx // 3) % 3, idx % 3
     cols = {"prob_bin": b, "prob_lo": b / S.PROB_BINS, "prob_hi": (b + 1) / S.PROB_BINS,

@@ -218,3 +218,42 @@ def test_trl_logs_open_in_the_dashboard(aspo_run, page, monkeypatch):
         at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.get("plotly_chart") or page == "samples", page
+
+
+# ---------------------------------------------------------------- sampler log-probs (schema v2: rollout_logp)
+def test_without_sampler_logps_rollout_logp_stays_null(aspo_run):
+    log_dir, _ = aspo_run
+    t = step_tokens(log_dir, 1)
+    assert len(t) and t["rollout_logp"].isna().all()  # TRL generated with transformers: no sampler logps
+    m = queries.entropy_drivers(log_dir)
+    assert m["rollout_kl"].isna().all() and m["rollout_logp_diff_max"].isna().all()
+    assert m["logp_adv_cov"].notna().all()  # one process: the other diagnostics are logged
+    np.testing.assert_allclose(m["logp_adv_cov"], m["logp_adv_cov_hist"], rtol=1e-6, atol=1e-9)
+
+
+def test_sampler_logps_in_the_batch_fill_rollout_logp(tmp_path, model_dir, dataset):
+    """A `rollout_func` (TRL's custom sampler hook) returns per-token sampling logps, as vLLM does: TRL carries
+    them in the batch as `sampling_per_token_logps`, and the plug-in logs exactly those values."""
+    from aspo.rollout import generate
+    sent = {}
+
+    def rollout_func(prompts, trainer):
+        tok = trainer.processing_class
+        ro = generate(trainer.model, tok, list(prompts), 8, 1.0, torch.Generator().manual_seed(len(sent)))
+        out = {"prompt_ids": [], "completion_ids": [], "logprobs": []}
+        for i, p in enumerate(prompts):
+            n = int(ro.completion_mask[i].sum())
+            out["prompt_ids"].append(tok(p, add_special_tokens=True)["input_ids"])
+            out["completion_ids"].append(ro.completion_ids[i, :n].tolist())
+            out["logprobs"].append(ro.logp[i, :n].tolist())
+            sent[(tuple(out["completion_ids"][-1]), len(sent))] = out["logprobs"][-1]
+        return out
+
+    log_dir, _ = run(tmp_path, model_dir, dataset, "grpo", {"rollout_func": rollout_func}, max_steps=4)
+    t = step_tokens(log_dir, 0)
+    assert len(t) and t["rollout_logp"].notna().all()
+    sent_values = np.concatenate([np.asarray(v, np.float32) for v in sent.values()])
+    assert np.isin(t["rollout_logp"].to_numpy(np.float32), sent_values).all()  # the sampler's own numbers
+    assert (t["rollout_logp"] - t["old_logp"]).abs().max() < 1e-4  # same fp32 model: sampler == trainer
+    m = queries.entropy_drivers(log_dir)
+    assert m["rollout_kl"].notna().all() and (m["rollout_logp_diff_max"] < 1e-4).all()

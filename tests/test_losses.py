@@ -168,8 +168,11 @@ def test_gradient_equals_weight_on_ragged_batch(name, kw, seed):
     assert out.loss.shape == out.weight.shape == out.ratio.shape == out.clipped.shape == logp.shape
 
 
+BATCH_LEVEL = ("clip_cov", "kl_cov")  # pick tokens by centred products over the batch the loss sees
+
+
 @pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
-@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("name", [n for n in LOSSES if n not in BATCH_LEVEL])
 def test_micro_batches_sum_to_full_batch_gradient(name, mode):
     logp, old, adv, mask, entropy = ragged_batch(3)
     full = logp.clone().requires_grad_(True)
@@ -259,7 +262,7 @@ def test_defaults_match_loss_defaults(name):
 
 def test_registries():
     assert set(LOSSES) == set(LOSS_DEFAULTS) == set(LOSS_AGGREGATION)
-    assert {"grpo", "dapo", "aspo", "no_is", "pos_mean_is", "cispo", "gspo"} == set(LOSSES)
+    assert {"grpo", "dapo", "aspo", "no_is", "pos_mean_is", "cispo", "gspo", "clip_cov", "kl_cov"} == set(LOSSES)
     assert LOSS_DEFAULTS["dapo"]["eps_high"] == 0.28
     assert (LOSS_DEFAULTS["gspo"]["eps_low"], LOSS_DEFAULTS["gspo"]["eps_high"]) == (3e-4, 4e-4)
 
@@ -270,6 +273,9 @@ def test_on_policy_every_loss_is_plain_policy_gradient():
     for name in LOSSES:
         out, grad = run(name, logp, logp.detach(), adv, mask)
         live = mask.bool() & (torch.nan_to_num(adv) != 0)
+        if name == "clip_cov":  # Clip-Cov cuts its high-covariance tokens even on-policy
+            assert out.clipped.sum() == 1
+            live = live & ~out.clipped
         assert_close(out.weight, live.to(DT))
 
 
@@ -304,3 +310,64 @@ def test_ragged_batches_cover_every_region():
                 if (s & f & mask.bool()).any():
                     seen.add(sign + flag)
     assert seen == {"+clip", "+dual", "+live", "-clip", "-dual", "-live"}
+
+
+# ---------------------------------------------------------------- covariance driver, Clip-Cov, KL-Cov
+def cov_batch():
+    """4 tokens (one padded): token 0 is confident (logp −0.1) and rewarded (A = 3): the largest centred product."""
+    old = torch.tensor([[-0.1, -2.0, -3.0, -9.0], [-1.0, -0.5, 0.0, 0.0]], dtype=DT)
+    adv = torch.tensor([[3.0, 3.0, 3.0, 3.0], [-1.0, -1.0, -1.0, -1.0]], dtype=DT)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=DT)
+    return old, adv, mask
+
+
+def test_logp_adv_cov_by_hand():
+    from aspo.losses import logp_adv_cov
+    old, adv, mask = cov_batch()
+    x, a = [-0.1, -2.0, -3.0, -1.0, -0.5], [3.0, 3.0, 3.0, -1.0, -1.0]
+    xm, am = sum(x) / 5, sum(a) / 5
+    prods = [(xi - xm) * (ai - am) for xi, ai in zip(x, a)]
+    out = logp_adv_cov(old, adv, mask)
+    assert out.cov.item() == pytest.approx(sum(prods) / 5)
+    assert out.pos.item() == pytest.approx(sum(prods[:3]) / 5)
+    assert out.neg.item() == pytest.approx(sum(prods[3:]) / 5)
+    assert out.cov.item() == pytest.approx(float(torch.tensor(x).double().mul(torch.tensor(a).double()).mean()
+                                                 - xm * am))
+
+
+def test_clip_cov_cuts_one_high_covariance_token():
+    old, adv, mask = cov_batch()
+    logp = (old + torch.tensor([[0.05, 0.3, 0.0, 0.0], [0.0, -0.05, 0.0, 0.0]], dtype=DT)).requires_grad_(True)
+    out = LOSSES["clip_cov"](logp, old, adv, mask)
+    aggregate(out.loss, mask).backward()
+    # centred products (current logp): only token (0, 0) lies in (1, 5); token (0, 1) has r = e^0.3 > 1.2: PPO clip
+    assert out.clipped.nonzero().tolist() == [[0, 0], [0, 1]]
+    r = torch.exp(logp.detach() - old)
+    expected_w = torch.where(out.clipped | ~mask.bool(), torch.zeros_like(r), r)
+    assert_close(out.weight, expected_w)
+    assert_close(logp.grad, -adv * expected_w * mask / mask.sum())
+    assert out.loss[0, 0] == 0  # verl multiplies the cut token's loss by 0
+
+
+def test_clip_cov_bounds_and_ratio():
+    old, adv, mask = cov_batch()
+    logp = old.clone()
+    assert not LOSSES["clip_cov"](logp, old, adv, mask, clip_cov_lb=5.0, clip_cov_ub=9.0).clipped.any()
+    wide = dict(clip_cov_lb=-10.0, clip_cov_ub=10.0, clip_cov_ratio=0.5)
+    a, b = LOSSES["clip_cov"](logp, old, adv, mask, **wide), LOSSES["clip_cov"](logp, old, adv, mask, **wide)
+    assert a.clipped.sum() == 2  # int(0.5 · 5 valid tokens), drawn among all 5 candidates
+    assert torch.equal(a.clipped, b.clipped)  # seeded: a logged step can be recomputed
+
+
+def test_kl_cov_penalises_the_top_covariance_token():
+    old, adv, mask = cov_batch()
+    shift = torch.tensor([[0.1, 0.3, -0.1, 0.0], [0.2, -0.05, 0.0, 0.0]], dtype=DT)
+    logp = (old + shift).requires_grad_(True)
+    out = LOSSES["kl_cov"](logp, old, adv, mask, ppo_kl_coef=0.5)
+    aggregate(out.loss, mask).backward()
+    assert out.dual_clipped.nonzero().tolist() == [[0, 0]] and not out.clipped.any()
+    r = torch.exp(shift) * mask
+    by_hand = -adv * r * mask  # d(−A·r)/dlogp = −A·r, no clip anywhere (r = e^0.3 keeps its gradient)
+    by_hand[0, 0] += 0.5 * 1.0  # + coef · sign(Δ), Δ = +0.1
+    assert_close(logp.grad, by_hand / mask.sum())
+    assert_close(logp.grad, -adv * out.weight / mask.sum())

@@ -278,11 +278,12 @@ def test_newer_schema_file_is_skipped_and_reported(root, tmp_path):
     run = copy_run(root, tmp_path, "aspo-a")
     part = run / "token_hist" / "step-00000006-rank0.parquet"
     t = pq.read_table(run / "token_hist" / "step-00000001-rank0.parquet")
-    pq.write_table(t.replace_schema_metadata({"aspo.schema_version": "2", "aspo.table": "token_hist"}), part)
+    newer = S.SCHEMA_VERSION + 1
+    pq.write_table(t.replace_schema_metadata({"aspo.schema_version": str(newer), "aspo.table": "token_hist"}), part)
     assert q.rich_get_richer(run)["count"].sum() == q.rich_get_richer(root, "aspo-a")["count"].sum()
     p = q.problems(run)
     assert p.path.tolist() == [str(part)]
-    assert "schema v2, this aspo reads up to v1: upgrade aspo" in p.reason.iloc[0]
+    assert f"schema v{newer}, this aspo reads up to v{S.SCHEMA_VERSION}: upgrade aspo" in p.reason.iloc[0]
 
 
 @pytest.mark.parametrize("damage, run_id, name, lost", [
@@ -300,7 +301,7 @@ def test_damaged_file_is_skipped_and_reported(root, tmp_path, damage, run_id, na
         data = data[: len(data) // 2]
     elif damage == "data_page":  # footer intact: only DuckDB's read can find out
         rg = pq.read_metadata(part).row_group(0)
-        c = rg.column(rg.num_columns - 1)
+        c = next(rg.column(i) for i in range(rg.num_columns) if rg.column(i).path_in_schema == "count")  # read below
         for i in range((c.dictionary_page_offset or c.data_page_offset), c.data_page_offset + 40):
             data[i] ^= 0x5A
     elif damage == "garbage":

@@ -5,7 +5,7 @@ from pathlib import Path
 from logs_schema import schema as S
 
 CONTRACT_TOKENS = ["epoch", "minibatch", "sample", "position", "token_id", "token", "old_logp", "logp",
-                   "new_logp", "ratio", "weight", "clipped", "dual_clipped", "advantage", "entropy"]
+                   "new_logp", "ratio", "weight", "clipped", "dual_clipped", "advantage", "entropy", "rollout_logp"]
 CONTRACT_SEQUENCES = ["sample", "prompt_id", "group", "prompt", "completion", "reward", "advantage",
                       "length", "truncated", "repetition_rate", "correct"]
 CONTRACT_METRICS = [
@@ -13,7 +13,9 @@ CONTRACT_METRICS = [
     "clip_frac_neg", "dual_clip_frac_pos", "dual_clip_frac_neg", "ratio_mean_pos", "ratio_mean_neg",
     "weight_mean_pos", "weight_mean_neg", "kl", "grad_norm", "lr", "loss", "response_length_mean",
     "truncated_frac", "repetition_rate", "zero_var_group_frac", "seconds", "tokens_per_s",
-    "eval_avg_at_k", "eval_pass_at_k", "eval_k"]
+    "eval_avg_at_k", "eval_pass_at_k", "eval_k",
+    "logp_adv_cov", "logp_adv_cov_pos", "logp_adv_cov_neg", "fork_share_pos", "fork_share_neg", "ratio_inactive_frac",
+    "rollout_kl", "rollout_logp_diff_max"]
 
 
 def test_version_and_changelog():

@@ -38,7 +38,7 @@ def test_layout_and_metadata(tmp_path):
     for t in PART_TABLES:
         assert names(tmp_path / "r", t) == ["step-00000000-rank0.parquet", "step-00000001-rank0.parquet"], t
         kv = pq.read_metadata(tmp_path / "r" / t / names(tmp_path / "r", t)[0]).metadata
-        assert kv[S.META_VERSION] == b"1" and kv[S.META_TABLE] == t.encode()
+        assert kv[S.META_VERSION] == str(S.SCHEMA_VERSION).encode() and kv[S.META_TABLE] == t.encode()
     assert os.listdir(tmp_path / "r" / "runs") == ["rank0.parquet"]
     assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]  # no temp file left behind
 
@@ -53,7 +53,7 @@ def test_compaction_layout(tmp_path):
                                  "step-00000008-rank0.parquet", "step-00000009-rank0.parquet"], t
         seg = pq.read_table(run / t / "seg-00000004-00000007-rank0.parquet")
         assert sorted(set(seg["step"].to_pylist())) == [4, 5, 6, 7]
-        assert pq.read_metadata(run / t / "seg-00000004-00000007-rank0.parquet").metadata[S.META_VERSION] == b"1"
+        assert pq.read_metadata(run / t / "seg-00000004-00000007-rank0.parquet").metadata[S.META_VERSION] == str(S.SCHEMA_VERSION).encode()
     assert len(names(run, "tokens")) == 10
     w = RunWriter(run, run_id="r", resume_step=9, compact_every=4)
     with pytest.raises(ValueError, match="steps must increase"):

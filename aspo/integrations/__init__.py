@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from aspo.diagnostics import row_metrics
 from aspo.metrics import repetition_rate
 from logs_schema.schema import NEAR_DETERMINISTIC_NATS
 
@@ -27,11 +28,13 @@ def _np(t: torch.Tensor, valid: torch.Tensor, dtype=np.float32) -> np.ndarray:
 
 
 def pass_rows(*, epoch: int, minibatch: int, sample, mask, logp, old_logp, out, advantages,
-              entropy=None, token_ids=None) -> dict[str, np.ndarray]:
+              entropy=None, token_ids=None, rollout_logp=None) -> dict[str, np.ndarray]:
     """Token rows of one update pass: one row per valid token (mask != 0), in the contract's vocabulary.
 
     sample: (B,) response index of each row of the batch; out: the loss's `LossOutput`; advantages (B, T).
-    `logp` is the pass's own forward (not a substituted sequence-level value); entropy NaN when unknown."""
+    `logp` is the pass's own forward (not a substituted sequence-level value); entropy NaN when unknown.
+    rollout_logp: the sampler's own per-token log-probs (e.g. vLLM's) when the framework has them; without
+    them the column is left out (null), never filled from old_logp."""
     valid = mask.bool()
     rows, pos = torch.nonzero(valid, as_tuple=True)
     n = len(pos)
@@ -45,6 +48,8 @@ def pass_rows(*, epoch: int, minibatch: int, sample, mask, logp, old_logp, out, 
         "dual_clipped": _np(out.dual_clipped, valid, bool), "advantage": _np(advantages, valid),
         "entropy": _np(ent, valid),
     }
+    if rollout_logp is not None:
+        cols["rollout_logp"] = _np(rollout_logp, valid)
     if token_ids is not None:
         cols["token_id"] = token_ids.detach()[valid].cpu().numpy().astype(np.int32)
     return cols
@@ -141,7 +146,9 @@ def step_metrics(tok: dict, seq: dict, extra: dict | None = None,
     """The `steps` metrics derivable from one step's token rows and sequences (schema.STEP_METRICS names).
 
     reduce_sum: an all-reduce (sum) over ranks of a float64 vector, so that every rank logs the global
-    value (the dashboard reads the lowest rank's row of each step); None for one process."""
+    value (the dashboard reads the lowest rank's row of each step); None for one process. With one process the
+    entropy diagnostics (aspo.diagnostics.row_metrics) are added; across ranks they stay null and the queries
+    derive the covariance from token_hist and the inactive-ratio share from the token rows."""
     pairs = _pairs(tok, seq)
     names = _PAIR_NAMES  # fixed, so every rank reduces vectors of the same length
     vec = np.asarray([v for k in names for v in pairs.get(k, (0.0, 0.0))], np.float64)
@@ -152,4 +159,5 @@ def step_metrics(tok: dict, seq: dict, extra: dict | None = None,
     if "_reward_sq" in sums and out.get("reward_mean") is not None:
         s, c = sums["_reward_sq"]
         out["reward_std"] = float(np.sqrt(max(s / c - out["reward_mean"] ** 2, 0.0)))
-    return {**out, **(extra or {})}
+    diag = row_metrics(tok) if reduce_sum is None else {}
+    return {**out, **diag, **(extra or {})}

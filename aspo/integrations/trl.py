@@ -233,7 +233,8 @@ class AspoGRPOTrainer(GRPOTrainer):
         spg = self.args.steps_per_generation
         p["passes"].append(pass_rows(
             epoch=p["n_pass"] // spg, minibatch=p["n_pass"] % spg, sample=inputs["aspo_sample"], mask=mask,
-            logp=logp, old_logp=old, out=out, advantages=adv, entropy=entropy, token_ids=inputs["completion_ids"]))
+            logp=logp, old_logp=old, out=out, advantages=adv, entropy=entropy, token_ids=inputs["completion_ids"],
+            rollout_logp=inputs.get("sampling_per_token_logps")))  # TRL's sampler logps (vLLM, rollout_func)
         p["losses"].append(loss.item())
         p["n_pass"] += 1
 
@@ -292,7 +293,8 @@ class AspoGRPOTrainer(GRPOTrainer):
                  "kl": float(np.mean(self._aspo_kl)) if self._aspo_kl else None,
                  "seconds": seconds,
                  "tokens_per_s": float(np.sum(p["sequences"]["length"])) / seconds if seconds > 0 else None}
-        metrics = step_metrics(tok, p["sequences"], extra, reduce_sum=self._reduce_sum)
+        metrics = step_metrics(tok, p["sequences"], extra,
+                               reduce_sum=self._reduce_sum if self.accelerator.num_processes > 1 else None)
         self._aspo_writer.log_step(p["step"], metrics, p["sequences"], tok)
 
     def _reduce_sum(self, vec: np.ndarray) -> np.ndarray:
