@@ -1,6 +1,6 @@
 """Comparing runs in a real headless Chromium (Debian's /usr/bin/chromium via Playwright): a shared URL
 opens six seeds grouped into two bands, the Overview's metric picker adds a panel, and the chart-data
-download hands over the numbers drawn (the CSV is read back and checked against seed_bands).
+download hands over the numbers drawn (CSV and Parquet read back and checked against seed_bands).
 Kept short: one server, one browser, finished runs (no writer)."""
 from __future__ import annotations
 
@@ -77,6 +77,9 @@ def test_shared_url_grouped_bands_metric_picker_and_download(server, tmp_path):
             with page.expect_download(timeout=30_000) as dl:
                 page.get_by_role("button", name="Chart data (CSV)").first.click()
             got = pd.read_csv(io.StringIO(Path(dl.value.path()).read_text()))
+            with page.expect_download(timeout=30_000) as dl:
+                page.get_by_role("button", name="Parquet").first.click()
+            parquet = pd.read_parquet(dl.value.path())
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:
             browser.close()
@@ -87,3 +90,4 @@ def test_shared_url_grouped_bands_metric_picker_and_download(server, tmp_path):
     assert set(got["metric"]) >= {"grad_norm", "entropy_mean"} and set(got["group"]) == {"grpo", "aspo"}
     assert list(g["step"]) == list(w["step"]) and np.allclose(g["mean"], w["mean"]) and np.allclose(g["hi"], w["hi"])
     assert set(g["n"]) == {3}
+    pd.testing.assert_frame_equal(parquet.reset_index(drop=True), got, check_dtype=False)  # same numbers

@@ -156,12 +156,18 @@ def nonfinite_metrics_warning(root: str, run_ids) -> None:
 
 
 def plot(fig, key: str | None = None, frame: pd.DataFrame | None = None) -> None:
-    """Draw a figure; with `frame` (the numbers drawn), a download button for them as CSV."""
+    """Draw a figure; with `frame` (the numbers drawn), buttons that download them as CSV or Parquet.
+    The files are made on click (deferred), so a rerun never pays for serialising them."""
     st.plotly_chart(fig, width="stretch", key=key, config={"displaylogo": False})
-    if frame is not None and len(frame):
-        name = key or "chart"
-        st.download_button("Chart data (CSV)", frame.to_csv(index=False).encode(), f"{name}.csv", "text/csv",
-                           key=f"download_{name}", icon=":material/download:", type="tertiary", on_click="ignore")
+    if frame is None or not len(frame):
+        return
+    name = key or "chart"
+    row = st.container(horizontal=True, gap="small")
+    row.download_button("Chart data (CSV)", lambda: frame.to_csv(index=False), f"{name}.csv", "text/csv",
+                        key=f"download_{name}", icon=":material/download:", type="tertiary", on_click="ignore")
+    row.download_button("Parquet", lambda: frame.to_parquet(index=False), f"{name}.parquet",
+                        "application/vnd.apache.parquet", key=f"download_pq_{name}", type="tertiary",
+                        on_click="ignore")
 
 
 BAND_NAMES = {"std": "± std", "bootstrap": "95% bootstrap CI"}

@@ -79,7 +79,7 @@ def body() -> None:
     with b:
         n = int(ctx.runs.set_index("run_id").at[focus, "n_steps"] or 1)
         dist = data.entropy_distribution(ctx.root, [focus], every=data.every_for(n))
-        common.plot(charts.entropy_heatmap(dist, focus), key="entropy_dist")
+        common.plot(charts.entropy_heatmap(dist, focus), key="entropy_dist", frame=dist)
 
 
 common.live(body, ctx, run_ids)

@@ -52,7 +52,7 @@ def rich_panels() -> None:
                 common.plot(charts.rich_get_richer(rgr, value, run_ids), key=f"rgr_{value}",
                             frame=rgr[["run_id", "adv_sign", "prob_lo", "prob_hi", "count", value]])
     over = data.rich_get_richer_over_steps(ctx.root, [focus], window[0], end)
-    common.plot(charts.rich_get_richer_windows(over, "weight_mean", "pos"), key="rgr_windows")
+    common.plot(charts.rich_get_richer_windows(over, "weight_mean", "pos"), key="rgr_windows", frame=over)
 
 
 def distributions() -> None:
@@ -63,7 +63,7 @@ def distributions() -> None:
         dist = data.value_distribution(ctx.root, [focus], quantity, window[0], None if follow else window[1],
                                        every)
         with col:
-            common.plot(charts.value_heatmap(dist, quantity, focus), key=f"dist_{quantity}")
+            common.plot(charts.value_heatmap(dist, quantity, focus), key=f"dist_{quantity}", frame=dist)
 
 
 def landscape() -> None:
@@ -83,7 +83,7 @@ def landscape() -> None:
     step = st.select_slider("Step whose logged tokens are drawn", options, value=options[-1],
                             key=f"landscape_step_{focus}")
     tokens = data.weight_landscape_tokens(ctx.root, focus, step)
-    common.plot(charts.weight_landscape(algo, tokens, eps_low, eps_high, c), key="landscape")
+    common.plot(charts.weight_landscape(algo, tokens, eps_low, eps_high, c), key="landscape", frame=tokens)
     if tokens.empty:
         st.info("This step kept no token rows (token budget): the landscape is drawn without tokens.")
     else:

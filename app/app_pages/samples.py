@@ -91,7 +91,7 @@ def body() -> None:
                 "clipped or dual_clipped)")
     st.html(charts.tokens_html(one, quantity))
     common.plot(charts.token_strip(shown, quantity, f"{quantity} per token and update pass — sample "
-                                   f"{s.sample}, step {step}"), key="token_strip")
+                                   f"{s.sample}, step {step}"), key="token_strip", frame=tokens)
     with st.expander("Token rows"):
         st.dataframe(one[["position", "token", "old_logp", "logp", "new_logp", "delta_logp", "ratio", "weight",
                           "entropy", "advantage", "clipped", "dual_clipped"]], hide_index=True, width="stretch")
