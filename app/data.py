@@ -189,5 +189,9 @@ def nonfinite_metrics(root, run_ids=None):
     return _query("nonfinite_metrics", root, run_ids=run_ids)
 
 
+def warmup_progress(root):
+    return _query("warmup_progress", root)
+
+
 def problems(root):
     return _query("problems", root)

@@ -1,4 +1,7 @@
-"""`aspo demo`: warm up once, train GRPO and ASPO side by side, and serve the live dashboard meanwhile.
+"""`aspo demo`: serve the live dashboard, warm up once, then train GRPO and ASPO side by side.
+
+The dashboard starts first, so it is up within seconds and shows the warm-up as it happens: its progress goes to
+`<out>/warmup.json` (logs_schema.progress), at most once a second and at every held-out check.
 
 Each run is its own `aspo train` process (one CPU thread each), so Ctrl-C reaches every child, each marks its
 run "killed" with complete logs, and `aspo demo` again resumes both from their checkpoints.
@@ -52,7 +55,22 @@ def warm_up_once(args) -> None:
     from aspo.trainer import prepare_warmup  # noqa: PLC0415
     overrides = {"task_args": args.task_args, **({"task": args.task} if args.task else {})}
     print("aspo demo: preparing the warmed-up start model (cached after the first time) ...", flush=True)
-    prepare_warmup(make_config(args.preset, **overrides), log=lambda m: print(f"  {m}", flush=True))
+    prepare_warmup(make_config(args.preset, **overrides), log=lambda m: print(f"  {m}", flush=True),
+                   progress=progress_writer(args.out))
+
+
+def progress_writer(out, every_s: float = 1.0):
+    """progress(**fields) for the warm-up: writes <out>/warmup.json at most every `every_s` seconds, and always at a
+    held-out check (a new accuracy) or the end."""
+    from logs_schema.progress import write_warmup  # noqa: PLC0415
+    last = {"t": 0.0, "accuracy": None}
+
+    def progress(**fields):
+        now = time.monotonic()
+        if fields.get("state") != "running" or fields.get("accuracy") != last["accuracy"] or now - last["t"] >= every_s:
+            write_warmup(out, **fields)
+            last.update(t=now, accuracy=fields.get("accuracy"))
+    return progress
 
 
 def refuse_busy_runs(out, algos) -> None:
@@ -70,23 +88,24 @@ def refuse_busy_runs(out, algos) -> None:
 def run(args) -> int:
     stop_on_termination()  # kill, a closed terminal and Ctrl-C all stop the children: never orphans
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
-    from aspo.losses import LOSSES  # noqa: PLC0415
-    unknown = [a for a in algos if a not in LOSSES]
-    if unknown:
-        raise ValueError(f"unknown algo(s) {', '.join(unknown)} in --algos: choose from {', '.join(LOSSES)}")
-    from aspo.cli import checked_train_config  # noqa: PLC0415
-    for algo in algos:  # every child's options (--extra included) are checked before anything is written
-        checked_train_config(train_command(args, algo)[3:])
-    refuse_busy_runs(args.out, algos)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    warm_up_once(args)
+    refuse_busy_runs(args.out, algos)  # cheap (no torch): before a dashboard starts
     children: list[subprocess.Popen] = []
     dash = None
     try:
-        if not args.no_dashboard:
+        if not args.no_dashboard:  # first, before torch is imported: it shows the warm-up while it happens
             from aspo.serve import start_dashboard  # noqa: PLC0415
             dash = start_dashboard(args.out, args.host, args.port)
+        from aspo.losses import LOSSES  # noqa: PLC0415  (torch: seconds, while the dashboard starts)
+        unknown = [a for a in algos if a not in LOSSES]
+        if unknown:
+            raise ValueError(f"unknown algo(s) {', '.join(unknown)} in --algos: choose from {', '.join(LOSSES)}")
+        from aspo.cli import checked_train_config  # noqa: PLC0415
+        for algo in algos:  # every child's options (--extra included) are checked before anything is written
+            checked_train_config(train_command(args, algo)[3:])
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        if dash is not None:
             print(f"aspo demo: dashboard at http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)
+        warm_up_once(args)
         for algo in algos:
             children.append(subprocess.Popen(train_command(args, algo), start_new_session=True))
             print(f"aspo demo: training {algo} -> {Path(args.out) / algo}", flush=True)

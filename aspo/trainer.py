@@ -145,20 +145,21 @@ def load_policy(cfg: TrainConfig, task, run_dir: Path, device: torch.device, log
     return model.to(device), tokenizer
 
 
-def warmed_up_model(cfg: TrainConfig, task, log=print):
+def warmed_up_model(cfg: TrainConfig, task, log=print, progress=None):
     """The embedded model after its supervised warm-up (cached on disk, so paid once per model/task/seed)."""
     tokenizer = build_tokenizer(task.alphabet)
     model = build_small_model(tokenizer, size=cfg.model, seed=cfg.warmup_seed)
     model = warmup(model, tokenizer, task, seconds=cfg.warmup_seconds, max_steps=cfg.warmup_max_steps,
-                   target_accuracy=cfg.warmup_target, seed=cfg.warmup_seed, log=log)
+                   target_accuracy=cfg.warmup_target, seed=cfg.warmup_seed, log=log, progress=progress)
     return model, tokenizer
 
 
-def prepare_warmup(cfg: TrainConfig, log=print) -> None:
-    """Fill the warm-up cache ahead of several runs (aspo demo / experiment) so they share one start model."""
+def prepare_warmup(cfg: TrainConfig, log=print, progress=None) -> None:
+    """Fill the warm-up cache ahead of several runs (aspo demo / experiment) so they share one start model.
+    `progress(**fields)`: see aspo.warmup.warmup (the demo writes it where its dashboard shows it)."""
     if cfg.embedded_model:
         transformers.utils.logging.disable_progress_bar()
-        warmed_up_model(cfg, load_task(cfg), log)
+        warmed_up_model(cfg, load_task(cfg), log, progress)
 
 
 def load_task(cfg: TrainConfig):

@@ -124,14 +124,17 @@ def warmup(model, tokenizer, task, *, seconds: float | None = None, max_steps: i
            batch_size: int = DEFAULTS["batch_size"], lr: float = DEFAULTS["lr"], seed: int = 0,
            cache_dir=None, target_accuracy: float | None = None, eval_every: int = DEFAULTS["eval_every"],
            eval_problems: int = DEFAULTS["eval_problems"], eval_temperature: float = DEFAULTS["eval_temperature"],
-           use_cache: bool = True, log=print):
+           use_cache: bool = True, log=print, progress=None):
     """Train `model` in place on prompt + demo_solution + eos (loss on the solution only); return it.
 
     Stops at max_steps, after `seconds` of training, or once held-out accuracy (sampled at eval_temperature on
     eval_problems held-out problems, every eval_every steps) reaches target_accuracy. With use_cache the result
     lives in `cache_dir/<warmup_cache_key>` (cache_dir defaults to default_cache_root()); a later call with the same
     inputs loads it instead of training. The global RNG state is left untouched either way.
+    `progress(**fields)`, when given, is called after every training step and once at the end, with
+    logs_schema.progress's fields (state, step, max_steps, seconds, loss, accuracy, ...).
     """
+    progress = progress or (lambda **_: None)
     settings = dict(max_steps=max_steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
                     eval_problems=eval_problems, eval_temperature=eval_temperature)
     entry = None
@@ -140,17 +143,20 @@ def warmup(model, tokenizer, task, *, seconds: float | None = None, max_steps: i
                                **settings)
         entry = Path(cache_dir).expanduser() / key if cache_dir else default_cache_root() / key
         if (entry / "warmup.json").is_file():
-            return _load_cached(model, entry, log)
+            return _load_cached(model, entry, log, progress)
     info = train_warmup(model, tokenizer, task, seconds=seconds, seed=seed, target_accuracy=target_accuracy,
-                        log=log, **settings)
+                        log=log, progress=progress, **settings)
     if entry is not None:
         stored = _store(model, tokenizer, entry, {**info, "settings": {**settings, "seconds": seconds, "seed": seed,
                                                                "target_accuracy": target_accuracy},
                                          "task": getattr(task, "name", type(task).__name__),
                                          "config": _model_config(model), "version": WARMUP_VERSION})
         if not stored:  # a concurrent warm-up with the same key finished first: share its weights
-            return _load_cached(model, entry, log)
+            return _load_cached(model, entry, log, progress)
         log(f"warm-up cached in {entry}")
+    progress(state="done", step=info["steps"], max_steps=max_steps, seconds=info["seconds"],
+             loss=info["loss"], accuracy=info["accuracy"],
+             target_accuracy=target_accuracy, cached=False)
     return model
 
 
@@ -159,24 +165,24 @@ def _lr_lambda(warm: int):
 
 
 def train_warmup(model, tokenizer, task, *, seconds, max_steps, batch_size, lr, seed, target_accuracy, eval_every,
-                 eval_problems, eval_temperature, log=print) -> dict:
+                 eval_problems, eval_temperature, log=print, progress=None) -> dict:
     """The uncached warm-up: trains `model` in place; returns {accuracy, steps, seconds, history}."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _train(model, tokenizer, task, seconds=seconds, max_steps=max_steps, batch_size=batch_size, lr=lr,
                       seed=seed, target_accuracy=target_accuracy, eval_every=eval_every, eval_problems=eval_problems,
-                      eval_temperature=eval_temperature, log=log)
+                      eval_temperature=eval_temperature, log=log, progress=progress or (lambda **_: None))
 
 
 def _train(model, tokenizer, task, *, seconds, max_steps, batch_size, lr, seed, target_accuracy, eval_every,
-           eval_problems, eval_temperature, log) -> dict:
+           eval_problems, eval_temperature, log, progress) -> dict:
     device = next(model.parameters()).device
     train, heldout = task.splits(seed)
     probe = list(heldout[:eval_problems])
     rng = random.Random(f"aspo/warmup/{seed}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=DEFAULTS["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(DEFAULTS["lr_warmup_steps"]))
-    start, step, acc, history = time.perf_counter(), 0, None, []
+    start, step, acc, greedy, history = time.perf_counter(), 0, None, None, []
     model.train()
     while step < max_steps and (seconds is None or time.perf_counter() - start < seconds):
         problems = [rng.choice(train) for _ in range(batch_size)]
@@ -188,7 +194,8 @@ def _train(model, tokenizer, task, *, seconds, max_steps, batch_size, lr, seed, 
         opt.step()
         sched.step()
         step += 1
-        if step % eval_every == 0 or step == max_steps:
+        evaluated = step % eval_every == 0 or step == max_steps
+        if evaluated:
             acc = accuracy(model, tokenizer, task, probe, eval_temperature, seed)
             greedy = accuracy(model, tokenizer, task, probe, 0.0, seed) if eval_temperature > 0 else acc
             elapsed = time.perf_counter() - start
@@ -196,14 +203,18 @@ def _train(model, tokenizer, task, *, seconds, max_steps, batch_size, lr, seed, 
                             "accuracy": acc, "greedy_accuracy": greedy})
             log(f"warm-up step {step}: loss {float(loss.detach()):.3f}, held-out accuracy {acc:.2f} "
                 f"(greedy {greedy:.2f}), {elapsed:.0f} s")
-            if target_accuracy is not None and acc >= target_accuracy:
-                break
+        progress(state="running", step=step, max_steps=max_steps, seconds=round(time.perf_counter() - start, 2),
+                 loss=round(float(loss.detach()), 4), accuracy=acc, greedy_accuracy=greedy,
+                 target_accuracy=target_accuracy)
+        if evaluated and target_accuracy is not None and acc >= target_accuracy:
+            break
     if acc is None or history[-1]["step"] != step:
         acc = accuracy(model, tokenizer, task, probe, eval_temperature, seed)
     model.eval()
     seconds_used = time.perf_counter() - start
     log(f"warm-up done: {step} steps, {seconds_used:.0f} s, held-out accuracy {acc:.2f}")
-    return {"accuracy": acc, "steps": step, "seconds": round(seconds_used, 2), "history": history}
+    return {"accuracy": acc, "steps": step, "seconds": round(seconds_used, 2), "history": history,
+            "loss": round(float(loss.detach()), 4) if step else None}
 
 
 # ----------------------------------------------------------------------------------------------- cache i/o
@@ -227,7 +238,7 @@ def _store(model, tokenizer, entry: Path, info: dict) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load_cached(model, entry: Path, log):
+def _load_cached(model, entry: Path, log, progress=lambda **_: None):
     info = json.loads((entry / "warmup.json").read_text())
     cached = AutoModelForCausalLM.from_pretrained(entry, local_files_only=True, dtype=next(model.parameters()).dtype)
     model.load_state_dict(cached.state_dict())
@@ -235,6 +246,9 @@ def _load_cached(model, entry: Path, log):
     acc = info.get("accuracy")
     log(f"warm-up loaded from cache {entry} ({info.get('steps')} steps, held-out accuracy "
         f"{acc if acc is None else round(acc, 2)})")
+    settings = info.get("settings") or {}
+    progress(state="done", step=info.get("steps"), max_steps=settings.get("max_steps"), seconds=info.get("seconds"),
+             accuracy=acc, target_accuracy=settings.get("target_accuracy"), cached=True)
     return model
 
 

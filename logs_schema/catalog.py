@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import schema as S
+from .progress import warmup_files
 from .tables import FILE_SCHEMAS
 from .writer import PART_RE, PART_TABLES, RUNS_RE, SEG_RE, read_verified
 
@@ -326,11 +327,17 @@ def _runs_of(steps: list[int]) -> list[tuple[int, int]]:
 
 
 def data_version(root) -> str:
-    """Cheap fingerprint of everything readable under root: file count, newest mtime, total bytes
-    and an inode checksum (a rewrite within one mtime tick still changes it)."""
+    """Cheap fingerprint of everything readable under root (part files and warm-up progress): file
+    count, newest mtime, total bytes and an inode checksum (a rewrite within one mtime tick still
+    changes it)."""
     n = newest = size = inodes = 0
-    for d in run_dirs(root):
-        for t in ("runs",) + PART_TABLES:
-            for *_, (sz, mt, ino), _ in _entries(d, t) or ():
-                n, newest, size, inodes = n + 1, max(newest, mt), size + sz, (inodes + ino) % (1 << 32)
+    keys = [e[4] for d in run_dirs(root) for t in ("runs",) + PART_TABLES for e in _entries(d, t) or ()]
+    for path in warmup_files(root):  # the warm-up's progress, shown before the first run exists
+        try:
+            st = path.stat()
+            keys.append((st.st_size, st.st_mtime_ns, st.st_ino))
+        except FileNotFoundError:
+            pass
+    for sz, mt, ino in keys:
+        n, newest, size, inodes = n + 1, max(newest, mt), size + sz, (inodes + ino) % (1 << 32)
     return f"{n}-{newest}-{size}-{inodes}"

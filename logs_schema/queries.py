@@ -27,7 +27,7 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from . import catalog
+from . import catalog, progress
 from . import schema as S
 from .writer import FILE_SCHEMAS
 
@@ -513,6 +513,20 @@ def steps_available(root, run_id: str) -> pd.DataFrame:
 def data_version(root) -> str:
     """Cheap fingerprint (part count, newest mtime, bytes) for cache keys; changes when any file does."""
     return catalog.data_version(root)
+
+
+def warmup_progress(root) -> pd.DataFrame:
+    """path + progress.FIELDS of each warm-up progress file under root (root and one level below):
+    the start model's supervised warm-up before the first run exists. A 'running' warm-up whose
+    process is gone (same host) reads 'interrupted'."""
+    rows = []
+    for path in progress.warmup_files(root):
+        rec = progress.read_warmup(path)
+        if rec is not None:
+            if rec["state"] == "running" and _process_gone(rec["pid"], rec["host"]):
+                rec["state"] = "interrupted"
+            rows.append({"path": str(path.parent), **rec})
+    return pd.DataFrame(rows, columns=["path", *progress.FIELDS])
 
 
 def problems(root) -> pd.DataFrame:

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from aspo_dashboard import charts
+from aspo_dashboard import charts, data
 from logs_helpers import make_synthetic_run
-from logs_schema import RunWriter, queries
+from logs_schema import RunWriter, progress, queries
 from logs_schema import schema as S
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
@@ -255,6 +255,27 @@ def test_corrupt_and_newer_schema_files_are_reported_not_raised(broken, monkeypa
     assert "3 log file(s) were skipped" in messages(at)
     reasons = " ".join(at.dataframe[0].value["reason"])
     assert "schema v2" in reasons and "corrupt" in reasons
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_warmup_progress_is_shown_until_the_first_step(tmp_path, monkeypatch, page):
+    """aspo demo's warm-up writes warmup.json before any run exists; every page shows it."""
+    progress.write_warmup(tmp_path, state="running", step=40, max_steps=1200, seconds=12.3, loss=0.612,
+                          accuracy=0.41, target_accuracy=0.55)  # pid: this process, alive
+    at = open_page(tmp_path, page, monkeypatch)
+    text = messages(at)
+    assert "Warming up the start model" in text and "step 40 of at most 1200" in text and "accuracy 0.41" in text
+    assert "No runs under" in text
+    progress.write_warmup(tmp_path, state="done", step=90, max_steps=1200, seconds=30.0, accuracy=0.56,
+                          target_accuracy=0.55, cached=False)
+    RunWriter(tmp_path / "grpo", run_id="grpo", meta={"algo": "grpo"})  # started, no step yet
+    data.data_version.clear()  # its 1 s TTL would otherwise make this test wait a second
+    at = open_page(tmp_path, page, monkeypatch)
+    assert "Start model warmed up: 90 steps, held-out accuracy 0.56" in messages(at)
+    make_synthetic_run(tmp_path / "aspo", "aspo", steps=1, seqs_per_step=8)
+    data.data_version.clear()
+    at = open_page(tmp_path, page, monkeypatch)
+    assert "warmed up" not in messages(at)  # a run has its first step: the curves take over
 
 
 def test_running_run_renders_live_view(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from logs_schema import queries
 
@@ -76,3 +77,40 @@ def test_demo_serves_trains_both_and_stops_cleanly(tmp_path, stop):
         runs = queries.list_runs(out / algo)
         assert runs["status"].iloc[0] == "killed"
         assert steps_of(out, algo) >= 2 and queries.problems(out / algo).empty  # complete, readable logs
+
+
+@pytest.mark.slow
+def test_demo_serves_the_warmup_before_training(tmp_path, monkeypatch):
+    """The dashboard starts first and answers while the start model is still warming up, and its pages show
+    the warm-up's progress (read from the file the demo writes); the RL runs follow and finish."""
+    out, port = tmp_path / "demo", free_port()
+    env = dict(os.environ, ASPO_CACHE_DIR=str(tmp_path / "cache"))  # a real warm-up, not the session's cached one
+    # 3-term sums never reach the tiny preset's target accuracy: the warm-up runs its whole step budget
+    cmd = [sys.executable, "-m", "aspo.cli", "demo", "--preset", "tiny", "--task-args",
+           "digits=1,terms=3,n_train=80,n_heldout=20", "--steps", "2", "--port", str(port), "--out", str(out),
+           "--exit-when-done"]
+    started = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        warming = lambda: (w := queries.warmup_progress(out)).shape[0] == 1 and w["state"].iloc[0] == "running"
+        while not (answers(f"http://127.0.0.1:{port}/_stcore/health") and warming()):
+            assert proc.poll() is None and queries.warmup_progress(out)["state"].ne("done").all(), \
+                "the warm-up ended before the dashboard answered"
+            time.sleep(0.2)
+        print(f"dashboard up and warm-up running {time.time() - started:.1f} s after `aspo demo` started")
+        monkeypatch.setenv("ASPO_LOGS", str(out))
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"),
+                               default_timeout=60).run()
+        assert any("Warming up the start model" in str(m.value) for m in at.info), [m.value for m in at.info]
+        text, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=90)
+    assert proc.returncode == 0, text
+    assert text.index("dashboard at") < text.index("preparing the warmed-up start model")
+    assert queries.warmup_progress(out)["state"].tolist() == ["done"]
+    for algo in ("grpo", "aspo"):
+        runs = queries.list_runs(out / algo)
+        assert runs["status"].tolist() == ["finished"] and runs["n_steps"].tolist() == [2]

@@ -79,8 +79,10 @@ def test_warmup_learns_and_the_cache_is_reused(tok, tmp_path):
     before = accuracy(model, tok, task, heldout, 0.0, 0)
     rng_state = torch.get_rng_state()
     logs: list[str] = []
+    seen: list[dict] = []  # the progress the demo's dashboard shows while this runs
     started = time.perf_counter()
-    model = warmup(model, tok, task, cache_dir=tmp_path, log=logs.append, **SETTINGS)
+    model = warmup(model, tok, task, cache_dir=tmp_path, log=logs.append, progress=lambda **f: seen.append(f),
+                   **SETTINGS)
     trained_s = time.perf_counter() - started
     after = accuracy(model, tok, task, heldout, 0.0, 0)
     assert before <= 0.15 and after >= 0.5, (before, after, logs)
@@ -93,11 +95,20 @@ def test_warmup_learns_and_the_cache_is_reused(tok, tmp_path):
     assert info["settings"]["lr"] == SETTINGS["lr"] and info["task"] == "toy-add"
     assert entries[0].name == warmup_cache_key(fresh(tok), tok, task, **{k: v for k, v in SETTINGS.items()})
 
+    running, done = seen[:-1], seen[-1]
+    assert [f["step"] for f in running] == list(range(1, info["steps"] + 1))  # every training step
+    assert all(f["state"] == "running" and f["loss"] > 0 and f["max_steps"] == SETTINGS["max_steps"] for f in running)
+    assert running[0]["accuracy"] is None and running[-1]["accuracy"] == info["accuracy"]  # held-out checks
+    assert done == {**done, "state": "done", "step": info["steps"], "accuracy": info["accuracy"], "cached": False}
+
     logs.clear()
+    seen.clear()
     started = time.perf_counter()
-    again = warmup(fresh(tok), tok, task, cache_dir=tmp_path, log=logs.append, **SETTINGS)
+    again = warmup(fresh(tok), tok, task, cache_dir=tmp_path, log=logs.append, progress=lambda **f: seen.append(f),
+                   **SETTINGS)
     cached_s = time.perf_counter() - started
     assert any("from cache" in line for line in logs)
+    assert seen == [{**seen[0], "state": "done", "step": info["steps"], "accuracy": info["accuracy"], "cached": True}]
     assert cached_s < max(2.0, trained_s / 3)
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), name

@@ -44,6 +44,23 @@ def show_problems(root: str) -> None:
         st.dataframe(probs, hide_index=True, width="stretch")
 
 
+def show_warmup(root: str) -> None:
+    """The start model's supervised warm-up (aspo demo writes its progress), until a run has a step."""
+    for w in data.warmup_progress(root).itertuples(index=False):
+        acc = "not checked yet" if pd.isna(w.accuracy) else f"{w.accuracy:.2f}"
+        target = "" if pd.isna(w.target_accuracy) else f" (RL starts at {w.target_accuracy:.2f} or at the step budget)"
+        if w.state == "running":
+            st.info(f"**Warming up the start model** (supervised, before RL): step {w.step} of at most "
+                    f"{w.max_steps} · loss {w.loss:.3f} · held-out accuracy {acc}{target} · {w.seconds:.0f} s")
+            st.progress(min(int(w.step or 0) / max(int(w.max_steps or 1), 1), 1.0))
+        elif w.state == "done":
+            how = "loaded from the cache" if w.cached else f"{w.seconds:.0f} s"
+            st.success(f"Start model warmed up: {w.step} steps, held-out accuracy {acc} ({how}). The RL runs "
+                       "start now; their curves appear with their first step.")
+        else:
+            st.warning(f"The warm-up stopped at step {w.step} (its process is gone): run `aspo demo` again.")
+
+
 def context(title: str) -> Context:
     """Page title, then the runs; stops the page with an explanation when there is nothing to draw."""
     st.title(title)
@@ -54,6 +71,8 @@ def context(title: str) -> Context:
         st.stop()
     show_problems(root)
     runs = data.list_runs(root)
+    if runs.empty or not runs["n_steps"].fillna(0).gt(0).any():
+        show_warmup(root)
     if runs.empty:
         st.info(f"No runs under {md(root)} yet. Runs appear here as soon as a trainer writes its first "
                 "files (`aspo train --out DIR/<run>`).")
