@@ -155,8 +155,9 @@ def samples(root, run_id, step, adv_sign=None, min_reward=None, max_reward=None,
                   min_reward=min_reward, max_reward=max_reward, clipped_only=bool(clipped_only))
 
 
-def sample_tokens(root, run_id, step, sample, epoch=0):
-    return _query("sample_tokens", root, run_id=run_id, step=int(step), sample=int(sample), epoch=epoch)
+def sample_tokens(root, run_id, step, sample, epoch=0, rank=0):
+    return _query("sample_tokens", root, run_id=run_id, step=int(step), sample=int(sample), epoch=epoch,
+                  rank=int(rank))
 
 
 def steps_available(root, run_id):

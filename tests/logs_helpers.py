@@ -179,7 +179,7 @@ def make_synthetic_run(run_dir, algo: str = "grpo", steps: int = 10, seqs_per_st
                        run_id: str | None = None, seed: int = 0, group: int = 8, mean_len: int = 20,
                        epochs: int = 3, minibatches: int = 4, token_sample=None, start_step: int = 0,
                        status: str | None = "finished", eval_every: int = 5, task: str = "math",
-                       resume_step: int | None = None, compact_every: int | None = 100) -> Path:
+                       resume_step: int | None = None, compact_every: int | None = 100, rank: int = 0) -> Path:
     """Write `steps` synthetic steps of a run into `run_dir` with the real writer; returns run_dir.
 
     status=None leaves the run "running" (as a live run looks). seqs_per_step must be a multiple of
@@ -190,7 +190,7 @@ def make_synthetic_run(run_dir, algo: str = "grpo", steps: int = 10, seqs_per_st
     meta = {"algo": algo, "task": task, "model": "tiny-0.6M", "seed": seed,
             "config": {"algo": algo, "epochs": epochs, "minibatches": minibatches, "group": group}}
     w = RunWriter(run_dir, run_id=run_id, meta=meta, token_sample=token_sample, resume_step=resume_step,
-                  compact_every=compact_every)
+                  compact_every=compact_every, rank=rank)
     for step in range(start_step, start_step + steps):
         rng = np.random.default_rng([seed, step])
         progress = step / max(start_step + steps - 1, 1)

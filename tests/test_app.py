@@ -217,6 +217,22 @@ def test_samples_page_tokens_coloured_with_hover(logs, monkeypatch):
     assert len(response_picker(at).options) == len(clipped) < len(neg)
 
 
+def test_samples_page_lists_and_opens_every_rank_of_a_multi_rank_run(tmp_path, monkeypatch):
+    """Sample ids restart on every rank: the page keys responses by (rank, sample) and reads the chosen rank's
+    tokens (keyed by sample alone, rank 1's responses replaced rank 0's and showed rank 0's tokens)."""
+    for rank in (0, 1):
+        make_synthetic_run(tmp_path / "ddp", "aspo", steps=2, seqs_per_step=8, group=4, seed=rank, rank=rank)
+    at = open_page(tmp_path, "samples", monkeypatch, {"focus_run": "ddp"})
+    picker = response_picker(at)
+    assert len(picker.options) == 16 and sum(o.startswith("rank 1 #") for o in picker.options) == 8
+    picker.set_value((1, 3)).run()
+    assert response_picker(at).value == (1, 3)
+    tokens = queries.sample_tokens(tmp_path, "ddp", 1, 3, epoch=None, rank=1)
+    assert len(tokens) and not tokens.equals(queries.sample_tokens(tmp_path, "ddp", 1, 3, epoch=None, rank=0))
+    z = np.asarray(figure(at, "weight per token and update pass")["data"][0]["z"], float)
+    assert np.allclose(z[0], tokens[tokens["epoch"] == 0]["weight"], equal_nan=True)
+
+
 # ---------------------------------------------------------------- broken and partial logs
 @pytest.mark.parametrize("page", PAGES)
 def test_missing_and_empty_dirs_say_so(tmp_path, monkeypatch, page):

@@ -29,7 +29,7 @@ def sample_text(row) -> str:
     """The completion highlighted on its logged tokens when kept, else on its characters."""
     toks = None
     if bool(row.tokens_logged):
-        t = data.sample_tokens(ctx.root, row.run_id, row.step, row.sample, epoch=0)
+        t = data.sample_tokens(ctx.root, row.run_id, row.step, row.sample, epoch=0, rank=row.rank)
         if len(t) and t["token"].notna().all():
             toks = t.sort_values("position")["token"].astype(str).tolist()
     return charts.highlight_repeats_html(row.completion or "", int(n), toks)

@@ -37,11 +37,12 @@ def pick_step() -> int | None:
     return st.select_slider("Step", options, value=options[-1], key="samples_step")
 
 
-def label(s) -> str:
+def label(s, ranks: int = 1) -> str:
     text = (s.completion or "")[:40]
     n_clip, n_dual = (0 if pd.isna(v) else v for v in (s.n_clipped, s.n_dual_clipped))  # NA: token file skipped
     clips = f" · {n_clip:.0f} clipped, {n_dual:.0f} dual" if s.tokens_logged and (n_clip or n_dual) else ""
-    return (f"#{s.sample} · reward {s.reward:g} · adv {s.advantage:+.2f} · len {s.length}{clips} · {text!r}"
+    who = f"rank {s.rank} #{s.sample}" if ranks > 1 else f"#{s.sample}"  # sample ids restart per rank
+    return (f"{who} · reward {s.reward:g} · adv {s.advantage:+.2f} · len {s.length}{clips} · {text!r}"
             + ("" if s.tokens_logged else " · (no token rows)"))
 
 
@@ -54,10 +55,11 @@ def body() -> None:
     if seqs.empty:
         st.info("No response of this step matches the filters.")
         return
-    rows = {int(s.sample): s for s in seqs.itertuples(index=False)}
+    rows = {(int(s.rank), int(s.sample)): s for s in seqs.itertuples(index=False)}
+    ranks = seqs["rank"].nunique()
     # open on a response that carries a gradient (advantage != 0), not on the first of a tied group
     first = next((i for i, s in enumerate(rows.values()) if s.advantage), 0)
-    sample = st.selectbox(f"Response ({len(rows)} match)", list(rows), format_func=lambda k: label(rows[k]),
+    sample = st.selectbox(f"Response ({len(rows)} match)", list(rows), format_func=lambda k: label(rows[k], ranks),
                           index=first, key=f"samples_pick_{step}_{sign}_{clip_only}")
     s = rows.get(sample) or next(iter(rows.values()))
     m = st.columns(5)
@@ -66,7 +68,7 @@ def body() -> None:
                                     ("correct", "yes" if s.correct else "no")]):
         col.metric(name, val)
     st.markdown(f"**prompt** {common.md(s.prompt)}")
-    tokens = data.sample_tokens(ctx.root, focus, step, s.sample, epoch=None)
+    tokens = data.sample_tokens(ctx.root, focus, step, s.sample, epoch=None, rank=s.rank)
     if tokens.empty:
         st.info("The token rows of this response were not kept (token budget): only its text is logged."
                 if not s.tokens_logged else "The token rows of this response are in a file that was skipped "
@@ -78,7 +80,7 @@ def body() -> None:
     clipped_in = sorted(tokens.loc[tokens["clipped"] | tokens["dual_clipped"], "epoch"].unique())
     start = epochs.index(clipped_in[0]) if clip_only and clipped_in else 0
     epoch = st.radio("Update pass (epoch)", epochs, index=start, horizontal=True,
-                     key=f"samples_epoch_{s.sample}_{clip_only}") if len(epochs) > 1 else epochs[0]
+                     key=f"samples_epoch_{s.rank}_{s.sample}_{clip_only}") if len(epochs) > 1 else epochs[0]
     shown = tokens.copy()
     if clip_only:
         keep = shown["clipped"] | shown["dual_clipped"]

@@ -20,7 +20,8 @@ from aspo.diagnostics import row_metrics
 from aspo.metrics import repetition_rate
 from logs_schema.schema import NEAR_DETERMINISTIC_NATS
 
-__all__ = ["pass_rows", "merge_rows", "sequence_columns", "step_metrics", "token_texts", "prompt_key"]
+__all__ = ["pass_rows", "merge_rows", "sequence_columns", "step_metrics", "token_texts", "prompt_key",
+           "zero_var_group_frac"]
 
 
 def _np(t: torch.Tensor, valid: torch.Tensor, dtype=np.float32) -> np.ndarray:
@@ -133,6 +134,17 @@ def _pairs(tok: dict, seq: dict) -> dict[str, tuple[float, float]]:
 def _zero_var_groups(groups: np.ndarray, r: np.ndarray) -> tuple[float, float]:
     zero = [np.nanstd(r[groups == g]) == 0 for g in np.unique(groups)]
     return float(np.sum(zero)), float(len(zero))
+
+
+def zero_var_group_frac(rewards: np.ndarray, group_size: int) -> float | None:
+    """Share of groups (consecutive runs of `group_size` responses) whose known rewards are all equal,
+    over a whole generation batch; None when no reward is known."""
+    r = np.asarray(rewards, np.float64)
+    ok = ~np.isnan(r)
+    if not ok.any():
+        return None
+    zero, n = _zero_var_groups((np.arange(len(r)) // group_size)[ok], r[ok])
+    return zero / n
 
 
 _PAIR_NAMES = sorted(
