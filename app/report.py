@@ -47,7 +47,8 @@ INTERVALS = ("Beside each check: the 95% percentile-bootstrap interval of d (see
 
 CURVES = (("eval_avg_at_k", "held-out avg@k"), ("eval_pass_at_k", "held-out pass@k"),
           ("entropy_mean", "mean token entropy (nats)"), ("repetition_rate", "repetition rate"),
-          ("clip_frac_pos", "positive-token hard-clip fraction"), ("kl", "KL to reference (k3)"))
+          ("clip_frac_pos", "positive-token hard-clip fraction"), ("kl", "KL to reference (k3)"),
+          ("driver", "covariance driver −Cov(old_logp, A)"))
 LABELS = {
     "avg_final": "final avg@k", "pass_final": "final pass@k", "avg_best": "best avg@k",
     "avg_best_step": "step of best avg@k", "avg_drop": "best - final avg@k",
@@ -61,6 +62,8 @@ LABELS = {
     "delta_logp_slope_unclipped": "slope of pos. Δlogp vs old prob, unclipped rows",
     "weight_low_unclipped": "pos. weight at old prob < 0.5, unclipped rows",
     "delta_logp_low_unclipped": "pos. Δlogp at old prob < 0.5, unclipped rows",
+    "cov_mean": "mean Cov(old_logp, A) per step",
+    "driver_corr": "corr(−Cov(old_logp, A), Δentropy) over steps",
 }
 LOW = 0.5           # "lagging" tokens: old probability below this
 CLAIMS = (  # (id, claim, the paper's numbers, checks: (algo, metric, '>' | '<', algo or 0))
@@ -119,7 +122,7 @@ def collect(roots) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFra
             continue
         ids = sorted(r["run_id"])
         runs.append(r)
-        metrics.append(q.step_metrics(path, ids))
+        metrics.append(q.step_metrics(path, ids).merge(_drivers(path, ids), on=["run_id", "step"], how="left"))
         rgr.append(q.rich_get_richer(path, ids))
         free.append(q.rich_get_richer(path, ids, clip_state="none"))
     runs = pd.concat(runs, ignore_index=True) if runs else pd.DataFrame(columns=q.RUN_COLUMNS)
@@ -171,6 +174,24 @@ def _low_mean(rows: pd.DataFrame, value: str) -> float:
     return float((d[value] * d["count"]).sum() / d["count"].sum()) if d["count"].sum() > 0 else math.nan
 
 
+def _drivers(path, ids) -> pd.DataFrame:
+    """run_id, step, driver (−Cov(old_logp, A), Cui et al. 2025), entropy_change; logs older than schema v2
+    get the covariance recomputed from their token rows."""
+    d = q.entropy_drivers(path, ids)[["run_id", "step", "driver", "entropy_change"]]
+    old = sorted(d.loc[d["driver"].isna(), "run_id"].unique())
+    if old:
+        tok = q.logp_adv_cov_from_tokens(path, old)[["run_id", "step", "logp_adv_cov"]]
+        d = d.merge(tok, on=["run_id", "step"], how="left")
+        d["driver"] = d["driver"].fillna(-d.pop("logp_adv_cov"))
+    return d
+
+
+def _corr(x, y) -> float:
+    ok = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[ok], y[ok]
+    return float(np.corrcoef(x, y)[0, 1]) if len(x) >= 3 and x.std() > 0 and y.std() > 0 else math.nan
+
+
 def run_numbers(m: pd.DataFrame, rgr: pd.DataFrame, free: pd.DataFrame) -> dict:
     """One run's numbers: m its step_metrics rows (by step), rgr its rich_get_richer rows, free the same
     over the rows neither clip touched (clip_state 'none')."""
@@ -186,6 +207,8 @@ def run_numbers(m: pd.DataFrame, rgr: pd.DataFrame, free: pd.DataFrame) -> dict:
         first, last = _ends(m[col])
         out.update({f"{name}_initial": first, f"{name}_final": last, f"{name}_change": last - first})
     out["kl_final"] = _ends(m["kl"])[1]
+    out["driver_corr"] = _corr(m["driver"].to_numpy(float), m["entropy_change"].to_numpy(float))
+    out["cov_mean"] = -float(m["driver"].mean()) if m["driver"].notna().any() else math.nan
     pos = rgr[rgr["adv_sign"] == "pos"]
     out["weight_slope"] = _slope(pos, "weight_mean")
     out["delta_logp_slope"] = _slope(pos, "delta_logp_mean")
@@ -342,7 +365,7 @@ def _slug(text: str) -> str:
 
 RESULT_COLS = ("avg_final", "pass_final", "avg_best", "entropy_initial", "entropy_final", "repetition_final",
                "clip_pos_final", "kl_final", "weight_slope", "weight_slope_unclipped", "delta_logp_slope",
-               "delta_logp_low_unclipped")
+               "delta_logp_low_unclipped", "cov_mean", "driver_corr")
 
 
 def results_table(algos: dict) -> tuple:

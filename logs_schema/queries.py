@@ -543,4 +543,5 @@ from .compare import config_diff, group_keys, run_configs, run_groups, seed_band
 
 # The entropy diagnostics (schema v2) live in their own module to keep this one readable; one namespace for callers.
 from .queries_explain import (covariance_by_bin, entropy_driver_correlation, entropy_drivers,  # noqa: E402,F401
-                              inactive_ratio_steps, sampler_mismatch, top_covariance_tokens)
+                              inactive_ratio_steps, logp_adv_cov_from_tokens, sampler_mismatch,
+                              top_covariance_tokens)

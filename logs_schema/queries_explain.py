@@ -119,3 +119,16 @@ def inactive_ratio_steps(root, run_ids=None, step_min=None, step_max=None) -> pd
         df["ratio_inactive_frac"] = df["ratio_inactive_frac"].fillna(df.pop("frac"))
     df["inactive"] = df["ratio_inactive_frac"] > S.RATIO_INACTIVE_SHARE
     return df.sort_values(["run_id", "step"]).reset_index(drop=True)
+
+
+def logp_adv_cov_from_tokens(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFrame:
+    """run_id, step, n, logp_adv_cov recomputed from the logged token rows (each token once: its first update
+    pass). It equals the logged steps.logp_adv_cov only where every response's tokens were kept (token_sample
+    0); for logs written before schema v2. Scans token rows: for reports, not for live curves."""
+    sql = """WITH t AS (SELECT run_id, step, old_logp, advantage, epoch,
+                               min(epoch) OVER (PARTITION BY run_id, step, rank) AS first_epoch
+                        FROM {tokens} {where})
+    SELECT run_id, step, count(*) AS n,
+           avg(old_logp * advantage) - avg(old_logp) * avg(advantage) AS logp_adv_cov
+    FROM t WHERE epoch = first_epoch GROUP BY ALL ORDER BY run_id, step"""
+    return _q(sql, ("tokens",), root, run_ids, step_min, step_max)

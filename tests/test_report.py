@@ -324,3 +324,20 @@ def test_readme_claims_table_is_rewritten_between_its_markers(experiment, out, t
     assert report.main([str(experiment), "--out", str(tmp_path / "r2"), "--readme", str(readme)]) == 2
     err = capsys.readouterr().err
     assert "markers" in err and err.count("\n") == 1 and readme.read_text() == "no markers\n"
+
+
+def test_covariance_driver_numbers_equal_the_entropy_diagnostics(experiment, out):
+    s = json.loads((out / "summary.json").read_text())
+    d = q.entropy_drivers(experiment)
+    g = s["tasks"]["math"]["algos"]["grpo"]
+    for rid, corr, cov in zip(g["run_ids"], g["metrics"]["driver_corr"]["values"], g["metrics"]["cov_mean"]["values"]):
+        r = d[d["run_id"] == rid]
+        assert cov == pytest.approx(r["logp_adv_cov"].mean())
+        both = r.dropna(subset=["driver", "entropy_change"])
+        expected = np.corrcoef(both["driver"], both["entropy_change"])[0, 1] if len(both) >= 3 else None
+        assert corr == (pytest.approx(expected) if expected is not None else None)  # 3 steps: 2 changes, no corr
+    x = np.array([0.1, 0.2, np.nan, 0.4, 0.3])
+    assert report._corr(x, 2 * x + 1) == pytest.approx(1.0) and np.isnan(report._corr(x[:3], x[:3]))
+    # logs written before schema v2 have no logged covariance: the token rows give the same number here
+    tok = q.logp_adv_cov_from_tokens(experiment).merge(d, on=["run_id", "step"])
+    assert np.allclose(tok["logp_adv_cov_x"], tok["logp_adv_cov_y"], atol=1e-9)
