@@ -13,6 +13,17 @@ X_TITLES = {"step": "step", "wall_time_s": "training time (s)", "tokens_seen": "
 DASHES = ["solid", "dash", "dot", "dashdot"]
 
 
+def group_styles(labels) -> dict[str, tuple[str, str]]:
+    """label -> (colour, dash). Labels of several keys ('grpo · split'): the colour follows the first
+    key and the dash the rest, so 4 losses x 3 tasks read as 4 colours in 3 line styles."""
+    labels = sorted(set(labels))
+    parts = [lab.split(" · ", 1) for lab in labels]
+    colors = run_colors(p[0] for p in parts)
+    rests = sorted({p[1] for p in parts if len(p) > 1})
+    return {lab: (colors[p[0]], DASHES[rests.index(p[1]) % len(DASHES)] if len(p) > 1 else "solid")
+            for lab, p in zip(labels, parts)}
+
+
 def smooth_runs(df: pd.DataFrame, metrics, smoothing: float) -> pd.DataFrame:
     """df with each metric EMA-smoothed per run (over step order), as step_curves draws it, so a
     group's mean is the mean of the curves the user saw per run."""
@@ -46,19 +57,21 @@ def add_band(fig: go.Figure, g: pd.DataFrame, x: str, name: str, color: str, das
                                            " over %{customdata[2]} runs", **where))
 
 
-def band_curves(agg: pd.DataFrame, title: str = "", y_title: str = "", colors: dict | None = None,
+def band_curves(agg: pd.DataFrame, title: str = "", y_title: str = "",
                 x: str = "step", band_name: str = "± std") -> go.Figure:
     """Mean line and band per (group, metric) over `x` (seed_bands output; x: 'step' or 'x')."""
     if agg.empty:
         return empty_figure("no values logged yet for these groups")
-    colors = colors or run_colors(agg["group"])
+    styles = group_styles(agg["group"])
     metrics = list(dict.fromkeys(agg["metric"]))
     fig = go.Figure(layout=LAYOUT)
     for group, g in agg.groupby("group", sort=True):
         for j, m in enumerate(metrics):
             gm = g[g["metric"] == m]
             if len(gm):
-                add_band(fig, gm, x, group if len(metrics) == 1 else f"{group} · {m}", colors[group], DASHES[j % 4])
+                color, dash = styles[group]
+                add_band(fig, gm, x, group if len(metrics) == 1 else f"{group} · {m}", color,
+                         dash if len(metrics) == 1 else DASHES[j % len(DASHES)])
     fig.update_layout(title=f"{title or ', '.join(metrics)} (group mean {band_name})",
                       xaxis_title=X_TITLES.get(x, "step"), yaxis_title=y_title or metrics[0])
     return top_legend(fig)
@@ -86,8 +99,8 @@ def metric_panels(df: pd.DataFrame, metrics, x: str = "step", log_y: bool = Fals
                            font=dict(size=12))
         if bands is not None:
             for group, g in bands[bands["metric"] == m].groupby("group", sort=True):
-                colors = colors or run_colors(bands["group"])
-                add_band(fig, g, "x", group, colors[group], showlegend=i == 0, xaxis="x", yaxis=yname)
+                color, dash = group_styles(bands["group"])[group]
+                add_band(fig, g, "x", group, color, dash, showlegend=i == 0, xaxis="x", yaxis=yname)
             continue
         colors = colors or run_colors(df["run_id"])
         for run_id, g in df.sort_values(x).groupby("run_id", sort=True):

@@ -148,3 +148,12 @@ def test_legends_sit_above_the_plot_and_grow_the_figure_not_squeeze_it():
         assert lay.legend.orientation == "h" and lay.legend.yref == "container"  # above, full width
         plot_height[name] = lay.height - lay.margin.t - lay.margin.b
     assert plot_height["many"] == plot_height["few"]  # 36 entries: more legend rows, same plotting area
+
+
+def test_groups_of_two_keys_colour_by_the_first_and_dash_by_the_second():
+    from aspo_dashboard import compare_charts
+    labels = [f"{a} · {t}" for a in ("grpo", "aspo", "no_is", "pos_mean_is") for t in ("split", "math", "code")]
+    styles = compare_charts.group_styles(labels)
+    assert len({styles[lab] for lab in labels}) == 12  # every loss x task drawn differently
+    assert len({styles[f"grpo · {t}"][0] for t in ("split", "math", "code")}) == 1  # one colour per loss
+    assert len({styles[f"{a} · math"][1] for a in ("grpo", "aspo", "no_is", "pos_mean_is")}) == 1  # one dash per task
