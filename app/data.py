@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aspo_dashboard.health import entropy_collapse, every_for, health, problems_by_run, rising, step_gaps  # noqa: F401  (pure pandas, re-exported)
+from aspo_dashboard.health import entropy_collapse, every_for, health, problems_by_run, rising  # noqa: F401  (pure pandas, re-exported)
 from logs_schema import queries
 from logs_schema.schema import NEAR_DETERMINISTIC_NATS, STEP_METRICS  # noqa: F401  (re-exported for the pages)
 

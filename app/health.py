@@ -68,41 +68,19 @@ def health(steps: pd.DataFrame, fraction: float = 0.5, first_steps: int = 3) -> 
     return pd.DataFrame(rows)
 
 
-def _ranges(steps) -> str:
-    """[3, 4, 5, 9] -> '3–5, 9'."""
-    out, run = [], []
-    for s in sorted(int(x) for x in steps):
-        if run and s != run[-1] + 1:
-            out.append(f"{run[0]}–{run[-1]}" if len(run) > 1 else str(run[0]))
-            run = []
-        run.append(s)
-    if run:
-        out.append(f"{run[0]}–{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ", ".join(out)
-
-
-def step_gaps(steps: pd.DataFrame) -> pd.DataFrame:
-    """Per run with missing steps between its first and last logged one: run_id, n_missing,
-    missing ('3–5, 9'). A gap means lost or unreadable step files (or a trainer that skips steps)."""
-    rows = []
-    for run_id, g in steps.groupby("run_id", sort=True):
-        have = set(g["step"].astype(int))
-        missing = sorted(set(range(min(have), max(have) + 1)) - have) if have else []
-        if missing:
-            rows.append({"run_id": run_id, "n_missing": len(missing), "missing": _ranges(missing)})
-    return pd.DataFrame(rows, columns=["run_id", "n_missing", "missing"])
-
-
 def problems_by_run(problems: pd.DataFrame, runs: pd.DataFrame) -> dict[str, list[str]]:
-    """run_id -> the reasons of the problems (queries.problems rows) in that run's directory, so a
-    skipped, damaged or duplicated file is flagged on the run it belongs to."""
+    """run_id -> what is wrong with that run's logs, from queries.problems rows: gaps in its steps
+    (the row's path is the run directory) and skipped files (corrupt, truncated, newer schema,
+    another rank's copy, an overlapping segment). Rows without a run_id are matched by path."""
     out: dict[str, list[str]] = {}
     if problems.empty:
         return out
-    dirs = [(str(p).rstrip("/") + "/", r) for p, r in zip(runs["path"], runs["run_id"]) if isinstance(p, str)]
+    dirs = {str(p).rstrip("/"): r for p, r in zip(runs["path"], runs["run_id"]) if isinstance(p, str)}
     for row in problems.to_dict("records"):
+        path = str(row.get("path", "")).rstrip("/")
         run = row.get("run_id") if isinstance(row.get("run_id"), str) else \
-            next((r for d, r in dirs if str(row.get("path", "")).startswith(d)), None)
+            next((r for d, r in dirs.items() if path == d or path.startswith(d + "/")), None)
         if run is not None:
-            out.setdefault(run, []).append(f"{row.get('table', '?')}: {row.get('reason', '')}")
+            gap = path in dirs  # a gap is reported on the run directory, a skipped file on the file
+            out.setdefault(run, []).append(row["reason"] if gap else f"skipped {row.get('table', '?')} file: {row['reason']}")
     return out

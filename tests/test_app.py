@@ -269,8 +269,9 @@ def broken(tmp_path_factory):
 def test_corrupt_and_newer_schema_files_are_reported_not_raised(broken, monkeypatch, page):
     at = open_page(broken, page, monkeypatch)
     assert "3 log file(s) were skipped" in messages(at)
+    assert "1 gap(s) in the runs' steps" in messages(at)  # steps 4..10: the newer step 10 is skipped
     reasons = " ".join(at.dataframe[0].value["reason"])
-    assert "schema v2" in reasons and "corrupt" in reasons
+    assert f"schema v{S.SCHEMA_VERSION + 1}" in reasons and "corrupt" in reasons
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -181,5 +181,6 @@ def test_runs_page_flags_missing_steps_and_skipped_files_per_run(tmp_path, monke
     table = next(d.value for d in at.dataframe if "logs" in d.value.columns)
     logs = dict(zip(table["run_id"], table["logs"]))
     assert logs["aspo"] == "✓"
-    assert logs["grpo"].startswith("2 step(s) missing: 2–3; skipped sequences: ")
-    assert "**grpo** logs: 2 step(s) missing: 2–3" in messages(at)
+    assert "skipped sequences file: " in logs["grpo"] and "steps 2..3 missing" in logs["grpo"]
+    assert "**grpo** logs: " in messages(at) and "1 gap(s) in the runs' steps" in messages(at)
+    assert "1 log file(s) were skipped" in messages(at)  # the gap is not counted as a file

@@ -3,6 +3,7 @@ stop), the skipped-file report, the live-mode wrapper and the live step counter.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -38,9 +39,14 @@ def show_problems(root: str) -> None:
     probs = data.problems(root)
     if probs.empty:
         return
-    st.warning(f"{len(probs)} log file(s) were skipped (corrupt, truncated, newer schema, ...): "
-               "the views below leave them out.")
-    with st.expander("Skipped files"):
+    gap = probs["path"].map(os.path.isdir)  # a gap in a run's steps is reported on the run directory
+    if (~gap).any():
+        st.warning(f"{int((~gap).sum())} log file(s) were skipped (corrupt, truncated, newer schema, another "
+                   "rank's copy, ...): the views below leave them out.")
+    if gap.any():
+        st.warning(f"{int(gap.sum())} gap(s) in the runs' steps (lost, unreadable or never written): the curves "
+                   "skip them; the Runs page lists them per run.")
+    with st.expander("Skipped files and gaps"):
         st.dataframe(probs, hide_index=True, width="stretch")
 
 

@@ -21,23 +21,18 @@ if ctx.groups:  # this page shows every run: group them all, not only the select
 common.nonfinite_metrics_warning(ctx.root, all_ids)
 
 
-def log_problems(runs, steps):
-    """run_id, logs: '✓' or what is wrong with the run's files (gaps in its steps, skipped files)."""
-    gaps = data.step_gaps(steps).set_index("run_id")
-    files = data.problems_by_run(data.problems(ctx.root), runs)
-    text = []
-    for run in runs["run_id"]:
-        parts = ([f"{gaps.at[run, 'n_missing']} step(s) missing: {gaps.at[run, 'missing']}"] if run in gaps.index
-                 else []) + [f"skipped {r}" for r in files.get(run, [])]
-        text.append("; ".join(parts) or "✓")
-    return pd.DataFrame({"run_id": runs["run_id"], "logs": text})
+def log_problems(runs):
+    """run_id, logs: '✓' or what is wrong with the run's files (queries.problems: gaps in its steps,
+    skipped, damaged or duplicated files)."""
+    found = data.problems_by_run(data.problems(ctx.root), runs)
+    return pd.DataFrame({"run_id": runs["run_id"], "logs": ["; ".join(found.get(r, [])) or "✓" for r in runs["run_id"]]})
 
 
 def body() -> None:
     runs = data.list_runs(ctx.root)
     steps = data.step_metrics(ctx.root, all_ids)
     badges = data.health(steps, fraction, int(first))
-    table = runs.merge(badges, on="run_id", how="left").merge(log_problems(runs, steps), on="run_id", how="left")
+    table = runs.merge(badges, on="run_id", how="left").merge(log_problems(runs), on="run_id", how="left")
     table["status"] = [f"{common.STATUS_ICONS.get(s, '')} {s}" for s in table["status"]]
     table["badges"] = table["badges"].fillna("no steps yet")
     cols = ["run_id", "algo", "status", "badges", "logs", "n_steps", "last_step", "reward_mean", "accuracy",
