@@ -106,14 +106,14 @@ def test_samples_opens_on_a_response_with_gradient(tmp_path, monkeypatch):
     write_run(tmp_path / "grpo", mutate=tie_first_group)
     at = open_page(tmp_path, "samples", monkeypatch)
     pick = response_picker(at)
-    assert pick.value == 8 and "adv +0.00" not in pick.format_func(pick.value)
+    assert pick.value == (0, 8) and "adv +0.00" not in pick.format_func(pick.value)  # (rank, sample)
 
 
 def test_only_clipped_opens_on_a_pass_with_clipped_tokens(tmp_path, monkeypatch):
     run = make_synthetic_run(tmp_path / "aspo", "aspo", steps=3, seqs_per_step=32)
     at = open_page(run.parent, "samples", monkeypatch)
     at.checkbox(key="samples_clip").check().run()
-    sample = response_picker(at).value
+    _, sample = response_picker(at).value  # (rank, sample)
     tokens = queries.sample_tokens(run.parent, "aspo", 2, sample, epoch=None)
     first_clipped = tokens[tokens["clipped"] | tokens["dual_clipped"]]["epoch"].min()
     assert not (tokens[tokens["epoch"] == 0][["clipped", "dual_clipped"]].any(axis=None)), "want pass 0 clean"
