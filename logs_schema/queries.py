@@ -529,13 +529,17 @@ def warmup_progress(root) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["path", *progress.FIELDS])
 
 
+PROBLEM_COLUMNS = ["path", "table", "reason", "run_id", "kind"]
+
+
 def problems(root) -> pd.DataFrame:
-    """path, table, reason, run_id of every file skipped under root (newer schema, corrupt,
-    truncated, failed page checksum, rows not matching the file's name, overlapping segment) and of
-    every gap in a run's steps (path = the run directory); run_id as in list_runs."""
+    """PROBLEM_COLUMNS: one row per file skipped under root, kind 'file' (newer schema, corrupt,
+    truncated, failed page checksum, rows not matching the file's name, overlapping segment), and
+    per gap in a run's steps, kind 'gap' (path = the run directory); run_id as in list_runs."""
     keys = catalog.run_keys(root)
-    rows = [(path, table, reason, keys.get(d)) for path, table, reason, d in catalog.problems(root)]
-    return pd.DataFrame(rows, columns=["path", "table", "reason", "run_id"])
+    rows = [(path, table, reason, keys.get(d), "gap" if path == d else "file")
+            for path, table, reason, d in catalog.problems(root)]
+    return pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
 
 
 # Comparing runs (pure pandas over the frames above), here so that one module answers every question.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -212,6 +213,8 @@ def test_resume_step_removes_later_steps(tmp_path):
     for t in PART_TABLES:
         steps = sorted(int(re.findall(r"\d{8}", n)[0]) for n in os.listdir(tmp_path / t))
         assert steps == [0, 1, 2, 3, 4], t
+    assert sorted(raw_rows(tmp_path, "steps")["step"]) == [0, 1, 2, 3, 4]  # raw rows: steps 3, 4 once each
+    assert raw_rows(tmp_path, "sequences").groupby("step").size().tolist() == [8] * 5
 
 
 def test_resume_splits_a_segment_that_straddles_the_resume_step(tmp_path):
@@ -235,9 +238,13 @@ def test_interrupted_compaction_leaves_no_duplicates(tmp_path):
     for t, data in keep.items():  # as if killed between publishing the segment and deleting parts
         (run / t / "step-00000002-rank0.parquet").write_bytes(data)
     from logs_schema import queries as q
-    assert q.step_metrics(run).step.tolist() == [0, 1, 2, 3]
+    assert q.step_metrics(run).step.tolist() == [0, 1, 2, 3] and q.problems(run).empty  # readers skip the leftover
+    assert sorted(raw_rows(run, "steps")["step"]) == [0, 1, 2, 2, 3]  # ... which the raw rows do hold
     RunWriter(run, run_id="r", resume_step=3, compact_every=4).set_status("finished")
     assert names(run, "steps") == ["seg-00000000-00000003-rank0.parquet"]
+    for t in SEGMENT_TABLES:  # raw rows: each step exactly once
+        assert raw_rows(run, t).groupby("step").size().to_dict() == {s: len(pq.read_table(
+            run / t / "seg-00000000-00000003-rank0.parquet").filter(pc.equal(pc.field("step"), s))) for s in range(4)}
 
 
 def test_resume_refuses_another_run(tmp_path):
