@@ -87,7 +87,7 @@ def filters(runs: pd.DataFrame) -> list[str]:
                 chosen[col] = st.multiselect(col, options, key=f"run_filter_{col}")
         match = matching(runs, search, chosen)
         a, b = st.columns(2)
-        a.button(f"Select {len(match)} matching", key="select_matching", disabled=not match,
+        a.button(f"Select {len(match)}", key="select_matching", disabled=not match, help="Compare the runs found above",
                  on_click=lambda: st.session_state.update(selected_runs=list(match)))
         b.button(f"Newest {NEWEST}", key="select_newest",
                  on_click=lambda: st.session_state.update(selected_runs=list(runs["run_id"])[-NEWEST:]))

@@ -157,3 +157,16 @@ def test_groups_of_two_keys_colour_by_the_first_and_dash_by_the_second():
     assert len({styles[lab] for lab in labels}) == 12  # every loss x task drawn differently
     assert len({styles[f"grpo · {t}"][0] for t in ("split", "math", "code")}) == 1  # one colour per loss
     assert len({styles[f"{a} · math"][1] for a in ("grpo", "aspo", "no_is", "pos_mean_is")}) == 1  # one dash per task
+
+
+def test_many_runs_are_counted_not_listed_and_group_alerts_stay_two_boxes(tmp_path, monkeypatch):
+    for i in range(7):
+        make_synthetic_run(tmp_path / f"grpo-s{i}", "grpo", steps=5, seqs_per_step=8, seed=i)
+    ids = [f"grpo-s{i}" for i in range(7)]
+    at = open_page(tmp_path, "entropy", monkeypatch, {"selected_runs": ids})
+    caption = " ".join(c.value for c in at.caption)
+    assert "7 runs: 7 ✓ finished; 35 steps logged" in caption and "grpo-s3" not in caption
+    grouped(at)
+    assert len(at.error) + len(at.success) == 1  # one box for the one group, not one per run
+    box = (at.error or at.success)[0].value
+    assert "**grpo**:" in box and " of 7 runs" in box

@@ -117,14 +117,23 @@ def is_running(ctx: Context, run_ids=None) -> bool:
     return bool(ctx.runs[ctx.runs["run_id"].isin(run_ids)]["status"].eq("running").any())
 
 
+COUNTER_RUNS = 6  # the step counter names each run up to this many runs
+
+
 def live_counter(root: str, run_ids) -> None:
     """The latest step and status of each run: the live view's heartbeat (the app's watcher reruns
     the page when the log directory changes)."""
     runs = data.list_runs(root)
     runs = runs[runs["run_id"].isin(run_ids)]
+    many = len(runs) > COUNTER_RUNS  # then: a count per status, and only the running runs by name
+    listed = runs[runs["status"].eq("running")] if many else runs
     parts = [f"{STATUS_ICONS.get(s, '')} **{md(r)}**: {0 if pd.isna(n) else int(n)} steps logged"
              + ("" if pd.isna(last) else f" (last step {int(last)})")
-             for r, s, n, last in runs[["run_id", "status", "n_steps", "last_step"]].itertuples(index=False)]
+             for r, s, n, last in listed[["run_id", "status", "n_steps", "last_step"]].itertuples(index=False)]
+    if many:
+        counts = runs["status"].value_counts()
+        parts.insert(0, f"{len(runs)} runs: " + ", ".join(f"{n} {STATUS_ICONS.get(k, '')} {k}" for k, n in counts.items())
+                     + f"; {int(runs['n_steps'].sum())} steps logged")
     live = runs["status"].eq("running").any()
     st.caption(("● live, refreshing every %.1f s — " % data.LIVE_EVERY_S if live else "") + " · ".join(parts))
 

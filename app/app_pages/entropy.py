@@ -23,16 +23,19 @@ focus = ctx.focus if ctx.focus in run_ids else run_ids[-1]
 
 
 def group_alerts(collapse) -> None:
-    """One line per group: in how many of its runs the alert fired, and when."""
+    """Per group, in how many of its runs the alert fired and when: one box for all groups that
+    fired, one for the others (36 runs would be 36 boxes otherwise)."""
     c = collapse.assign(group=collapse["run_id"].map(ctx.groups))
+    fired, calm = [], []
     for group, g in c.groupby("group", sort=True):
-        fired = g.dropna(subset=["fired_step"])
-        if len(fired):
-            steps = ", ".join(f"{common.md(r.run_id)} at {int(r.fired_step)}"
-                              for r in fired.itertuples(index=False))
-            st.error(f"**Entropy collapse in {len(fired)} of {len(g)} runs of {common.md(group)}**: {steps}.")
-        else:
-            st.success(f"{common.md(group)}: no entropy collapse in its {len(g)} runs (alert below {fraction:.0%} of start).")
+        hit = g.dropna(subset=["fired_step"])
+        steps = ", ".join(f"{common.md(r.run_id)} at {int(r.fired_step)}" for r in hit.itertuples(index=False))
+        (fired if len(hit) else calm).append(f"- **{common.md(group)}**: {len(hit)} of {len(g)} runs"
+                                             + (f" ({steps})" if steps else ""))
+    if fired:
+        st.error(f"**Entropy collapse** (below {fraction:.0%} of the start):\n" + "\n".join(fired))
+    if calm:
+        st.success("No entropy collapse:\n" + "\n".join(calm))
 
 
 def alerts(collapse) -> None:
