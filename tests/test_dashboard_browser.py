@@ -25,6 +25,7 @@ import pytest
 from aspo_dashboard.data import LIVE_EVERY_S
 from aspo.serve import dashboard_command
 from logs_helpers import make_synthetic_run
+from logs_schema import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -246,8 +247,9 @@ def steps_now(page, run_id: str) -> int:
 
 
 def test_page_follows_an_empty_directory_a_killed_and_a_resumed_run(tmp_path):
-    """Opened on an empty log directory, one page, never reloaded: a real trainer's run appears with
-    its charts; SIGKILLed, the run shows stale; resumed, its new steps come in."""
+    """Opened on an empty log directory, one page, never reloaded: a warm-up's progress shows, then a
+    real trainer's run appears with its charts; SIGKILLed, the run shows stale; resumed, its new steps
+    come in."""
     from playwright import sync_api
     logs, procs = tmp_path / "logs", []
     logs.mkdir()
@@ -258,8 +260,18 @@ def test_page_follows_an_empty_directory_a_killed_and_a_resumed_run(tmp_path):
             page.goto(url)
             page.wait_for_selector("text=No runs under", timeout=60_000)
             page.evaluate("() => { window.__sameDocument = true; }")  # gone if the page reloads
+            # what `aspo demo` writes while its start model warms up (this process stands in for it)
+            progress.write_warmup(logs, state="running", step=240, max_steps=1200, seconds=31.0, loss=0.734,
+                                  accuracy=0.38, greedy_accuracy=0.45, target_accuracy=0.55)
+            page.wait_for_selector("text=Warming up the start model", timeout=30_000)
+            screenshot(page, shots_dir(tmp_path) / "warmup.png")
+            page.set_viewport_size({"width": 1500, "height": 1000})
+            progress.write_warmup(logs, state="done", step=300, max_steps=1200, seconds=38.0, accuracy=0.56,
+                                  target_accuracy=0.55, cached=False)
+            page.wait_for_selector("text=Start model warmed up", timeout=30_000)
             procs.append(start_train(logs / "live"))
             page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES["runs"], timeout=live_timeout_s() * 1000)
+            wait_for(lambda: "warmed up" not in body_text(page), 30, "the run's curves to replace the warm-up's note")
             wait_for(lambda: steps_now(page, "aspo-live") >= 2, live_timeout_s(), "two steps on the page")
             os.killpg(procs[-1].pid, signal.SIGKILL)
             procs[-1].wait(timeout=10)
