@@ -184,3 +184,13 @@ def test_runs_page_flags_missing_steps_and_skipped_files_per_run(tmp_path, monke
     assert "skipped sequences file: " in logs["grpo"] and "steps 2..3 missing" in logs["grpo"]
     assert "**grpo** logs: " in messages(at) and "1 gap(s) in the runs' steps" in messages(at)
     assert "1 log file(s) were skipped" in messages(at)  # the gap is not counted as a file
+
+
+def test_nonfinite_step_metrics_of_many_runs_are_summed_per_metric(tmp_path, monkeypatch):
+    def poison(step, m, seq, tok):
+        if step == 1:
+            m["kl"] = float("nan")
+    for i in range(4):
+        write_run(tmp_path / f"grpo-s{i}", mutate=poison, seed=i)
+    text = messages(open_page(tmp_path, "overview", monkeypatch, {"selected_runs": [f"grpo-s{i}" for i in range(4)]}))
+    assert "Non-finite step metrics (left out of the curves): in 4 runs: kl 4 NaN." in text

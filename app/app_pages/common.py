@@ -178,15 +178,26 @@ def nonfinite_warning(df: pd.DataFrame, columns, what: str) -> None:
 
 
 def nonfinite_metrics_warning(root: str, run_ids) -> None:
-    """Count the NaN / ±inf step metrics of the runs: plotly leaves them out of a curve without a word."""
+    """Count the NaN / ±inf step metrics of the runs: plotly leaves them out of a curve without a word.
+    Up to 3 runs: named with their counts; more: counts per metric, the per-run table in an expander."""
     nf = data.nonfinite_metrics(root, list(run_ids))
     if nf.empty:
         return
     names = {"nan": "NaN", "pos_inf": "+inf", "neg_inf": "-inf"}
-    per_run = ["{}: {}".format(run, "; ".join(
-        f"{r.metric} " + ", ".join(f"{getattr(r, k)} {v}" for k, v in names.items() if getattr(r, k))
-        for r in g.itertuples(index=False))) for run, g in nf.groupby("run_id", sort=True)]
-    st.warning("Non-finite step metrics (left out of the curves): " + " · ".join(per_run) + ".")
+
+    def counts(rows) -> str:
+        return ", ".join(f"{int(rows[k].sum())} {v}" for k, v in names.items() if rows[k].sum())
+    if nf["run_id"].nunique() <= 3:
+        text = " · ".join(f"{md(run)}: " + "; ".join(f"{r.metric} " + counts(pd.DataFrame([r._asdict()]))
+                                                    for r in g.itertuples(index=False))
+                          for run, g in nf.groupby("run_id", sort=True))
+    else:
+        text = f"in {nf['run_id'].nunique()} runs: " + "; ".join(
+            f"{m} {counts(g)}" for m, g in nf.groupby("metric", sort=True))
+    st.warning("Non-finite step metrics (left out of the curves): " + text + ".")
+    if nf["run_id"].nunique() > 3:
+        with st.expander("Non-finite step metrics per run"):
+            st.dataframe(nf, hide_index=True, width="stretch")
 
 
 def plot(fig, key: str | None = None, frame: pd.DataFrame | None = None) -> None:
