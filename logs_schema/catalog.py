@@ -5,7 +5,7 @@ truncated, corrupt or bit-flipped file, a leftover temp file, a file whose rows 
 name (another rank's copy) or a segment overlapping another never breaks a query or is counted
 twice: such files are skipped and reported by `problems(root)`, together with gaps in a run's
 steps. Each immutable file is verified once, in full (every Parquet page checksum, which DuckDB
-does not check); the verdict is cached by (path, size, mtime_ns, inode), so a polling dashboard
+does not check: pagecrc walks the pages at zlib speed); the verdict is cached by (path, size, mtime_ns, inode), so a polling dashboard
 pays one `stat` per file per query. A step whose `steps` row is unreadable is hidden from every
 table, so all queries agree on which steps a run has.
 
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from . import schema as S
 from .progress import warmup_files
+from .pagecrc import pages_match
 from .tables import FILE_SCHEMAS
 from .writer import PART_RE, PART_TABLES, RUNS_RE, SEG_RE, read_verified
 
@@ -127,7 +128,7 @@ def _inspect(path: str, table: str, run_dir: str, step, last, rank, segment) -> 
     if missing:
         return f"missing required column(s) {sorted(missing)}"
     try:
-        data = read_verified(path)
+        data = _verified_keys(path, md, table)
     except (OSError, pa.ArrowException) as e:
         return VANISHED if not os.path.exists(path) else \
             f"damaged data (page checksum or encoding): {str(e).splitlines()[0][:200]}"
@@ -141,6 +142,33 @@ def _inspect(path: str, table: str, run_dir: str, step, last, rank, segment) -> 
         return wrong or f"holds {data.num_rows} rows for {len(steps)} steps: a step is in it twice"
     return Part(path, table, run_dir, step, last, rank, version, md.num_rows,
                 names == FILE_SCHEMAS[table].names, None, segment, steps)
+
+
+def _verified_keys(path: str, md, table: str) -> pa.Table:
+    """The columns the checks need (all of a runs file), once every page is known intact: by the
+    fast CRC walk, else by pyarrow's full verified read (files without checksums, or damage:
+    pyarrow raises and has the last word)."""
+    if table != "runs" and pages_match(path, md) is True:
+        bounds = _key_bounds(md)  # from the footer's statistics: no page decoded
+        return bounds if bounds is not None and table != "steps" else pq.read_table(path, columns=["step", "rank"])
+    return read_verified(path)
+
+
+def _key_bounds(md) -> pa.Table | None:
+    """A table holding the min and max of step and rank over all row groups (enough for the name
+    checks), or None when the footer lacks those statistics."""
+    names = md.schema.to_arrow_schema().names
+    lo, hi = {}, {}
+    for rg in range(md.num_row_groups):
+        for key in ("step", "rank"):
+            st = md.row_group(rg).column(names.index(key)).statistics
+            if st is None or not st.has_min_max:
+                return None
+            lo[key] = min(lo.get(key, st.min), st.min)
+            hi[key] = max(hi.get(key, st.max), st.max)
+    if md.num_rows == 0:
+        return pa.table({"step": pa.array([], pa.int64()), "rank": pa.array([], pa.int32())})
+    return pa.table({"step": [lo["step"], hi["step"]], "rank": [lo["rank"], hi["rank"]]})
 
 
 def _disagrees_with_name(data: pa.Table, step: int, last: int, rank: int) -> str | None:

@@ -115,3 +115,19 @@ def test_gaps_in_the_steps_are_reported(tmp_path):
         (run / "steps" / f"step-0000000{s}-rank0.parquet").unlink()
     assert q.problems(run).reason.str.split(" missing").str[0].tolist() == ["steps 2..3", "step 5"]
     assert q.list_runs(run).n_steps.tolist() == [4] and len(q.step_metrics(run)) == 4
+
+
+def test_the_fast_page_walk_agrees_with_pyarrow(tmp_path):
+    """pagecrc says True only for intact checksummed files; on anything else the full pyarrow read decides."""
+    from logs_schema.pagecrc import pages_match
+    run = make_synthetic_run(tmp_path / "r", "aspo", steps=2, seqs_per_step=16, mean_len=20, compact_every=None)
+    files = sorted(run.rglob("*.parquet"))
+    assert len(files) == 11 and all(pages_match(p) is True for p in files)
+    plain = tmp_path / "plain.parquet"  # written without checksums (another tool): the walk cannot tell
+    pq.write_table(pq.read_table(files[0]), plain)
+    assert pages_match(plain) is None and len(W.read_verified(plain)) == pq.read_metadata(plain).num_rows
+    part = run / "tokens" / "step-00000001-rank0.parquet"
+    flip(part, "weight")
+    assert pages_match(part) is False
+    with pytest.raises(OSError, match="CRC"):
+        W.read_verified(part)
