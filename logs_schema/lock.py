@@ -82,6 +82,7 @@ class RunLock:
         self.run_dir, self.rank = Path(run_dir), int(rank)
         self.path = lock_path(run_dir, rank)
         self.fd: int | None = None
+        self.pid = os.getpid()  # a forked child (sandbox, data loader) inherits the object, not the lock
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(50):
             if self._try_take():
@@ -136,7 +137,7 @@ class RunLock:
     def release(self) -> None:
         """Remove the lock file (while still holding it, so nobody locks a file about to vanish)."""
         fd, self.fd = self.fd, None
-        if fd is None:
+        if fd is None or os.getpid() != self.pid:
             return
         try:
             if _same_file(fd, self.path):

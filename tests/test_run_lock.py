@@ -135,3 +135,16 @@ def test_a_second_demo_stops_before_warming_up(tmp_path):
     assert done.stderr.startswith(f"aspo: error: run directory {tmp_path / 'demo' / 'grpo'} is in use by pid "
                                   f"{os.getpid()} on {HOST}")
     assert "warm" not in done.stdout and sorted(os.listdir(tmp_path / "demo")) == ["grpo"]
+
+
+def test_a_forked_child_cannot_release_its_parents_lock(tmp_path):
+    lock = RunLock(tmp_path)
+    pid = os.fork()
+    if pid == 0:  # the child drops its copy (as a sandbox or data-loader child may)
+        lock.release()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert lock_path(tmp_path).exists()
+    with pytest.raises(RunDirInUse, match=f"pid {os.getpid()}"):
+        RunLock(tmp_path)
+    lock.release()
