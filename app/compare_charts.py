@@ -42,7 +42,7 @@ def _rgba(color: str, alpha: float) -> str:
 
 
 def add_band(fig: go.Figure, g: pd.DataFrame, x: str, name: str, color: str, dash: str = "solid",
-             showlegend: bool = True, **where) -> None:
+             showlegend: bool = True, label: str = "", **where) -> None:
     """One group's band (lo..hi, filled) and mean line; g: seed_bands rows of one group and metric."""
     g = g.sort_values(x)
     xs = g[x].to_numpy(float)
@@ -53,7 +53,7 @@ def add_band(fig: go.Figure, g: pd.DataFrame, x: str, name: str, color: str, das
     fig.add_trace(go.Scatter(x=xs, y=g["mean"].to_numpy(float), name=name, legendgroup=name, showlegend=showlegend,
                              mode="lines+markers" if len(g) < 30 else "lines", line=dict(color=color, dash=dash),
                              customdata=np.stack([g["lo"], g["hi"], g["n"]], axis=1),
-                             hovertemplate="%{y:.4g} [%{customdata[0]:.4g}, %{customdata[1]:.4g}]"
+                             hovertemplate=label + "%{y:.4g} [%{customdata[0]:.4g}, %{customdata[1]:.4g}]"
                                            " over %{customdata[2]} runs", **where))
 
 
@@ -100,7 +100,7 @@ def metric_panels(df: pd.DataFrame, metrics, x: str = "step", log_y: bool = Fals
         if bands is not None:
             for group, g in bands[bands["metric"] == m].groupby("group", sort=True):
                 color, dash = group_styles(bands["group"])[group]
-                add_band(fig, g, "x", group, color, dash, showlegend=i == 0, xaxis="x", yaxis=yname)
+                add_band(fig, g, "x", group, color, dash, showlegend=i == 0, label=f"{m} ", xaxis="x", yaxis=yname)
             continue
         colors = colors or run_colors(df["run_id"])
         for run_id, g in df.sort_values(x).groupby("run_id", sort=True):
@@ -109,7 +109,8 @@ def metric_panels(df: pd.DataFrame, metrics, x: str = "step", log_y: bool = Fals
                 fig.add_trace(go.Scatter(x=s[x].to_numpy(float), y=s[m].to_numpy(float), name=run_id,
                                          legendgroup=run_id, showlegend=i == 0, xaxis="x", yaxis=yname,
                                          mode="lines+markers" if len(s) < 30 else "lines",
-                                         line=dict(color=colors.get(run_id))))
+                                         line=dict(color=colors.get(run_id)),
+                                         hovertemplate=f"{m} %{{y:.4g}}"))  # unified hover: say which panel
     what = f"mean {band_name} across runs" if bands is not None else "per run"
     fig.update_layout(title=f"{n} metric{'s' * (n > 1)} over {X_TITLES.get(x, x)} — {what}",
                       xaxis=dict(title=X_TITLES.get(x, x), anchor=f"y{n if n > 1 else ''}", showspikes=True,

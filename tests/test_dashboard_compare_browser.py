@@ -1,5 +1,6 @@
 """Comparing runs in a real headless Chromium (Debian's /usr/bin/chromium via Playwright): a shared URL
-opens six seeds grouped into two bands, the Overview's metric picker adds a panel, and the chart-data
+opens six seeds grouped into two bands, the Overview's metric picker adds a panel, hovering one panel
+shows every panel's values (one shared x axis), and the chart-data
 download hands over the numbers drawn (CSV and Parquet read back and checked against seed_bands).
 Kept short: one server, one browser, finished runs (no writer)."""
 from __future__ import annotations
@@ -72,6 +73,14 @@ def test_shared_url_grouped_bands_metric_picker_and_download(server, tmp_path):
             page.keyboard.press("Enter")
             page.wait_for_function(PANEL_JS, arg="grad_norm", timeout=60_000)
             page.keyboard.press("Escape")
+            # linked hover: pointing at the top panel shows every panel's value at that step
+            page.wait_for_timeout(1000)
+            drag = page.locator('[data-testid="stPlotlyChart"]').first.locator(".nsewdrag").first.bounding_box()
+            page.mouse.move(drag["x"] + drag["width"] * 0.45, drag["y"] + drag["height"] / 2)
+            page.wait_for_timeout(500)
+            hover = page.locator('[data-testid="stPlotlyChart"] .hoverlayer').first.text_content()
+            assert all(f"{m} " in hover for m in ("reward_mean", "entropy_mean", "kl", "grad_norm")), hover
+            assert "over 3 runs" in hover
             # the download: the numbers drawn, as CSV
             page.wait_for_timeout(1000)
             with page.expect_download(timeout=30_000) as dl:
