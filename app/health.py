@@ -81,6 +81,6 @@ def problems_by_run(problems: pd.DataFrame, runs: pd.DataFrame) -> dict[str, lis
         run = row.get("run_id") if isinstance(row.get("run_id"), str) else \
             next((r for d, r in dirs.items() if path == d or path.startswith(d + "/")), None)
         if run is not None:
-            gap = path in dirs  # a gap is reported on the run directory, a skipped file on the file
+            gap = row.get("kind") == "gap" if "kind" in row else path in dirs  # a gap: the run directory
             out.setdefault(run, []).append(row["reason"] if gap else f"skipped {row.get('table', '?')} file: {row['reason']}")
     return out

@@ -3,7 +3,6 @@ stop), the skipped-file report, the live-mode wrapper and the live step counter.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -39,7 +38,7 @@ def show_problems(root: str) -> None:
     probs = data.problems(root)
     if probs.empty:
         return
-    gap = probs["path"].map(os.path.isdir)  # a gap in a run's steps is reported on the run directory
+    gap = probs["kind"].eq("gap")  # a gap in a run's steps, not a file (queries.problems)
     if (~gap).any():
         st.warning(f"{int((~gap).sum())} log file(s) were skipped (corrupt, truncated, newer schema, another "
                    "rank's copy, ...): the views below leave them out.")
