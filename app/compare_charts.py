@@ -41,20 +41,25 @@ def _rgba(color: str, alpha: float) -> str:
     return f"rgba({int(c[0:2], 16)},{int(c[2:4], 16)},{int(c[4:6], 16)},{alpha})"
 
 
-def add_band(fig: go.Figure, g: pd.DataFrame, x: str, name: str, color: str, dash: str = "solid",
-             showlegend: bool = True, label: str = "", **where) -> None:
+def band_traces(g: pd.DataFrame, x: str, name: str, color: str, dash: str = "solid",
+                showlegend: bool = True, label: str = "", **where) -> list[go.Scatter]:
     """One group's band (lo..hi, filled) and mean line; g: seed_bands rows of one group and metric."""
     g = g.sort_values(x)
     xs = g[x].to_numpy(float)
-    fig.add_trace(go.Scatter(x=np.concatenate([xs, xs[::-1]]),
-                             y=np.concatenate([g["hi"].to_numpy(float), g["lo"].to_numpy(float)[::-1]]),
-                             mode="lines", fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
-                             name=f"{name} band", legendgroup=name, showlegend=False, **where))
-    fig.add_trace(go.Scatter(x=xs, y=g["mean"].to_numpy(float), name=name, legendgroup=name, showlegend=showlegend,
-                             mode="lines+markers" if len(g) < 30 else "lines", line=dict(color=color, dash=dash),
-                             customdata=np.stack([g["lo"], g["hi"], g["n"]], axis=1),
-                             hovertemplate=label + "%{y:.4g} [%{customdata[0]:.4g}, %{customdata[1]:.4g}]"
-                                           " over %{customdata[2]} runs", **where))
+    return [go.Scatter(x=np.concatenate([xs, xs[::-1]]),
+                       y=np.concatenate([g["hi"].to_numpy(float), g["lo"].to_numpy(float)[::-1]]),
+                       mode="lines", fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
+                       name=f"{name} band", legendgroup=name, showlegend=False, **where),
+            go.Scatter(x=xs, y=g["mean"].to_numpy(float), name=name, legendgroup=name, showlegend=showlegend,
+                       mode="lines+markers" if len(g) < 30 else "lines", line=dict(color=color, dash=dash),
+                       customdata=np.stack([g["lo"], g["hi"], g["n"]], axis=1),
+                       hovertemplate=label + "%{y:.4g} [%{customdata[0]:.4g}, %{customdata[1]:.4g}]"
+                                     " over %{customdata[2]} runs", **where)]
+
+
+def add_band(fig: go.Figure, g: pd.DataFrame, x: str, name: str, color: str, dash: str = "solid",
+             showlegend: bool = True, label: str = "", **where) -> None:
+    fig.add_traces(band_traces(g, x, name, color, dash, showlegend, label, **where))
 
 
 def band_curves(agg: pd.DataFrame, title: str = "", y_title: str = "",
@@ -88,35 +93,37 @@ def metric_panels(df: pd.DataFrame, metrics, x: str = "step", log_y: bool = Fals
     n = len(metrics)
     gap = 0.35 / n if n > 1 else 0
     height = (1 - gap * (n - 1)) / n
-    fig = go.Figure(layout={**LAYOUT, "height": 90 + panel_height * n})
-    for i, m in enumerate(metrics):
+    layout, traces, notes = {**LAYOUT, "height": 90 + panel_height * n}, [], []
+    styles = group_styles(bands["group"]) if bands is not None else {}
+    runs = [] if bands is not None else list(df.sort_values(x).groupby("run_id", sort=True))
+    colors = colors or (run_colors(df["run_id"]) if bands is None else {})
+    for i, m in enumerate(metrics):  # one Figure built at the end: plotly validates each add_* call
         yname = "y" if i == 0 else f"y{i + 1}"
         top = 1 - i * (height + gap)
-        fig.layout[f"yaxis{'' if i == 0 else i + 1}"] = dict(
+        layout[f"yaxis{'' if i == 0 else i + 1}"] = dict(
             domain=[max(round(top - height, 6), 0.0), min(round(top, 6), 1.0)], title=dict(text=m, font=dict(size=10)),
             type="log" if log_y else "linear")
-        fig.add_annotation(text=m, x=0, xref="paper", y=top, yref="paper", yanchor="bottom", showarrow=False,
-                           font=dict(size=12))
+        notes.append(dict(text=m, x=0, xref="paper", y=top, yref="paper", yanchor="bottom", showarrow=False,
+                          font=dict(size=12)))
         if bands is not None:
             for group, g in bands[bands["metric"] == m].groupby("group", sort=True):
-                color, dash = group_styles(bands["group"])[group]
-                add_band(fig, g, "x", group, color, dash, showlegend=i == 0, label=f"{m} ", xaxis="x", yaxis=yname)
+                traces += band_traces(g, "x", group, *styles[group], showlegend=i == 0, label=f"{m} ",
+                                      xaxis="x", yaxis=yname)
             continue
-        colors = colors or run_colors(df["run_id"])
-        for run_id, g in df.sort_values(x).groupby("run_id", sort=True):
+        for run_id, g in runs:
             s = g[[x, m]].dropna()
             if len(s):
-                fig.add_trace(go.Scatter(x=s[x].to_numpy(float), y=s[m].to_numpy(float), name=run_id,
+                traces.append(go.Scatter(x=s[x].to_numpy(float), y=s[m].to_numpy(float), name=run_id,
                                          legendgroup=run_id, showlegend=i == 0, xaxis="x", yaxis=yname,
                                          mode="lines+markers" if len(s) < 30 else "lines",
                                          line=dict(color=colors.get(run_id)),
                                          hovertemplate=f"{m} %{{y:.4g}}"))  # unified hover: say which panel
     what = f"mean {band_name} across runs" if bands is not None else "per run"
-    fig.update_layout(title=f"{n} metric{'s' * (n > 1)} over {X_TITLES.get(x, x)} — {what}",
-                      xaxis=dict(title=X_TITLES.get(x, x), anchor=f"y{n if n > 1 else ''}", showspikes=True,
-                                 spikemode="across", spikesnap="cursor"),
-                      hovermode="x unified", hoversubplots="axis")
-    return top_legend(fig)
+    layout.update(title=f"{n} metric{'s' * (n > 1)} over {X_TITLES.get(x, x)} — {what}", annotations=notes,
+                  xaxis=dict(title=X_TITLES.get(x, x), anchor=f"y{n if n > 1 else ''}", showspikes=True,
+                             spikemode="across", spikesnap="cursor"),
+                  hovermode="x unified", hoversubplots="axis")
+    return top_legend(go.Figure(data=traces, layout=layout))
 
 
 def rich_get_richer_bands(bands: pd.DataFrame, value: str = "weight_mean", band_name: str = "± std") -> go.Figure:
