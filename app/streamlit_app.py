@@ -11,6 +11,7 @@ when it changed: new runs, new steps, a run that finished, went stale or came ba
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -32,8 +33,12 @@ def sidebar(root: str) -> None:
 
 @st.fragment(run_every=data.LIVE_EVERY_S)
 def watch(root: str) -> None:
-    """Rerun the app when the log directory changed since the page was drawn (see the module doc)."""
-    if data.watch_signature(root) != st.session_state.get("_drawn_signature"):
+    """Rerun the app when the log directory changed since the page was drawn (see the module doc).
+    A page that takes longer to draw than LIVE_EVERY_S waits as long again between redraws, so a
+    live view of a fast-stepping run never keeps a busy machine drawing all the time."""
+    if data.watch_signature(root) == st.session_state.get("_drawn_signature"):
+        return
+    if time.monotonic() - st.session_state.get("_drawn_end", 0.0) >= st.session_state.get("_draw_s", 0.0):
         st.rerun(scope="app")
 
 
@@ -53,7 +58,12 @@ def main() -> None:
     sidebar(root)
     with st.sidebar:
         watch(root)
-    page.run()
+    started = time.monotonic()
+    try:
+        page.run()
+    finally:  # also when the page stops early (st.stop) or a newer run preempts it
+        st.session_state["_drawn_end"] = time.monotonic()
+        st.session_state["_draw_s"] = st.session_state["_drawn_end"] - started
 
 
 main()

@@ -277,6 +277,7 @@ def test_page_follows_an_empty_directory_a_killed_and_a_resumed_run(tmp_path):
             procs[-1].wait(timeout=10)
             wait_for(lambda: "stale: the run says it is running" in body_text(page), 30, "the run shown stale")
             killed_at = steps_now(page, "aspo-live")
+            assert killed_at >= 2, body_text(page)[:2000]
             procs.append(start_train(logs / "live", "--resume"))
             wait_for(lambda: "stale" not in body_text(page) and steps_now(page, "aspo-live") >= killed_at + 2,
                      live_timeout_s(), "the resumed run's new steps on the page", every=0.5)
