@@ -173,7 +173,7 @@ def open_page(page, url: str, path: str) -> float:
     """Open a page, wait for its first drawn chart; returns the seconds that took."""
     t0 = time.time()
     page.goto(f"{url}/{path}")
-    page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=60_000)
+    page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=120_000)
     took = time.time() - t0
     assert page.locator('[data-testid="stException"]').count() == 0, page.inner_text("body")[:2000]
     return took
@@ -205,13 +205,13 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
             # the way users move: sidebar links in one session, with fragment timers ticking
             for name in list(PAGES)[1:] + ["runs"]:
                 page.get_by_role("link", name=PAGE_TITLES[name]).click()
-                page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES[name], timeout=60_000)
+                page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES[name], timeout=120_000)
                 time.sleep(data_refresh_s() + 0.5)  # at least one fragment rerun on this page
                 no_exception(page)
             page.get_by_role("link", name=PAGE_TITLES["samples"]).click()  # a widget inside a live fragment
-            page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES["samples"], timeout=60_000)
+            page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES["samples"], timeout=120_000)
             page.locator('[data-testid="stRadio"]', has_text="Update pass").get_by_text("1", exact=True).click()
-            page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES["samples"], timeout=60_000)
+            page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES["samples"], timeout=120_000)
             time.sleep(data_refresh_s())
             no_exception(page)
             # live: the counter of the run being written grows while the page stays open
