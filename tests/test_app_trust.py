@@ -194,3 +194,12 @@ def test_nonfinite_step_metrics_of_many_runs_are_summed_per_metric(tmp_path, mon
         write_run(tmp_path / f"grpo-s{i}", mutate=poison, seed=i)
     text = messages(open_page(tmp_path, "overview", monkeypatch, {"selected_runs": [f"grpo-s{i}" for i in range(4)]}))
     assert "Non-finite step metrics (left out of the curves): in 4 runs: kl 4 NaN." in text
+
+
+def test_samples_keeps_the_picked_response_when_the_step_changes(tmp_path, monkeypatch):
+    make_synthetic_run(tmp_path / "grpo", "grpo", steps=3, seqs_per_step=16)
+    at = open_page(tmp_path, "samples", monkeypatch)
+    response_picker(at).set_value((0, 5)).run()
+    at.checkbox(key="samples_follow").uncheck().run()  # as a new step arriving while following would
+    at.select_slider(key="samples_step").set_value(1).run()
+    assert response_picker(at).value == (0, 5) and not at.exception

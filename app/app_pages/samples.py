@@ -60,7 +60,7 @@ def body() -> None:
     # open on a response that carries a gradient (advantage != 0), not on the first of a tied group
     first = next((i for i, s in enumerate(rows.values()) if s.advantage), 0)
     sample = st.selectbox(f"Response ({len(rows)} match)", list(rows), format_func=lambda k: label(rows[k], ranks),
-                          index=first, key=f"samples_pick_{step}_{sign}_{clip_only}")
+                          index=first, key=f"samples_pick_{sign}_{clip_only}")  # kept while following new steps
     s = rows.get(sample) or next(iter(rows.values()))
     m = st.columns(5)
     for col, (name, val) in zip(m, [("reward", f"{s.reward:g}"), ("advantage", f"{s.advantage:+.3f}"),
