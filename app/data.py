@@ -196,3 +196,53 @@ def warmup_progress(root):
 
 def problems(root):
     return _query("problems", root)
+
+
+# ---------------------------------------------------------------- why entropy falls (schema v2)
+def entropy_drivers(root, run_ids, step_min=None, step_max=None):
+    return _query("entropy_drivers", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
+
+
+def entropy_driver_correlation(root, run_ids):
+    return _query("entropy_driver_correlation", root, run_ids=run_ids)
+
+
+def covariance_by_bin(root, run_ids, step_min=None, step_max=None):
+    return _query("covariance_by_bin", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
+
+
+def top_covariance_tokens(root, run_id, step, limit=20):
+    return _query("top_covariance_tokens", root, run_id=run_id, step=int(step), limit=limit)
+
+
+def sampler_mismatch(root, run_id, step_min=None, step_max=None, by="position"):
+    return _query("sampler_mismatch", root, run_id=run_id, step_min=step_min, step_max=step_max, by=by)
+
+
+def inactive_ratio_steps(root, run_ids):
+    return _query("inactive_ratio_steps", root, run_ids=run_ids)
+
+
+INACTIVE_MESSAGE = "ratios inactive: ASPO and GRPO are the same update here"
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _counterfactual(root: str, version: str, run_id: str, step: int, losses: tuple, overrides: tuple):
+    del version  # only part of the cache key
+    # THE one place the dashboard imports the trainer package (tests/test_layering.py allows exactly this):
+    # the counterfactual must run aspo.losses itself, never a copy of its math. Lazy, so the dashboard
+    # starts, and every other page works, without torch; this view then says what is missing.
+    from aspo.counterfactual import counterfactual, mass_by_bin  # noqa: PLC0415
+    return mass_by_bin(counterfactual(root, run_id, step, list(losses), dict(overrides)))
+
+
+def counterfactual_losses() -> list[str]:
+    """Names of aspo.losses.LOSSES (same lazy import); raises ImportError without torch."""
+    from aspo.counterfactual import LOSS_NAMES  # noqa: PLC0415
+    return list(LOSS_NAMES)
+
+
+def counterfactual_mass(root, run_id, step, losses, overrides):
+    """aspo.counterfactual.mass_by_bin of one logged step under `losses`; raises ImportError without torch."""
+    return _counterfactual(root, data_version(root), run_id, int(step), tuple(losses),
+                           tuple(sorted((k, v) for k, v in overrides.items())))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from logs_schema.schema import RATIO_INACTIVE_SHARE
+
 
 def every_for(n_steps: int, max_columns: int = 200) -> int:
     """Step bucket so that a heatmap over a long run has at most ~max_columns columns."""
@@ -63,6 +65,9 @@ def health(steps: pd.DataFrame, fraction: float = 0.5, first_steps: int = 3) -> 
             badges.append("↻ repetition rising")
         if r["clip_surge"]:
             badges.append("✂ clip surge")
+        inactive = int((g.get("ratio_inactive_frac", pd.Series(dtype=float)) > RATIO_INACTIVE_SHARE).sum())
+        if inactive:  # one update per rollout batch: r ≡ 1, so ASPO, GRPO, ... made the same update
+            badges.append(f"= ratios inactive on {inactive}/{len(g)} steps (ASPO = GRPO there)")
         r["badges"] = " · ".join(badges) or "✓ healthy"
         rows.append(r)
     return pd.DataFrame(rows)

@@ -21,7 +21,7 @@ from logs_schema import RunWriter, progress, queries
 from logs_schema import schema as S
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
-PAGES = ["runs", "overview", "rich_get_richer", "entropy", "repetition", "samples"]
+PAGES = ["runs", "overview", "rich_get_richer", "entropy", "repetition", "samples", "why_entropy", "counterfactual"]
 
 
 # ---------------------------------------------------------------- helpers

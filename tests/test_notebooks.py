@@ -79,7 +79,7 @@ def weighted_mean(df, value: str) -> float:
 def test_notebooks_are_committed_without_outputs():
     names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     assert names == ["01_token_weight_distributions", "02_rich_get_richer_by_hand", "03_comparing_runs",
-                     "04_logs_from_another_trainer"]
+                     "04_logs_from_another_trainer", "05_why_did_entropy_fall"]
     for name in names:
         nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         nbformat.validate(nb)
@@ -142,7 +142,25 @@ def test_04_logs_from_another_trainer(logs, run_notebook, tmp_path):
     assert len(q.sample_tokens(out, "outside-grpo", 2, 0, epoch=None)) > 0
 
 
-@pytest.mark.parametrize("name", ["01_token_weight_distributions", "02_rich_get_richer_by_hand", "03_comparing_runs"])
+def test_05_why_did_entropy_fall(logs, run_notebook):
+    got = summary(run_notebook("05_why_did_entropy_fall", logs))
+    corr = q.entropy_driver_correlation(logs).set_index("run_id")
+    drivers = q.entropy_drivers(logs)
+    assert set(got["runs"]) == {"grpo", "aspo"}
+    for run, s in got["runs"].items():
+        assert s["n"] == corr.at[run, "n"] == 2  # 3 steps: 2 entropy changes
+        assert s["corr"] is None  # below 3 steps the correlation is not given
+        mean = drivers[drivers["run_id"] == run]["logp_adv_cov"].mean()
+        assert s["logp_adv_cov_mean"] == pytest.approx(mean, abs=1e-6) and s["inactive_steps"] == 0
+    cf = got["counterfactual"]
+    assert cf["run_id"] == "grpo" and cf["step"] == 2 and cf["used_exact"] is True  # tiny keeps every row
+    assert set(cf["low_prob_mass"]) == {"grpo", "aspo"}
+    top = q.top_covariance_tokens(logs, "grpo", 2, limit=1)
+    assert got["top_token_product"] == pytest.approx(top["product"].iloc[0], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["01_token_weight_distributions", "02_rich_get_richer_by_hand", "03_comparing_runs",
+                                  "05_why_did_entropy_fall"])
 def test_without_runs_the_notebook_says_what_to_do_and_stops_cleanly(name, run_notebook, tmp_path):
     nb = run_notebook(name, tmp_path)  # an empty directory: no exception
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)

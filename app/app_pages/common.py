@@ -238,3 +238,20 @@ def plot_curves(ctx: Context, df: pd.DataFrame, metrics, key: str, smoothing: fl
     fig, frame = curves(ctx, df, metrics, smoothing, title, y_title, colors)
     plot(fig, key=key, frame=frame)
     return fig
+
+
+def inactive_warning(root: str, run_ids) -> None:
+    """One line per run with steps whose ratios did nothing (queries.inactive_ratio_steps)."""
+    flags = data.inactive_ratio_steps(root, list(run_ids))
+    for run_id, g in flags.groupby("run_id", sort=True):
+        if g["inactive"].any():
+            st.warning(f"**{md(run_id)}**: {data.INACTIVE_MESSAGE} — {int(g['inactive'].sum())} of {len(g)} steps "
+                       "have |ratio − 1| < 1e-3 on more than 99% of their token rows (one update per rollout batch).")
+
+
+def open_sample(run_id: str, step: int, sample: int, rank: int = 0) -> None:
+    """Jump to the Samples page showing one response of one step (filters reset so that it is listed)."""
+    st.session_state.update({"focus_run": run_id, "samples_follow": False, "samples_step": int(step),
+                             "samples_jump": (int(rank), int(sample)), "samples_sign": "all", "samples_reward": (0.0, 1.0),
+                             "samples_clip": False})
+    st.switch_page(str(Path(__file__).with_name("samples.py")))

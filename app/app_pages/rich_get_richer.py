@@ -21,6 +21,7 @@ with c2:  # the sidebar's "Run to inspect", both ways: picking here moves the si
     focus = st.selectbox("Run for the distributions and the landscape", run_ids, key="rgr_focus",
                          on_change=lambda: st.session_state.update(focus_run=st.session_state["rgr_focus"]))
 follow = window[1] >= last
+common.inactive_warning(ctx.root, run_ids)  # flat curves there say nothing about the loss
 
 
 def loss_params(run_id: str) -> tuple[str, float | None, float | None, float | None]:

@@ -22,7 +22,8 @@ c4, c5 = st.columns([1, 2])
 clip_only = c4.checkbox("Only responses with clipped / dual_clipped tokens", key="samples_clip",
                         help="Lists only responses with at least one clipped or dual-clipped token row, "
                              "and greys out their other tokens.")
-follow = c5.checkbox("Follow the latest step", value=True, key="samples_follow")
+st.session_state.setdefault("samples_follow", True)  # common.open_sample turns it off
+follow = c5.checkbox("Follow the latest step", key="samples_follow")
 
 
 def pick_step() -> int | None:
@@ -34,7 +35,9 @@ def pick_step() -> int | None:
     if follow or len(options) == 1:
         st.markdown(f"Step **{options[-1]}** (latest of {len(options)})")
         return options[-1]
-    return st.select_slider("Step", options, value=options[-1], key="samples_step")
+    if st.session_state.get("samples_step") not in options:  # a jump (common.open_sample) sets it beforehand
+        st.session_state["samples_step"] = options[-1]
+    return st.select_slider("Step", options, key="samples_step")
 
 
 def label(s, ranks: int = 1) -> str:
@@ -59,8 +62,13 @@ def body() -> None:
     ranks = seqs["rank"].nunique()
     # open on a response that carries a gradient (advantage != 0), not on the first of a tied group
     first = next((i for i, s in enumerate(rows.values()) if s.advantage), 0)
+    pick_key = f"samples_pick_{sign}_{clip_only}"
+    jump = st.session_state.pop("samples_jump", None)  # common.open_sample: open on that (rank, sample)
+    if jump in rows:
+        st.session_state.pop(pick_key, None)
+        first = list(rows).index(jump)
     sample = st.selectbox(f"Response ({len(rows)} match)", list(rows), format_func=lambda k: label(rows[k], ranks),
-                          index=first, key=f"samples_pick_{sign}_{clip_only}")  # kept while following new steps
+                          index=first, key=pick_key)  # kept while following new steps
     s = rows.get(sample) or next(iter(rows.values()))
     m = st.columns(5)
     for col, (name, val) in zip(m, [("reward", f"{s.reward:g}"), ("advantage", f"{s.advantage:+.3f}"),

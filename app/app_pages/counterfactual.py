@@ -1,0 +1,49 @@
+"""Counterfactual weights: a logged step's token rows re-run through another loss of aspo.losses (ε and c
+adjustable), and how the gradient mass Σ|A·w| shifts by old probability and advantage sign against the loss
+that was used ("what ASPO would have done to this GRPO batch")."""
+import streamlit as st
+
+from aspo_dashboard import charts_explain, data
+from aspo_dashboard.app_pages import common
+
+ctx = common.context("Counterfactual weights")
+focus = ctx.focus
+if not common.runs_with_steps(ctx, [focus]):
+    st.stop()
+try:
+    names = data.counterfactual_losses()
+except ImportError as exc:
+    st.warning(f"This view runs aspo.losses itself and needs the trainer package (torch): {exc}. "
+               "Install aspo with its trainer dependencies in the dashboard's environment.")
+    st.stop()
+steps = data.steps_available(ctx.root, focus)
+if steps.empty:
+    st.info(f"No steps for {focus} yet.")
+    st.stop()
+algo = str(ctx.runs.set_index("run_id").at[focus, "algo"])
+st.caption(f"Run **{common.md(focus)}** was trained with **{algo}**. "
+           "Every logged token row of the step keeps its logp, "
+           "old_logp, advantage and entropy; only the loss changes. Under the loss that was used, with the run's "
+           "own settings, the recomputed weights are the logged ones.")
+c1, c2, c3, c4 = st.columns(4)
+other = c1.selectbox("Counterfactual loss", [n for n in names if n != algo] or names, key="cf_loss",
+                     index=([n for n in names if n != algo] or names).index("aspo") if algo != "aspo" else 0)
+custom = c2.checkbox("Adjust ε and c (all losses)", key="cf_custom")
+eps = c3.number_input("ε (low = high)", 0.0, 5.0, 0.2, 0.01, disabled=not custom, key="cf_eps")
+c = c4.number_input("dual clip c", 1.01, 20.0, 3.0, 0.5, disabled=not custom, key="cf_c")
+options = steps["step"].tolist()
+step = st.select_slider("Step", options, value=options[-1], key="cf_step")
+overrides = {"eps_low": eps, "eps_high": eps, "dual_clip": c} if custom else {}
+m = data.counterfactual_mass(ctx.root, focus, step, [algo, other], overrides)
+if m.empty:
+    st.info("This step kept no token rows with a non-zero advantage (token budget, or every group tied).")
+    st.stop()
+common.plot(charts_explain.mass_shift(m, other), key="cf_shift")
+summary = (m.groupby(["loss", "adv_sign"]).agg(rows=("rows", "sum"), grad_mass=("grad_mass", "sum"))
+           .reset_index())
+summary["mass_share"] = summary["grad_mass"] / summary.groupby("loss")["grad_mass"].transform("sum")
+st.dataframe(summary, hide_index=True, width="stretch",
+             column_config={"grad_mass": st.column_config.NumberColumn("Σ|A·w|", format="%.3f"),
+                            "mass_share": st.column_config.NumberColumn("share of the loss's mass", format="%.3f")})
+with st.expander("By old-probability bin"):
+    st.dataframe(m, hide_index=True, width="stretch")

@@ -1,0 +1,97 @@
+"""Chart builders of the "Why entropy falls" page: DataFrame (logs_schema.queries, aspo.counterfactual) ->
+plotly Figure. Pure, no Streamlit; the shared look (colours, layout) comes from charts.py."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from aspo_dashboard.charts import LAYOUT, SIGN_COLORS, SIGN_NAMES, empty_figure
+
+
+def driver_vs_change(df: pd.DataFrame, colors: dict) -> go.Figure:
+    """Per run, one point per step: x = driver (−logp_adv_cov), y = entropy_change (next step − this)."""
+    df = df.dropna(subset=["driver", "entropy_change"])
+    if df.empty:
+        return empty_figure("no step with both a covariance and a next step yet")
+    fig = go.Figure(layout=LAYOUT)
+    for run_id, g in df.groupby("run_id", sort=True):
+        fig.add_trace(go.Scatter(x=g["driver"], y=g["entropy_change"], mode="markers", name=run_id,
+                                 marker=dict(color=colors.get(run_id), size=7, opacity=0.75),
+                                 customdata=g["step"], hovertemplate="step %{customdata}<br>−cov %{x:.4f}"
+                                 "<br>Δentropy %{y:.4f}<extra>" + run_id + "</extra>"))
+    fig.add_hline(y=0, line=dict(color="#999", width=1))
+    fig.add_vline(x=0, line=dict(color="#999", width=1))
+    fig.update_layout(title="predicted driver −Cov(old_logp, A) vs realised entropy change (next step − this)",
+                      xaxis_title="−logp_adv_cov (nats)", yaxis_title="entropy change (nats)")
+    return fig
+
+
+def driver_over_steps(df: pd.DataFrame, run_id: str) -> go.Figure:
+    """One run over steps: the covariance split by sign (bars) and the entropy change (line, right axis)."""
+    g = df[df["run_id"] == run_id].sort_values("step")
+    if g.empty or g["driver"].isna().all():
+        return empty_figure("no covariance logged (schema v1 logs?)")
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for sign in ("pos", "neg"):
+        fig.add_trace(go.Bar(x=g["step"], y=g[f"logp_adv_cov_{sign}"], name=f"cov part, {SIGN_NAMES[sign]}",
+                             marker_color=SIGN_COLORS[sign], opacity=0.6))
+    fig.add_trace(go.Scatter(x=g["step"], y=g["entropy_change"], name="entropy change", mode="lines+markers",
+                             line=dict(color="#333")), secondary_y=True)
+    fig.update_layout(**LAYOUT, barmode="relative", title=f"{run_id}: logp_adv_cov by sign and entropy change")
+    fig.update_yaxes(title_text="logp_adv_cov (nats)", secondary_y=False)
+    fig.update_yaxes(title_text="entropy change (nats)", secondary_y=True)
+    fig.update_xaxes(title_text="step")
+    return fig
+
+
+def by_bin_bars(df: pd.DataFrame, value: str, title: str, y_title: str, group: str = "adv_sign") -> go.Figure:
+    """Bars of `value` by old-probability bin, one colour per `group` (adv_sign, or a loss label)."""
+    if df.empty or df[value].isna().all():
+        return empty_figure("nothing to show for this selection")
+    fig = go.Figure(layout=LAYOUT)
+    for key, g in df.groupby(group, sort=True):
+        color = SIGN_COLORS.get(key) if group == "adv_sign" else None
+        fig.add_trace(go.Bar(x=(g["prob_lo"] + g["prob_hi"]) / 2, y=g[value], name=SIGN_NAMES.get(key, key),
+                             marker_color=color, width=0.045))
+    fig.update_layout(title=title, barmode="group", xaxis_title="exp(old_logp)", yaxis_title=y_title)
+    fig.update_xaxes(range=[0, 1])
+    return fig
+
+
+def mass_shift(m: pd.DataFrame, other: str) -> go.Figure:
+    """Gradient-mass share by old-probability bin, used loss vs `other`, one panel per advantage sign."""
+    used = m[m["used"]]
+    if used.empty:
+        return empty_figure("no token rows logged for this step")
+    used_name = used["loss"].iloc[0]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[SIGN_NAMES["pos"], SIGN_NAMES["neg"]], shared_yaxes=True)
+    for col, sign in enumerate(("pos", "neg"), start=1):
+        for name, dash, color in ((used_name, None, "#444"), (other, "dot", "#1f77b4")):
+            g = m[(m["loss"] == name) & (m["adv_sign"] == sign)].sort_values("prob_bin")
+            fig.add_trace(go.Bar(x=(g["prob_lo"] + g["prob_hi"]) / 2, y=g["mass_share"], width=0.02 if dash else 0.04,
+                                 name=f"{name}{' (used)' if name == used_name else ''}", marker_color=color,
+                                 showlegend=col == 1, legendgroup=name), row=1, col=col)
+        fig.update_xaxes(title_text="exp(old_logp)", range=[0, 1], row=1, col=col)
+    fig.update_layout(**LAYOUT, barmode="overlay",
+                      title=f"share of gradient mass Σ|A·w| by old probability: {used_name} (used) vs {other}")
+    fig.update_yaxes(title_text="share of the loss's mass", row=1, col=1)
+    return fig
+
+
+def mismatch_curve(df: pd.DataFrame, by: str) -> go.Figure:
+    """Sampler vs trainer |old_logp − rollout_logp| (mean and max) by position or by probability bin."""
+    if df.empty:
+        return empty_figure("no rollout_logp logged (sampler log-probs unknown for this run)")
+    x = df["key"] if by == "position" else (df["prob_lo"] + df["prob_hi"]) / 2
+    fig = go.Figure(layout=LAYOUT)
+    fig.add_trace(go.Scatter(x=x, y=df["abs_diff_mean"], name="mean |Δlogp|", mode="lines+markers"))
+    fig.add_trace(go.Scatter(x=x, y=df["abs_diff_max"], name="max |Δlogp|", mode="lines+markers",
+                             line=dict(dash="dot")))
+    fig.update_layout(title=f"sampler vs trainer log-prob by {'position' if by == 'position' else 'old probability'}",
+                      xaxis_title="position in the response" if by == "position" else "exp(old_logp)",
+                      yaxis_title="|old_logp − rollout_logp| (nats)")
+    if np.nanmax(df["abs_diff_max"].to_numpy(float)) > 0:
+        fig.update_yaxes(type="log")
+    return fig

@@ -1,0 +1,136 @@
+"""Counterfactual weights: what another loss would have done to a logged batch.
+
+The logged token rows of a step hold everything a loss reads (logp of the pass, old_logp, advantage,
+entropy), so every loss in `aspo.losses.LOSSES` can be re-run on them: this module rebuilds each update
+pass (or micro-batch) as the (B, T) tensors the trainer had, calls the loss itself (no second copy of the
+math) and returns the per-row weight and clip state, then the gradient mass Σ|A·w| by old-probability bin
+and advantage sign. Works on any logs the queries read (bundled trainer, TRL and verl plug-ins).
+
+The loss that was used, with the run's own settings, gives back the logged weights exactly (bundled runs;
+TRL runs with sequence-level IS or vLLM IS correction logged a reshaped weight). Limits: only the logged
+rows are seen (token budget), so the batch-level losses (clip_cov, kl_cov, which centre over the batch the
+loss saw) are exact only when every response's rows were kept.
+
+The dashboard reaches this module through one lazy import in app/data.py (tests/test_layering.py allows
+exactly that one): the dashboard itself never needs torch unless this view is opened.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from aspo.losses import LOSS_DEFAULTS, LOSSES
+from logs_schema import queries
+from logs_schema.schema import PROB_BINS
+
+ROW_KEYS = ["rank", "epoch", "minibatch", "sample", "position"]
+LOSS_NAMES = tuple(LOSSES)
+KNOBS = ("eps_low", "eps_high", "dual_clip")
+
+
+def run_loss(root, run_id: str) -> tuple[str, dict, int | None]:
+    """(loss name, its kwargs as the run used them, micro_batch_seqs) from the run's recorded config:
+    the bundled trainer's eps/dual_clip/entropy_clip fields, the TRL plug-in's loss_kwargs, else defaults."""
+    runs = queries.list_runs(root)
+    row = runs[runs["run_id"] == run_id]
+    algo = str(row["algo"].iloc[0]) if len(row) and isinstance(row["algo"].iloc[0], str) else "grpo"
+    algo = algo if algo in LOSSES else "grpo"
+    try:
+        cfg = json.loads(row["config_json"].iloc[0]) if len(row) else {}
+    except (TypeError, ValueError):
+        cfg = {}
+    kw = dict(LOSS_DEFAULTS[algo])
+    kw.update({k: v for k, v in (cfg.get("loss_kwargs") or {}).items() if k in kw or k.startswith("entropy_")})
+    for k in ("eps_low", "eps_high"):
+        if isinstance(cfg.get(k), (int, float)) and cfg[k] >= 0:
+            kw[k] = float(cfg[k])
+    if isinstance(cfg.get("dual_clip"), (int, float)) and "dual_clip" in kw:
+        kw["dual_clip"] = float(cfg["dual_clip"])
+    if cfg.get("entropy_clip"):
+        kw.update(entropy_clip_top=0.2, entropy_clip_eps=0.4)
+    micro = cfg.get("micro_batch_seqs")
+    return algo, kw, int(micro) if isinstance(micro, int) and micro > 0 else None
+
+
+def _calls(rows: pd.DataFrame, micro: int | None):
+    """Row index groups, one per loss call: each update pass, cut into micro-batches of `micro` responses
+    in sample order as the trainer does (None: the whole pass)."""
+    for _, g in rows.groupby(["rank", "epoch", "minibatch"], sort=True):
+        samples = np.sort(g["sample"].unique())
+        chunks = [samples] if not micro else [samples[i:i + micro] for i in range(0, len(samples), micro)]
+        for chunk in chunks:
+            yield g[g["sample"].isin(chunk)]
+
+
+def _tensors(g: pd.DataFrame):
+    """The (B, T) float32 tensors of one loss call, from its rows (position = column)."""
+    samples, b = np.unique(g["sample"].to_numpy(), return_inverse=True)
+    t = g["position"].to_numpy().copy()  # pandas hands out read-only arrays; torch indexing warns on those
+    shape = (len(samples), int(t.max()) + 1)
+    out = {}
+    for col in ("logp", "old_logp", "advantage", "entropy"):
+        x = torch.zeros(shape, dtype=torch.float32)
+        x[b, t] = torch.tensor(g[col].to_numpy(np.float32))
+        out[col] = x
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[b, t] = True
+    return out, mask, (b, t)
+
+
+def recompute(rows: pd.DataFrame, loss: str, kwargs: dict, micro: int | None = None) -> pd.DataFrame:
+    """Token rows (sample_tokens/step_tokens columns) -> ROW_KEYS + weight, clipped, dual_clipped under `loss`."""
+    parts = []
+    for g in _calls(rows, micro):
+        x, mask, (b, t) = _tensors(g)
+        with torch.no_grad():
+            out = LOSSES[loss](x["logp"], x["old_logp"], x["advantage"], mask, entropy=x["entropy"], **kwargs)
+        parts.append(g[ROW_KEYS].assign(weight=out.weight[b, t].numpy(), clipped=out.clipped[b, t].numpy(),
+                                        dual_clipped=out.dual_clipped[b, t].numpy()))
+    cols = ROW_KEYS + ["weight", "clipped", "dual_clipped"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
+
+def counterfactual(root, run_id: str, step: int, losses=None, overrides: dict | None = None) -> pd.DataFrame:
+    """Every logged token row of the step under each loss (default: all of LOSSES) and the one used:
+    loss, used (bool), ROW_KEYS, old_prob, advantage, adv_sign, weight, clipped, dual_clipped, grad_mass = |A·w|.
+    The used loss keeps the run's settings; the others start from their LOSS_DEFAULTS. `overrides`
+    (eps_low, eps_high, dual_clip) apply to every loss, the used one included."""
+    rows = queries.step_tokens(root, run_id, int(step), limit=10_000_000)
+    used, used_kw, micro = run_loss(root, run_id)
+    names = list(LOSSES) if losses is None else [n for n in losses if n in LOSSES]
+    over = {k: float(v) for k, v in (overrides or {}).items() if k in KNOBS and v is not None}
+    base = rows[ROW_KEYS + ["old_prob", "advantage", "adv_sign"]]
+    frames = []
+    for name in dict.fromkeys([used, *names]):
+        kw = {**(used_kw if name == used else LOSS_DEFAULTS[name]), **over}
+        got = recompute(rows, name, kw, micro if name in ("clip_cov", "kl_cov") else None)
+        frames.append(base.merge(got, on=ROW_KEYS).assign(loss=name, used=name == used))
+    if not frames or rows.empty:
+        return pd.DataFrame(columns=["loss", "used", *ROW_KEYS, "old_prob", "advantage", "adv_sign", "weight",
+                                     "clipped", "dual_clipped", "grad_mass"])
+    df = pd.concat(frames, ignore_index=True)
+    df["grad_mass"] = (df["advantage"].astype(float) * df["weight"].astype(float)).abs()
+    return df
+
+
+def mass_by_bin(cf: pd.DataFrame) -> pd.DataFrame:
+    """Gradient mass by old-probability bin and sign, per loss: loss, used, adv_sign, prob_bin, prob_lo,
+    prob_hi, rows, grad_mass (Σ|A·w|), mass_share (of that loss's total mass), weight_mean, clip_frac
+    (hard or dual clipped rows / rows). Zero-advantage rows carry no mass and are left out."""
+    cols = ["loss", "used", "adv_sign", "prob_bin", "prob_lo", "prob_hi", "rows", "grad_mass", "mass_share",
+            "weight_mean", "clip_frac"]
+    cf = cf[cf["adv_sign"] != "zero"]
+    if cf.empty:
+        return pd.DataFrame(columns=cols)
+    cf = cf.assign(prob_bin=np.clip(np.floor(cf["old_prob"].to_numpy(float) * PROB_BINS), 0, PROB_BINS - 1).astype(int),
+                   cut=cf["clipped"] | cf["dual_clipped"])
+    g = cf.groupby(["loss", "used", "adv_sign", "prob_bin"], sort=False).agg(
+        rows=("weight", "size"), grad_mass=("grad_mass", "sum"), weight_mean=("weight", "mean"),
+        clip_frac=("cut", "mean")).reset_index()
+    g["mass_share"] = g["grad_mass"] / g.groupby("loss")["grad_mass"].transform("sum")
+    g["prob_lo"], g["prob_hi"] = g["prob_bin"] / PROB_BINS, (g["prob_bin"] + 1) / PROB_BINS
+    return g[cols].sort_values(["used", "loss", "adv_sign", "prob_bin"], ascending=[False, True, True, True],
+                               ignore_index=True)
