@@ -3,6 +3,7 @@ under the loss that was used, and other losses' weights follow their own rules o
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from aspo import trainer
@@ -45,20 +46,28 @@ def test_the_runs_own_settings_are_used(root):
 
 
 def test_aspo_on_a_grpo_batch_follows_the_weight_table(root):
-    cf = counterfactual(root, "grpo", 1, losses=["aspo"])
-    a = cf[cf["loss"] == "aspo"].merge(q.step_tokens(root, "grpo", 1)[KEYS + ["ratio"]], on=KEYS)
-    live = a[(a["advantage"] > 0) & ~a["clipped"] & ~a["dual_clipped"]]
-    assert len(live) and np.allclose(live["weight"], 1 / live["ratio"], rtol=1e-6)
-    neg = a[(a["advantage"] < 0) & ~a["clipped"] & ~a["dual_clipped"]]
+    parts = []
+    for step in (0, 1):
+        cf = counterfactual(root, "grpo", step, losses=["aspo"])
+        parts.append(cf[cf["loss"] == "aspo"].merge(q.step_tokens(root, "grpo", step)[KEYS + ["ratio"]], on=KEYS))
+    a = pd.concat(parts)
+    free = ~a["clipped"] & ~a["dual_clipped"]
+    pos, neg = a[(a["advantage"] > 0) & free], a[(a["advantage"] < 0) & free]
+    assert len(pos) + len(neg) > 0
+    assert np.allclose(pos["weight"], 1 / pos["ratio"], rtol=1e-6)  # ASPO: 1/r where GRPO logged r
     assert np.allclose(neg["weight"], neg["ratio"], rtol=1e-6)
+    assert (a.loc[a["advantage"] == 0, "weight"] == 0).all()
 
 
 def test_overrides_move_the_clip_and_mass_by_bin_adds_up(root):
-    wide = counterfactual(root, "grpo", 1, losses=["grpo"], overrides={"eps_low": 0.9, "eps_high": 9.0})
-    base = counterfactual(root, "grpo", 1, losses=["grpo"])
-    assert wide["clipped"].sum() == 0 and base["clipped"].sum() > 0
-    m = mass_by_bin(base)
-    nonzero = base[base["adv_sign"] != "zero"]
+    step = int(q.entropy_drivers(root, ["grpo"]).sort_values("ratio_inactive_frac")["step"].iloc[0])
+    tight = counterfactual(root, "grpo", step, losses=["grpo"], overrides={"eps_low": 1e-6, "eps_high": 1e-6})
+    wide = counterfactual(root, "grpo", step, losses=["grpo"], overrides={"eps_low": 0.99, "eps_high": 99.0})
+    moved = (tight["advantage"] != 0) & ((q.step_tokens(root, "grpo", step)["ratio"] - 1).abs().max() > 1e-5)
+    assert tight["clipped"].sum() > 0 and moved.any()  # a trust region of 1e-6 clips what moved
+    assert wide["clipped"].sum() == 0
+    m = mass_by_bin(tight)
+    nonzero = tight[tight["adv_sign"] != "zero"]
     assert m["grad_mass"].sum() == pytest.approx(nonzero["grad_mass"].sum())
     assert m["rows"].sum() == len(nonzero)
     assert m.groupby("loss")["mass_share"].sum().tolist() == pytest.approx([1.0])

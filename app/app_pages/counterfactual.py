@@ -31,19 +31,23 @@ other = c1.selectbox("Counterfactual loss", [n for n in names if n != algo] or n
 custom = c2.checkbox("Adjust ε and c (all losses)", key="cf_custom")
 eps = c3.number_input("ε (low = high)", 0.0, 5.0, 0.2, 0.01, disabled=not custom, key="cf_eps")
 c = c4.number_input("dual clip c", 1.01, 20.0, 3.0, 0.5, disabled=not custom, key="cf_c")
-options = steps["step"].tolist()
-step = st.select_slider("Step", options, value=options[-1], key="cf_step")
-overrides = {"eps_low": eps, "eps_high": eps, "dual_clip": c} if custom else {}
-m = data.counterfactual_mass(ctx.root, focus, step, [algo, other], overrides)
-if m.empty:
-    st.info("This step kept no token rows with a non-zero advantage (token budget, or every group tied).")
-    st.stop()
-common.plot(charts_explain.mass_shift(m, other), key="cf_shift")
-summary = (m.groupby(["loss", "adv_sign"]).agg(rows=("rows", "sum"), grad_mass=("grad_mass", "sum"))
-           .reset_index())
-summary["mass_share"] = summary["grad_mass"] / summary.groupby("loss")["grad_mass"].transform("sum")
-st.dataframe(summary, hide_index=True, width="stretch",
-             column_config={"grad_mass": st.column_config.NumberColumn("Σ|A·w|", format="%.3f"),
-                            "mass_share": st.column_config.NumberColumn("share of the loss's mass", format="%.3f")})
-with st.expander("By old-probability bin"):
-    st.dataframe(m, hide_index=True, width="stretch")
+def body() -> None:
+    options = steps["step"].tolist()
+    step = st.select_slider("Step", options, value=options[-1], key="cf_step")
+    overrides = {"eps_low": eps, "eps_high": eps, "dual_clip": c} if custom else {}
+    m = data.counterfactual_mass(ctx.root, focus, step, [algo, other], overrides)
+    if m.empty:
+        st.info("This step kept no token rows with a non-zero advantage (token budget, or every group tied).")
+        return
+    common.plot(charts_explain.mass_shift(m, other), key="cf_shift")
+    summary = (m.groupby(["loss", "adv_sign"]).agg(rows=("rows", "sum"), grad_mass=("grad_mass", "sum"))
+               .reset_index())
+    summary["mass_share"] = summary["grad_mass"] / summary.groupby("loss")["grad_mass"].transform("sum")
+    st.dataframe(summary, hide_index=True, width="stretch",
+                 column_config={"grad_mass": st.column_config.NumberColumn("Σ|A·w|", format="%.3f"),
+                                "mass_share": st.column_config.NumberColumn("share of the loss's mass", format="%.3f")})
+    with st.expander("By old-probability bin"):
+        st.dataframe(m, hide_index=True, width="stretch")
+
+
+common.live(body, ctx, [focus])
