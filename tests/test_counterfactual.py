@@ -60,11 +60,11 @@ def test_aspo_on_a_grpo_batch_follows_the_weight_table(root):
 
 
 def test_overrides_move_the_clip_and_mass_by_bin_adds_up(root):
-    step = int(q.entropy_drivers(root, ["grpo"]).sort_values("ratio_inactive_frac")["step"].iloc[0])
+    live = {s: int((q.step_tokens(root, "grpo", s)["advantage"] != 0).sum()) for s in (0, 1)}
+    step = max(live, key=live.get)  # the step with gradient-carrying rows (a group may tie on the tiny task)
     tight = counterfactual(root, "grpo", step, losses=["grpo"], overrides={"eps_low": 1e-6, "eps_high": 1e-6})
     wide = counterfactual(root, "grpo", step, losses=["grpo"], overrides={"eps_low": 0.99, "eps_high": 99.0})
-    moved = (tight["advantage"] != 0) & ((q.step_tokens(root, "grpo", step)["ratio"] - 1).abs().max() > 1e-5)
-    assert tight["clipped"].sum() > 0 and moved.any()  # a trust region of 1e-6 clips what moved
+    assert tight["clipped"].sum() > 0  # a trust region of 1e-6 clips what moved
     assert wide["clipped"].sum() == 0
     m = mass_by_bin(tight)
     nonzero = tight[tight["adv_sign"] != "zero"]
