@@ -41,7 +41,7 @@ def test_jump_from_a_token_lands_on_its_response(logs, monkeypatch):
     """What common.open_sample leaves in the session state opens the Samples page on that step and response."""
     state = {"focus_run": "aspo", "samples_follow": False, "samples_step": 2, "samples_jump": (0, 5)}
     at = open_page(logs, "samples", monkeypatch, state)
-    pick = at.selectbox(key="samples_pick_2_all_False")
+    pick = at.selectbox(key="samples_pick_all_False")
     assert at.select_slider(key="samples_step").value == 2 and tuple(pick.value) == (0, 5)
     assert "samples_jump" not in at.session_state  # used once: the user's next pick is not overridden
 
