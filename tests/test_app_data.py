@@ -1,7 +1,14 @@
 """app/data.py: log-directory resolution, run-health rules, and the cache that must see new steps.
 
 AppTest does not fire fragment timers, so the live behaviour (a step written while the dashboard is
-open shows up on the next fragment rerun) is tested here on the functions the live fragments call."""
+open shows up on the next rerun) is tested here on the functions the live watcher and the pages call;
+tests/test_dashboard_browser.py watches it happen in a real browser."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,3 +116,44 @@ def test_clip_fractions_not_logged_by_the_trainer_come_from_token_hist(tmp_path)
     clips = data.queries.clip_fractions(tmp_path, ["outside"])
     want = clips[(clips["adv_sign"] == "neg") & (clips["kind"] == "hard")]["frac"].to_numpy()
     assert np.allclose(filled["clip_frac_neg"], want) and filled["clip_frac_neg"].gt(0).any()
+
+
+def fresh_signature(root: str) -> str:
+    data.data_version.clear()  # their 1 s TTL would otherwise make this test wait
+    data.run_statuses.clear()
+    return data.watch_signature(root)
+
+
+def test_watch_signature_follows_steps_and_a_killed_writer_without_a_query(tmp_path, monkeypatch):
+    """What the live watcher polls: unchanged while nothing changes, changed by a new step and by a writer
+    killed without a final status (no file changes then), and computed without any DuckDB query."""
+    root = str(tmp_path)
+    code = ("import sys, time; sys.path[:0] = [{tests!r}]; import numpy as np; from logs_helpers import synthetic_step; "
+            "from logs_schema import RunWriter; w = RunWriter({d!r}, run_id='w', meta={{'algo': 'grpo'}}); "
+            "m, s, t = synthetic_step(np.random.default_rng(0), 'grpo', 0.0, seqs_per_step=8); w.log_step(0, m, s, t); "
+            "print('ready', flush=True); sys.stdin.readline(); "
+            "m, s, t = synthetic_step(np.random.default_rng(1), 'grpo', 0.1, seqs_per_step=8); w.log_step(1, m, s, t); "
+            "print('ready', flush=True); time.sleep(600)").format(tests=str(Path(__file__).parent), d=str(tmp_path / "w"))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        queried = []
+        real_run = data.queries._run
+        monkeypatch.setattr(data.queries, "_run", lambda *a, **k: queried.append(a[0]) or real_run(*a, **k))
+        first = fresh_signature(root)
+        assert "w=running" in first and fresh_signature(root) == first
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "ready"
+        second = fresh_signature(root)
+        assert second != first and "w=running" in second
+        assert queried == []  # a listing and the runs files: no query over steps or tokens
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        third = fresh_signature(root)
+        assert third.split("|")[0] == second.split("|")[0] and "w=stale" in third  # no file changed
+        assert data.list_runs(root)["status"].tolist() == ["stale"]  # the page's runs follow the signature
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
