@@ -50,7 +50,7 @@ def main() -> None:
         st.Page(PAGES / "overview.py", title="Overview / compare", icon=":material/show_chart:"),
         st.Page(PAGES / "rich_get_richer.py", title="Rich-get-richer", icon=":material/balance:"),
         st.Page(PAGES / "entropy.py", title="Entropy", icon=":material/thermostat:"),
-        st.Page(PAGES / "why_entropy.py", title="Why entropy falls", icon=":material/troubleshoot:"),
+        st.Page(PAGES / "why_entropy.py", title="Why it falls", icon=":material/troubleshoot:"),
         st.Page(PAGES / "counterfactual.py", title="Counterfactual weights", icon=":material/compare_arrows:"),
         st.Page(PAGES / "repetition.py", title="Repetition", icon=":material/repeat:"),
         st.Page(PAGES / "samples.py", title="Samples", icon=":material/search:"),

@@ -86,3 +86,5 @@ def body() -> None:
 
 
 common.live(body, ctx, run_ids)
+st.page_link("app_pages/why_entropy.py", label="Why did it fall? The covariance driver, the tokens behind it and "
+             "forking-token share", icon=":material/troubleshoot:")
