@@ -133,11 +133,16 @@ def test_inactive_ratios_fire_with_one_update_per_batch_only(root):
 
 @pytest.mark.slow
 def test_inactive_flag_stays_off_on_the_demo_preset(tmp_path):
-    """The demo preset's update structure (16 prompts x 8, 4 mini-batches x 3 epochs), one step, short warm-up."""
-    train(tmp_path, "demo", preset="demo", steps=1, warmup_max_steps=30, threads=1)
+    """The demo preset's update structure (16 prompts x 8, 4 mini-batches x 3 epochs), one step, on the quickly
+    learnable task of the runs above and their warm-up settings (the same cached start model): with rewards
+    that differ within groups the later passes move the ratios. (A step where every group ties has no gradient,
+    nothing moves, and it is rightly flagged: the losses did the same — nothing.)"""
+    train(tmp_path, "demo", preset="demo", steps=1, task="math", task_args=TASK, threads=1,
+          warmup_seconds=120, warmup_max_steps=120, warmup_target=0.3)
     flags = q.inactive_ratio_steps(tmp_path)
+    assert q.step_metrics(tmp_path)["zero_var_group_frac"].iloc[0] < 1
     assert len(flags) == 1 and not flags["inactive"].any()
-    assert flags["ratio_inactive_frac"].iloc[0] < 0.5
+    assert flags["ratio_inactive_frac"].iloc[0] < RATIO_INACTIVE_SHARE
 
 
 def test_top_covariance_tokens_are_the_largest_centred_products(root):
