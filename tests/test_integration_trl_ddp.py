@@ -173,10 +173,11 @@ def test_a_killed_rank_leaves_readable_logs_and_a_run_that_is_not_finished(tmp_p
     assert queries.problems(log_dir).empty
     metrics = queries.step_metrics(log_dir)
     assert len(metrics) >= 2 and metrics["reward_mean"].notna().all()
-    # every step visible in `steps` is complete: its sequences and token rows load for the ranks that wrote it
+    # every step a rank published in `steps` is complete for that rank: all its responses and token rows load
+    # (the killed rank may also have left the detail tables of a step whose steps row it never wrote)
     steps = raw(log_dir, "steps")
     for step in metrics["step"]:
-        ranks = set(steps.loc[steps["step"] == step, "rank"])
         sam = queries.samples(log_dir, RUN_ID, int(step))
-        assert set(sam["rank"]) == ranks and len(sam) == N_PER_RANK * len(ranks)
-        assert len(queries.step_tokens(log_dir, RUN_ID, int(step))) > 0
+        toks = queries.step_tokens(log_dir, RUN_ID, int(step))
+        for rank in steps.loc[steps["step"] == step, "rank"]:
+            assert (sam["rank"] == rank).sum() == N_PER_RANK and (toks["rank"] == rank).any(), (step, rank)
