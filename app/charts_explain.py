@@ -95,3 +95,26 @@ def mismatch_curve(df: pd.DataFrame, by: str) -> go.Figure:
     if np.nanmax(df["abs_diff_max"].to_numpy(float)) > 0:
         fig.update_yaxes(type="log")
     return fig
+
+
+def mass_delta(m: pd.DataFrame, other: str) -> go.Figure:
+    """The shift itself: `other`'s share of gradient mass minus the used loss's, per old-probability bin and sign
+    (percentage points; above 0: `other` would push those tokens harder, relative to the rest of the batch)."""
+    used = m[m["used"]]
+    if used.empty or other not in set(m["loss"]):
+        return empty_figure("no token rows logged for this step")
+    key = ["adv_sign", "prob_bin", "prob_lo", "prob_hi"]
+    both = used[key + ["mass_share"]].merge(m[m["loss"] == other][key + ["mass_share"]], on=key, how="outer",
+                                            suffixes=("_used", "_other")).fillna({"mass_share_used": 0.0,
+                                                                                   "mass_share_other": 0.0})
+    both["delta"] = 100 * (both["mass_share_other"] - both["mass_share_used"])
+    fig = go.Figure(layout=LAYOUT)
+    for sign in ("pos", "neg"):
+        g = both[both["adv_sign"] == sign].sort_values("prob_bin")
+        fig.add_trace(go.Bar(x=(g["prob_lo"] + g["prob_hi"]) / 2, y=g["delta"], name=SIGN_NAMES[sign],
+                             marker_color=SIGN_COLORS[sign], width=0.02))
+    fig.add_hline(y=0, line=dict(color="#999", width=1))
+    fig.update_layout(title=f"shift of the gradient-mass share: {other} − {used['loss'].iloc[0]} (used)",
+                      barmode="group", xaxis_title="exp(old_logp)", yaxis_title="percentage points")
+    fig.update_xaxes(range=[0, 1])
+    return fig

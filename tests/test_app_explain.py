@@ -55,6 +55,12 @@ def test_counterfactual_page_shows_the_mass_of_aspo_on_a_grpo_step(logs, monkeyp
     first_aspo = next(t for t in fig["data"] if t["name"] == "aspo")  # left panel: advantage > 0
     pos = want[(want["loss"] == "aspo") & (want["adv_sign"] == "pos")].sort_values("prob_bin")
     assert np.allclose(first_aspo["y"], pos["mass_share"])
+    delta = figure(at, "shift of the gradient-mass share")
+    used = want[(want["loss"] == "grpo") & (want["adv_sign"] == "pos")].set_index("prob_bin")["mass_share"]
+    other = pos.set_index("prob_bin")["mass_share"]
+    expect = 100 * (other.reindex(other.index.union(used.index), fill_value=0)
+                    - used.reindex(other.index.union(used.index), fill_value=0))
+    assert np.allclose(traces(delta)["advantage > 0"]["y"], expect.sort_index())
     summary = at.dataframe[0].value
     assert set(summary["loss"]) == {"grpo", "aspo"}
     at.checkbox(key="cf_custom").check().run()

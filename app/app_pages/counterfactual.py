@@ -39,7 +39,11 @@ def body() -> None:
     if m.empty:
         st.info("This step kept no token rows with a non-zero advantage (token budget, or every group tied).")
         return
-    common.plot(charts_explain.mass_shift(m, other), key="cf_shift")
+    a, b = st.columns(2)
+    with a:
+        common.plot(charts_explain.mass_delta(m, other), key="cf_delta")
+    with b:
+        common.plot(charts_explain.mass_shift(m, other), key="cf_shift")
     summary = (m.groupby(["loss", "adv_sign"]).agg(rows=("rows", "sum"), grad_mass=("grad_mass", "sum"))
                .reset_index())
     summary["mass_share"] = summary["grad_mass"] / summary.groupby("loss")["grad_mass"].transform("sum")
