@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from aspo.diagnostics import row_metrics  # noqa: E402
 from logs_helpers import synthetic_step  # noqa: E402
 from logs_schema import catalog, queries as q  # noqa: E402
 from logs_schema.writer import RunWriter  # noqa: E402
@@ -47,7 +48,7 @@ def generate(run_dir: Path, steps: int, rows_per_step: int, compact_every: int) 
     for step in range(start, steps):
         m, seq, tok = synthetic_step(np.random.default_rng(step), "grpo", step / max(steps - 1, 1),
                                      64, 8, mean_len, 3, 4)
-        w.log_step(step, m, seq, tok)
+        w.log_step(step, {**m, **row_metrics(tok)}, seq, tok)  # + the diagnostics aspo's trainer logs per step
         total += len(tok["sample"])
         if step % 100 == 0:
             print(f"  step {step}/{steps}  {total / 1e6:.1f}M rows  {time.perf_counter() - t0:.0f} s", flush=True)
