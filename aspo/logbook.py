@@ -28,7 +28,7 @@ class StepLog:
         self.rows: list[dict] = []
         self.grad_norm: list[float] = []
         self.lr: list[float] = []
-        self.losses: list[float] = []
+        self.losses: dict[tuple[int, int], float] = {}  # (epoch, minibatch) -> that optimizer update's loss
         self.kl: list[np.ndarray] = []
 
     def add_pass(self, epoch, minibatch, idx, logp, entropy, out, mask, adv, kl, loss) -> None:
@@ -42,7 +42,8 @@ class StepLog:
             "clipped": out.clipped[valid].cpu().numpy(), "dual_clipped": out.dual_clipped[valid].cpu().numpy(),
             "advantage": take(adv),
         })
-        self.losses.append(loss)
+        key = (int(epoch), int(minibatch))  # micro-batch shares add up to the update's loss
+        self.losses[key] = self.losses.get(key, 0.0) + loss
         if kl is not None:
             self.kl.append(take(kl))
 
@@ -117,7 +118,7 @@ def step_metrics(batch, log: StepLog, tok: dict, seqs: dict) -> dict:
         "zero_var_group_frac": float(batch.zero_var.float().mean()),
         "grad_norm": float(np.mean(log.grad_norm)) if log.grad_norm else None,
         "lr": log.lr[-1] if log.lr else None,
-        "loss": float(np.mean(log.losses)) if log.losses else None,
+        "loss": float(np.mean(list(log.losses.values()))) if log.losses else None,
         "kl": float(np.concatenate(log.kl).mean()) if log.kl else None,
     }
     m.update(sign_metrics(tok))

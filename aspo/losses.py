@@ -14,6 +14,10 @@ Conventions: r = exp(clamp(logp − old_logp, −20, 20)); mask is 0/1 (float or
 already broadcast per token; ``clipped`` = hard PPO clip (no gradient), ``dual_clipped`` = dual clip
 (hard for grpo/dapo: no gradient; soft for aspo: weight c). Masked tokens and A = 0 tokens have
 loss 0 (masked), weight 0, no flags. ``ratio`` is the token ratio r (gspo: the sequence ratio).
+
+Loss *values* share one unit: every per-token loss is −A·s, s a ratio-like surrogate that is 1 on-policy
+(r, clip(r), 1/r, c, r̄; stop-gradients shape the gradient, never the unit), so a logged loss compares
+across losses. A term that must carry a gradient with a constant value is built as x·exp(logp − sg(logp)).
 """
 
 from __future__ import annotations
@@ -106,6 +110,13 @@ def _finish(m, A, loss, weight, ratio, clipped, dual) -> LossOutput:
     )
 
 
+def _unit(logp: Tensor, m: Tensor) -> Tensor:
+    """Value 1, gradient ∇logp: lets a loss term carry c·∇logp while its value stays in ratio units.
+    Padding is zeroed first: exp(−inf − (−inf)) would put NaN into the backward pass."""
+    x = torch.where(m, logp, torch.zeros_like(logp))
+    return torch.exp(x - x.detach())
+
+
 def _hard_clip(A, r, lo, hi):
     """PPO's trust region: a token already moved past the bound in its advantage's direction sits
     on the flat part of min(r·A, clip(r)·A) and gets no gradient."""
@@ -149,7 +160,7 @@ def aspo(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, dual_cl
     dual = (pos & (r_pos * dual_clip < 1)) | (neg & (r_neg > dual_clip))  # 1/r_c > c  |  r_c > c
     # (r_c / sg(r_c)) / sg(r_c): value 1/r_c, gradient r_c·(1/r_c)/r_c = 1/r_c -> weight 1/r.
     flipped = r_pos / r_pos.detach() / r_pos.detach()
-    soft = dual_clip * logp  # soft dual clip: gradient c·∇logp, bounded but never zero
+    soft = dual_clip * _unit(logp, m)  # soft dual clip: value c (as grpo's hard one), gradient c·∇logp, never zero
     surrogate = torch.where(pos, flipped, r_neg)
     surrogate = torch.where(dual, soft, surrogate)
     weight = torch.where(pos, 1 / r, r)
@@ -187,13 +198,14 @@ def pos_mean_is(logp, old_logp, advantages, mask, **kwargs) -> LossOutput:
 
 def cispo(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, dual_clip=3.0, entropy=None,
           entropy_clip_top=0.0, entropy_clip_eps=0.4) -> LossOutput:
-    """CISPO (MiniMax-M1): clip the IS *weight*, not the update: −sg(clip(r))·A·logp. Every token keeps
-    a gradient; ``clipped`` marks where the clamp was active. ``dual_clip`` unused."""
+    """CISPO (MiniMax-M1): clip the IS *weight*, not the update: the gradient of −sg(clip(r))·A·logp, value
+    −A·clip(r) (the shared unit). Every token keeps a gradient; ``clipped`` marks where the clamp was active.
+    ``dual_clip`` unused."""
     m, A, r = _prepare(logp, old_logp, advantages, mask)
     lo, hi = _clip_bounds(r, m, eps_low, eps_high, entropy, entropy_clip_top, entropy_clip_eps)
     w = r.clamp(lo, hi).detach()
     clipped = (r < lo) | (r > hi)
-    return _finish(m, A, -A * w * logp, w, r, clipped, torch.zeros_like(clipped))
+    return _finish(m, A, -A * w * _unit(logp, m), w, r, clipped, torch.zeros_like(clipped))
 
 
 def gspo(logp, old_logp, advantages, mask, *, eps_low=3e-4, eps_high=4e-4, dual_clip=3.0, entropy=None,
@@ -319,6 +331,17 @@ def aggregate(loss: Tensor, mask: Tensor, mode: str = "token-mean", normalizer=N
         raise ValueError(f"unknown aggregation mode {mode!r}: use 'token-mean' or 'seq-mean-token-mean'")
     denom = count if normalizer is None else normalizer
     return total / torch.as_tensor(denom, dtype=loss.dtype, device=loss.device).clamp(min=1)
+
+
+def step_loss(out: LossOutput, mask: Tensor, mode: str, normalizer, kl: Tensor | None = None,
+              kl_beta: float = 0.0) -> Tensor:
+    """One micro-batch's share of the optimizer step's loss: Σ −A·s / N (+ kl_beta · Σ k3 / N), N the whole
+    step's count. Summed over the step's micro-batches it is the step's loss (what is logged) and its gradient,
+    however the step is split."""
+    loss = aggregate(out.loss, mask, mode, normalizer)
+    if kl is not None:
+        loss = loss + kl_beta * aggregate(kl, mask, mode, normalizer)
+    return loss
 
 
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from aspo import checkpoint
 from aspo.advantages import group_advantages, zero_variance_groups
 from aspo.config import ConfigError, TrainConfig, parse_task_args, validate
 from aspo.logbook import StepLog, make_writer, sequence_columns, step_metrics
-from aspo.losses import LOSS_AGGREGATION, LOSS_DEFAULTS, LOSSES, aggregate, kl_k3
+from aspo.losses import LOSS_AGGREGATION, LOSS_DEFAULTS, LOSSES, kl_k3, step_loss
 from aspo.metrics import avg_at_k, pass_at_k
 from aspo.model import build_small_model, build_tokenizer, format_prompt, load_local_model, resolve_device
 from aspo.rollout import generate, token_logp_entropy
@@ -311,8 +311,10 @@ def minibatches(run: Run, batch: Batch):
 
 
 def update_policy(run: Run, batch: Batch, log: StepLog) -> None:
-    """All the step's optimizer updates; every pass's per-token values go to `log`."""
-    run.model.train()
+    """All the step's optimizer updates; every pass's per-token values go to `log`. The policy stays in eval
+    mode, as when old_logp and new_logp are measured: with dropout (a --model PATH may have it) train mode
+    would make the first pass's ratios noise instead of 1, and every weight and clip flag with them."""
+    run.model.eval()
     for epoch, mb, seqs in minibatches(run, batch):
         normalizer = normaliser(run.aggregation, batch.mask[seqs])
         if normalizer == 0:
@@ -341,11 +343,8 @@ def loss_on_micro(run: Run, batch: Batch, idx: torch.Tensor, normalizer: float, 
     mask = batch.mask[idx].to(dev)
     adv = batch.advantages[idx].to(dev)[:, None].expand_as(logp)
     out = run.loss_fn(logp, batch.old_logp[idx].to(dev), adv, mask, entropy=entropy.detach(), **run.loss_kwargs)
-    loss = aggregate(out.loss, mask, run.aggregation, normalizer)
-    kl = None
-    if batch.ref_logp is not None:
-        kl = kl_k3(logp, batch.ref_logp[idx].to(dev)) * mask
-        loss = loss + run.cfg.kl_beta * aggregate(kl, mask, run.aggregation, normalizer)
+    kl = kl_k3(logp, batch.ref_logp[idx].to(dev)) * mask if batch.ref_logp is not None else None
+    loss = step_loss(out, mask, run.aggregation, normalizer, kl, run.cfg.kl_beta)
     loss.backward()
     log.add_pass(epoch, mb, idx, logp.detach(), entropy.detach(), out, mask, adv, kl, loss.item())
 

@@ -102,7 +102,10 @@ STEP_METRICS = {  # name -> (unit, doc); every metric is a nullable float
     "kl": ("nats", "KL to the reference policy (k3 estimator), token mean."),
     "grad_norm": ("-", "Gradient norm before clipping, mean over the step's optimizer steps."),
     "lr": ("-", "Learning rate at the step."),
-    "loss": ("-", "Policy loss, mean over the step's optimizer steps."),
+    "loss": ("-", "Policy loss, mean over the step's optimizer updates of sum(-A * s) / N + kl_beta * sum(k3) / N "
+                  "(N: the update's tokens, or sequences for seq-mean-token-mean; s: the loss's surrogate in "
+                  "ratio units, 1 on-policy: r, clip(r), 1/r, c, ...), so it compares across losses and does not "
+                  "depend on micro-batching."),
     "response_length_mean": ("tokens", "Mean response length."),
     "truncated_frac": ("share", "Share of responses that hit max_new_tokens without EOS."),
     "repetition_rate": ("share", "Mean per-response repetition rate (repeated n-grams / n-grams)."),
