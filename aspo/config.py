@@ -138,10 +138,11 @@ NUMBER_RULES: dict[str, tuple] = {
 def check_numbers(cfg: TrainConfig) -> None:
     for name, (ok, rule) in NUMBER_RULES.items():
         value = getattr(cfg, name)
-        finite = not isinstance(value, float) or math.isfinite(value)
-        if not (finite and ok(value)):
-            kind = "a finite number " if isinstance(value, float) else ""
-            raise ConfigError(f"--{name.replace('_', '-')} must be {kind}{rule} (got {value})")
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number, {rule} (got {value})")
+        if not ok(value):
+            raise ConfigError(f"{flag} must be {rule} (got {value})")
 
 
 def validate(cfg: TrainConfig, loss_names) -> None:

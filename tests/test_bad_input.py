@@ -27,7 +27,7 @@ def assert_one_line(code, err, needle):
 
 
 BAD_NUMBERS = [
-    ("--lr", "-1", "--lr must be a finite number >= 0"), ("--lr", "nan", "--lr must be a finite number"),
+    ("--lr", "-1", "--lr must be >= 0 (got -1.0)"), ("--lr", "nan", "--lr must be a finite number, >= 0 (got nan)"),
     ("--lr", "inf", "--lr must be a finite number"), ("--temperature", "inf", "--temperature must be"),
     ("--temperature", "0", "--temperature must be"), ("--eps-low", "-0.5", "--eps-low must be"),
     ("--eps-low", "nan", "--eps-low must be"), ("--eps-high", "-2", "--eps-high must be"),
