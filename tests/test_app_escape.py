@@ -44,7 +44,8 @@ def texts(at) -> list[str]:
     return [visible_text(str(e.value)) for kind in MARKDOWN_KINDS for e in getattr(at, kind)]
 
 
-@pytest.mark.parametrize("page", ["runs", "entropy", "repetition", "rich_get_richer", "samples"])
+@pytest.mark.parametrize("page", ["runs", "entropy", "repetition", "rich_get_richer", "samples", "why_entropy",
+                                  "counterfactual"])
 def test_run_id_prompt_and_path_render_literally(root, page, monkeypatch):
     monkeypatch.setenv("ASPO_LOGS", str(root))
     at = AppTest.from_file(APP, default_timeout=60)

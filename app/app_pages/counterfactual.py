@@ -18,7 +18,7 @@ except ImportError as exc:
     st.stop()
 steps = data.steps_available(ctx.root, focus)
 if steps.empty:
-    st.info(f"No steps for {focus} yet.")
+    st.info(f"No steps for {common.md(focus)} yet.")
     st.stop()
 algo = str(ctx.runs.set_index("run_id").at[focus, "algo"])
 st.caption(f"Run **{common.md(focus)}** was trained with **{algo}**. "
