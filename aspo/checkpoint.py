@@ -22,22 +22,29 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def rng_state(generator: torch.Generator) -> dict:
-    """Every RNG the loop draws from, as tensors and plain values (weights_only-loadable)."""
+def rng_state(generator: torch.Generator, sampler: torch.Generator | None = None) -> dict:
+    """Every RNG the loop draws from, as tensors and plain values (weights_only-loadable). sampler: the rollouts'
+    device generator where it is not `generator` itself (CUDA runs)."""
     np_state = np.random.get_state(legacy=False)
-    return {"python": random.getstate(),
-            "numpy": {**np_state, "state": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                                            "pos": int(np_state["state"]["pos"])}},
-            "torch": torch.get_rng_state(), "sampler": generator.get_state()}
+    state = {"python": random.getstate(),
+             "numpy": {**np_state, "state": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                                             "pos": int(np_state["state"]["pos"])}},
+             "torch": torch.get_rng_state(), "sampler": generator.get_state()}
+    if sampler is not None and sampler is not generator:
+        state["device_sampler"] = sampler.get_state()
+    return state
 
 
-def restore_rng(state: dict, generator: torch.Generator) -> None:
+def restore_rng(state: dict, generator: torch.Generator, sampler: torch.Generator | None = None) -> None:
+    """Generator states are CPU byte tensors: `.cpu()` undoes a torch.load(map_location='cuda')."""
     random.setstate(state["python"])
     np_state = state["numpy"]
-    key = np_state["state"]["key"].numpy().astype(np.uint32)
+    key = np_state["state"]["key"].cpu().numpy().astype(np.uint32)
     np.random.set_state({**np_state, "state": {"key": key, "pos": np_state["state"]["pos"]}})
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["sampler"])
+    torch.set_rng_state(state["torch"].cpu())
+    generator.set_state(state["sampler"].cpu())
+    if sampler is not None and sampler is not generator and "device_sampler" in state:
+        sampler.set_state(state["device_sampler"].cpu())
 
 
 def remove_temp_files(run_dir: Path) -> None:
@@ -47,7 +54,8 @@ def remove_temp_files(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def save(run_dir: Path, step: int, model, optimizer, scheduler, generator: torch.Generator) -> Path:
+def save(run_dir: Path, step: int, model, optimizer, scheduler, generator: torch.Generator, *,
+         sampler: torch.Generator | None = None, scaler=None) -> Path:
     """Save everything needed to continue after `step` (completed and logged). A failed save (disk full,
     interrupted) removes its temp file and leaves the previous checkpoints as they were."""
     folder = checkpoint_dir(run_dir)
@@ -55,7 +63,8 @@ def save(run_dir: Path, step: int, model, optimizer, scheduler, generator: torch
     path = folder / f"step-{step:08d}.pt"
     tmp = folder / f".{path.name}.tmp-{os.getpid()}"
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "rng": rng_state(generator)}
+             "scheduler": scheduler.state_dict(), "rng": rng_state(generator, sampler),
+             "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None}
     try:
         with open(tmp, "wb") as fh:
             torch.save(state, fh)

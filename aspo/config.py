@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+DTYPE_NAMES = ("fp32", "bf16", "fp16")  # aspo.device maps them to torch dtypes (this module stays torch-free)
+
+
 class ConfigError(ValueError):
     """Bad user input: the message is shown to the user as one line."""
 
@@ -33,13 +36,15 @@ class TrainConfig:
     warmup_seed: int = _f(0, "seed of the embedded model's init and warm-up: runs with different --seed share one start model")
     device: str = _f("auto", "auto (cuda if available), cpu or cuda")
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
+    dtype: str = _f("fp32", "precision of the model forwards: fp32, bf16 (autocast; CPU or GPU) or fp16 (autocast with loss scaling, CUDA only). Weights, optimizer, log-softmax, logp/entropy and the loss stay float32")
+    tf32: bool = _f(True, "CUDA only: TF32 matmuls for the float32 work left on the GPU (--no-tf32 for IEEE float32)")
     # --- RL loop
     steps: int = _f(60, "RL steps (one rollout batch each)")
     prompts_per_step: int = _f(16, "prompts per rollout batch (the paper: 64)")
     group_size: int = _f(8, "completions sampled per prompt (G)")
     minibatch_prompts: int = _f(4, "prompts per optimizer mini-batch (the paper: 16); updates per step = prompts_per_step / minibatch_prompts * epochs")
     epochs: int = _f(3, "passes over each rollout batch (PPO epochs; the paper: 3). With 1 epoch and 1 mini-batch the ratio is always 1")
-    micro_batch_seqs: int = _f(64, "sequences per forward/backward (memory only: never changes the gradient)")
+    micro_batch_seqs: int = _f(0, "sequences per forward/backward (memory only: never changes the gradient); 0 = auto: 64 on CPU, sized from the GPU's memory on CUDA")
     max_new_tokens: int = _f(0, "completion budget in tokens (0 = the task's default)")
     temperature: float = _f(1.0, "sampling temperature for rollouts and evaluation")
     lr: float = _f(2e-4, "AdamW learning rate")
@@ -122,7 +127,8 @@ NUMBER_RULES: dict[str, tuple] = {
     "seed": _SEED, "warmup_seed": _SEED, "threads": _AT_LEAST_0,
     "steps": _AT_LEAST_1, "prompts_per_step": _AT_LEAST_1,
     "group_size": (lambda v: v >= 2, ">= 2: group-normalised advantages need at least two samples"),
-    "minibatch_prompts": _AT_LEAST_1, "epochs": _AT_LEAST_1, "micro_batch_seqs": _AT_LEAST_1,
+    "minibatch_prompts": _AT_LEAST_1, "epochs": _AT_LEAST_1,
+    "micro_batch_seqs": (lambda v: v >= 0, ">= 0 (0 = auto)"),
     "max_new_tokens": _AT_LEAST_0, "temperature": (lambda v: v > 0, "> 0"),
     "lr": _AT_LEAST_0, "lr_warmup_steps": _AT_LEAST_0, "weight_decay": _AT_LEAST_0, "max_grad_norm": _AT_LEAST_0,
     "eps_low": (lambda v: v == -1 or 0 <= v < 1, "-1 (the loss's default) or in [0, 1)"),
@@ -150,6 +156,8 @@ def validate(cfg: TrainConfig, loss_names) -> None:
     if cfg.algo not in loss_names:
         raise ConfigError(f"unknown algo {cfg.algo!r}: choose one of {', '.join(sorted(loss_names))}")
     check_numbers(cfg)
+    if cfg.dtype not in DTYPE_NAMES:
+        raise ConfigError(f"unknown --dtype {cfg.dtype!r}: choose one of {', '.join(DTYPE_NAMES)}")
     if cfg.prompts_per_step % cfg.minibatch_prompts:
         raise ConfigError(f"--prompts-per-step {cfg.prompts_per_step} is not a multiple of --minibatch-prompts "
                           f"{cfg.minibatch_prompts}: every mini-batch must hold whole groups")

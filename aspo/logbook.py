@@ -13,8 +13,10 @@ from logs_schema.schema import NEAR_DETERMINISTIC_NATS
 from logs_schema.writer import RunWriter
 
 
-def make_writer(cfg, run_dir, resume_step, lock=None):
-    meta = {"algo": cfg.algo, "task": cfg.task, "model": cfg.model, "seed": cfg.seed, "config": cfg.to_dict()}
+def make_writer(cfg, run_dir, resume_step, lock=None, record: dict | None = None):
+    """record: what goes in the runs table's config_json (the config plus its resolved runtime; default the config)."""
+    meta = {"algo": cfg.algo, "task": cfg.task, "model": cfg.model, "seed": cfg.seed,
+            "config": record if record is not None else cfg.to_dict()}
     sample = None if cfg.token_sample <= 0 else (int(cfg.token_sample) if cfg.token_sample >= 1 else cfg.token_sample)
     return RunWriter(run_dir, run_id=cfg.run_id, meta=meta, rank=0, token_sample=sample, resume_step=resume_step,
                      lock=lock)

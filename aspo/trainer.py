@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import transformers
 
-from aspo import checkpoint
+from aspo import checkpoint, device as dev_policy
 from aspo.advantages import group_advantages, zero_variance_groups
 from aspo.config import ConfigError, TrainConfig, parse_task_args, validate
 from aspo.logbook import StepLog, make_writer, sequence_columns, step_metrics
@@ -53,6 +53,11 @@ class Run:
     start_step: int
     max_new_tokens: int
     aggregation: str
+    sampler: torch.Generator          # rollouts' generator: on the device (CPU: the run's one generator)
+    amp: torch.dtype | None = None    # autocast dtype of the forwards (None: float32)
+    scaler: object = None             # fp16 loss scaling (a pass-through otherwise)
+    budgets: dict | None = None       # tokens per micro-batch on CUDA (None: fixed sequence counts)
+    clock: object = dev_policy.no_clock  # phase timer (benchmarks/bench_gpu.py); a no-op by default
 
 
 @dataclass
@@ -198,19 +203,21 @@ def setup(cfg: TrainConfig, log=print) -> Run:
     validate(cfg, LOSSES)
     transformers.utils.logging.disable_progress_bar()  # our own progress bar is the one to watch
     task = load_task(cfg)
+    device = resolve_device(cfg.device)
+    amp = dev_policy.autocast_dtype(cfg, device)  # fp16 without CUDA: refused before anything is written
     run_dir, lock = prepare_run_dir(cfg)
     try:
-        return _setup_locked(cfg, task, run_dir, lock, log)
+        return _setup_locked(cfg, task, run_dir, lock, log, device, amp)
     except BaseException:
         lock.release()  # the writer owns it once built; until then, we do
         raise
 
 
-def _setup_locked(cfg: TrainConfig, task, run_dir: Path, lock: RunLock, log) -> Run:
+def _setup_locked(cfg: TrainConfig, task, run_dir: Path, lock: RunLock, log, device: torch.device, amp) -> Run:
     checkpoint.remove_temp_files(run_dir)  # left by a save that was killed half-way
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    tf32 = dev_policy.set_tf32(device, cfg.tf32)
     seed_everything(cfg.seed)
     model, tokenizer = load_policy(cfg, task, run_dir, device, log)
     ref = None
@@ -218,13 +225,17 @@ def _setup_locked(cfg: TrainConfig, task, run_dir: Path, lock: RunLock, log) -> 
         ref = load_reference(cfg, run_dir, device)
     opt, sched = make_optimizer(cfg, model)
     gen = torch.Generator().manual_seed(cfg.seed)
-    start = resume_state(cfg, run_dir, model, opt, sched, gen, device)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    sampler = dev_policy.sampler_generator(device, cfg.seed, gen)
+    scaler = dev_policy.grad_scaler(device, amp)
+    start = resume_state(cfg, run_dir, model, opt, sched, gen, device, sampler, scaler)
+    budgets = dev_policy.token_budgets(model, device, amp)
+    record = {**cfg.to_dict(), "runtime": dev_policy.runtime_record(device, tf32, budgets)}
+    (run_dir / "config.json").write_text(json.dumps(record, indent=2))
     train, heldout = task.splits(cfg.warmup_seed)  # one split per start model: held-out stays unseen
-    writer = make_writer(cfg, run_dir, resume_step=start - 1 if cfg.resume else None, lock=lock)
+    writer = make_writer(cfg, run_dir, resume_step=start - 1 if cfg.resume else None, lock=lock, record=record)
     return Run(cfg, run_dir, device, task, train, heldout, model, ref, tokenizer, opt, sched, gen,
                LOSSES[cfg.algo], loss_kwargs(cfg), writer, start, cfg.max_new_tokens or task.max_new_tokens,
-               cfg.aggregation or LOSS_AGGREGATION.get(cfg.algo, "token-mean"))
+               cfg.aggregation or LOSS_AGGREGATION.get(cfg.algo, "token-mean"), sampler, amp, scaler, budgets)
 
 
 def load_reference(cfg: TrainConfig, run_dir: Path, device):
@@ -234,7 +245,7 @@ def load_reference(cfg: TrainConfig, run_dir: Path, device):
     return ref
 
 
-def resume_state(cfg, run_dir, model, opt, sched, gen, device) -> int:
+def resume_state(cfg, run_dir, model, opt, sched, gen, device, sampler=None, scaler=None) -> int:
     """Restore the last checkpoint; return the first step to run."""
     if not cfg.resume:
         return 0
@@ -247,7 +258,9 @@ def resume_state(cfg, run_dir, model, opt, sched, gen, device) -> int:
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
-    checkpoint.restore_rng(state["rng"], gen)
+    checkpoint.restore_rng(state["rng"], gen, sampler)
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     return state["step"] + 1
 
 
@@ -269,7 +282,9 @@ def collect_rollouts(run: Run, step: int) -> Batch:
     problems = sample_problems(run, step)
     prompts = [format_prompt(run.tokenizer, p.prompt) for p in problems for _ in range(cfg.group_size)]
     run.model.eval()
-    ro = generate(run.model, run.tokenizer, prompts, run.max_new_tokens, cfg.temperature, run.generator)
+    with run.clock("generate"):
+        ro = generate(run.model, run.tokenizer, prompts, run.max_new_tokens, cfg.temperature, run.sampler,
+                      autocast=run.amp)
     texts = list(ro.texts)
     rewards = torch.tensor(run.task.rewards([p for p in problems for _ in range(cfg.group_size)], texts),
                            dtype=torch.float32)
@@ -279,8 +294,9 @@ def collect_rollouts(run: Run, step: int) -> Batch:
     if cfg.drop_zero_var_groups:
         mask = mask * (~zero_var).float()[:, None].to(mask.device)
     T = ro.completion_ids.shape[1]
-    old_logp, old_ent = forward_all(run, run.model, ro.input_ids, ro.attention_mask, T)
-    ref_logp = forward_all(run, run.ref_model, ro.input_ids, ro.attention_mask, T)[0] if run.ref_model else None
+    with run.clock("old_ref_logp"):
+        old_logp, old_ent = forward_all(run, run.model, ro.input_ids, ro.attention_mask, T)
+        ref_logp = forward_all(run, run.ref_model, ro.input_ids, ro.attention_mask, T)[0] if run.ref_model else None
     group = torch.arange(len(problems)).repeat_interleave(cfg.group_size)
     return Batch(problems, prompts, group, ro.input_ids, ro.attention_mask, ro.completion_ids,
                  ro.completion_mask.float(), mask, texts,
@@ -291,8 +307,9 @@ def collect_rollouts(run: Run, step: int) -> Batch:
 def forward_all(run: Run, model, input_ids, attention_mask, T):
     """logp and entropy of every completion token, in micro-batches."""
     model.eval()
-    parts = [token_logp_entropy(model, input_ids[i], attention_mask[i], T, run.cfg.temperature)
-             for i in chunks(torch.arange(len(input_ids)), run.cfg.micro_batch_seqs)]
+    size = dev_policy.micro_batch(run.cfg, run.budgets, "score", input_ids.shape[1])
+    parts = [token_logp_entropy(model, input_ids[i], attention_mask[i], T, run.cfg.temperature, autocast=run.amp)
+             for i in chunks(torch.arange(len(input_ids)), size)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
@@ -315,16 +332,18 @@ def update_policy(run: Run, batch: Batch, log: StepLog) -> None:
     mode, as when old_logp and new_logp are measured: with dropout (a --model PATH may have it) train mode
     would make the first pass's ratios noise instead of 1, and every weight and clip flag with them."""
     run.model.eval()
+    size = dev_policy.micro_batch(run.cfg, run.budgets, "train", batch.input_ids.shape[1])
     for epoch, mb, seqs in minibatches(run, batch):
         normalizer = normaliser(run.aggregation, batch.mask[seqs])
         if normalizer == 0:
             continue  # e.g. every group dropped for zero reward variance
         run.optimizer.zero_grad(set_to_none=True)
-        for micro in chunks(seqs, run.cfg.micro_batch_seqs):
+        for micro in chunks(seqs, size):
             loss_on_micro(run, batch, micro, normalizer, epoch, mb, log)
         log.grad_norm.append(clip_gradients(run))
         log.lr.append(run.scheduler.get_last_lr()[0])
-        run.optimizer.step()
+        run.scaler.step(run.optimizer)  # optimizer.step(); with fp16, skipped if the gradients overflowed
+        run.scaler.update()
         run.scheduler.step()
 
 
@@ -339,17 +358,18 @@ def loss_on_micro(run: Run, batch: Batch, idx: torch.Tensor, normalizer: float, 
     dev = run.device
     T = batch.completion_ids.shape[1]
     logp, entropy = token_logp_entropy(run.model, batch.input_ids[idx].to(dev), batch.attention_mask[idx].to(dev),
-                                       T, run.cfg.temperature)
+                                       T, run.cfg.temperature, autocast=run.amp)
     mask = batch.mask[idx].to(dev)
     adv = batch.advantages[idx].to(dev)[:, None].expand_as(logp)
     out = run.loss_fn(logp, batch.old_logp[idx].to(dev), adv, mask, entropy=entropy.detach(), **run.loss_kwargs)
     kl = kl_k3(logp, batch.ref_logp[idx].to(dev)) * mask if batch.ref_logp is not None else None
     loss = step_loss(out, mask, run.aggregation, normalizer, kl, run.cfg.kl_beta)
-    loss.backward()
+    run.scaler.scale(loss).backward()
     log.add_pass(epoch, mb, idx, logp.detach(), entropy.detach(), out, mask, adv, kl, loss.item())
 
 
 def clip_gradients(run: Run) -> float:
+    run.scaler.unscale_(run.optimizer)  # fp16: the norm and the clip are of the true gradients
     params = [p for p in run.model.parameters() if p.grad is not None]
     limit = run.cfg.max_grad_norm if run.cfg.max_grad_norm > 0 else float("inf")
     return float(torch.nn.utils.clip_grad_norm_(params, limit))
@@ -363,10 +383,11 @@ def evaluate(run: Run) -> dict:
     problems = run.heldout[: cfg.eval_problems]
     k = cfg.eval_k
     prompts = [format_prompt(run.tokenizer, p.prompt) for p in problems for _ in range(k)]
-    gen = torch.Generator().manual_seed(cfg.seed + 777)  # same draws at every evaluation: less noise between steps
+    gen = torch.Generator(device=run.sampler.device).manual_seed(cfg.seed + 777)  # same draws at every evaluation
     texts = []
     for idx in chunks(torch.arange(len(prompts)), max(cfg.micro_batch_seqs, 64)):
-        ro = generate(run.model, run.tokenizer, [prompts[i] for i in idx], run.max_new_tokens, cfg.temperature, gen)
+        ro = generate(run.model, run.tokenizer, [prompts[i] for i in idx], run.max_new_tokens, cfg.temperature, gen,
+                      autocast=run.amp)
         texts.extend(ro.texts)
     rewards = run.task.rewards([p for p in problems for _ in range(k)], texts)
     correct = np.array([r == 1.0 for r in rewards]).reshape(len(problems), k)
@@ -380,17 +401,20 @@ def train_step(run: Run, step: int) -> dict:
     batch = collect_rollouts(run, step)
     run.writer.heartbeat()  # long steps (big models) must not look like a dead run in the dashboard
     log = StepLog(run.tokenizer)
-    update_policy(run, batch, log)
+    with run.clock("updates"):
+        update_policy(run, batch, log)
     run.writer.heartbeat()
-    new_logp, _ = forward_all(run, run.model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1])
-    tokens, seqs = log.token_columns(batch, new_logp), sequence_columns(batch, run.cfg)
-    metrics = step_metrics(batch, log, tokens, seqs)
+    with run.clock("new_logp"):
+        new_logp, _ = forward_all(run, run.model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1])
+    with run.clock("log_columns"):
+        tokens, seqs = log.token_columns(batch, new_logp), sequence_columns(batch, run.cfg)
+        metrics = step_metrics(batch, log, tokens, seqs)
     if should_eval(run.cfg, step):
         run.writer.heartbeat()
         metrics.update(evaluate(run))
     metrics["seconds"] = time.perf_counter() - started
     metrics["tokens_per_s"] = float(batch.mask.sum()) * run.cfg.epochs / metrics["seconds"]
-    with deferred_stop():  # a stop lands after the step's files, never inside them
+    with deferred_stop(), run.clock("parquet"):  # a stop lands after the step's files, never inside them
         run.writer.log_step(step, metrics, seqs, tokens)
     return metrics
 
@@ -407,7 +431,8 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> Path:
             metrics = train_step(run, step)
             if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.steps - 1:
                 with deferred_stop():  # an interrupted torch.save hides the stop behind its own error
-                    checkpoint.save(run.run_dir, step, run.model, run.optimizer, run.scheduler, run.generator)
+                    checkpoint.save(run.run_dir, step, run.model, run.optimizer, run.scheduler, run.generator,
+                                    sampler=run.sampler, scaler=run.scaler)
             if on_step:
                 on_step(step, metrics)
         run.writer.set_status("finished")
