@@ -385,7 +385,8 @@ def evaluate(run: Run) -> dict:
     prompts = [format_prompt(run.tokenizer, p.prompt) for p in problems for _ in range(k)]
     gen = torch.Generator(device=run.sampler.device).manual_seed(cfg.seed + 777)  # same draws at every evaluation
     texts = []
-    for idx in chunks(torch.arange(len(prompts)), max(cfg.micro_batch_seqs, 64)):
+    size = max(dev_policy.micro_batch(cfg, run.budgets, "score", run.max_new_tokens + 64), 64)  # CPU: as before
+    for idx in chunks(torch.arange(len(prompts)), size):
         ro = generate(run.model, run.tokenizer, [prompts[i] for i in idx], run.max_new_tokens, cfg.temperature, gen,
                       autocast=run.amp)
         texts.extend(ro.texts)

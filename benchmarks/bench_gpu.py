@@ -41,6 +41,7 @@ BATCH = {
     "small": dict(prompts_per_step=4, group_size=2, minibatch_prompts=2, epochs=2, max_new_tokens=8),
 }
 PHASES = ("generate", "old_ref_logp", "updates", "new_logp", "log_columns", "parquet")
+LABELS = ("generate", "old_ref", "rollout", "updates", "new_logp", "log_cols", "parquet", "logging", "total")  # s
 
 
 def missing_packages() -> list[str]:
@@ -154,8 +155,9 @@ def main(argv=None) -> int:
             print(f"bench_gpu: error: {exc}", file=sys.stderr)
             return 2
         print(describe(run), flush=True)
-        print(f"{'step':>6} " + " ".join(f"{k[:9]:>9}" for k in (*PHASES[:2], "rollout", *PHASES[2:], "logging",
-                                                                  "total")) + f" {'logging':>9} {'rows':>10}")
+        print("seconds per step; rollout = generate + old_ref (old and reference log-probs), "
+              "logging = log_cols + parquet; the first step includes warm-up")
+        print(f"{'step':>6} " + " ".join(f"{k:>9}" for k in LABELS) + f" {'log share':>9} {'token rows':>10}")
         rows = []
         for step in range(args.steps):
             rows.append(timed_step(run, step))
