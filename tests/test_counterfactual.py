@@ -19,7 +19,8 @@ def root(tmp_path_factory):
     base = tmp_path_factory.mktemp("cf")
     for algo, extra in (("grpo", {}), ("aspo", {"eps_high": 0.25, "dual_clip": 2.5})):
         cfg = make_config("tiny", out=str(base / algo), progress=False, eval_every=0, algo=algo, steps=2,
-                          task_args="digits=1,n_train=80,n_heldout=20", micro_batch_seqs=3, **extra)
+                          task_args="digits=1,n_train=80,n_heldout=20", micro_batch_seqs=3,
+                          warmup_seconds=1800, **extra)  # the step budget, not the clock, ends the warm-up
         trainer.train(cfg, log=lambda m: None)
     return base
 
