@@ -87,9 +87,10 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # seconds-long runs for tests and smoke checks
+    # seconds-long runs for tests and smoke checks; the warm-up ends on its step budget (120), the 600 s is only a
+    # safety limit, so a loaded machine gets the same start model instead of a half-trained one
     "tiny": dict(steps=3, prompts_per_step=4, group_size=4, minibatch_prompts=2, epochs=2, eval_every=2,
-                 eval_problems=8, eval_k=2, checkpoint_every=1, warmup_seconds=120, warmup_max_steps=120,
+                 eval_problems=8, eval_k=2, checkpoint_every=1, warmup_seconds=600, warmup_max_steps=120,
                  warmup_target=0.3, kl_beta=0.001),
     # the embedded default: visible GRPO vs ASPO differences in a few minutes on 2 CPU cores
     # (lr 2e-4: at 3e-4 and above both losses lose accuracy on this model; see the experiment report)
