@@ -62,10 +62,29 @@ def run_statuses(root: str) -> str:
     return ",".join(f"{r}={s}" for r, s in zip(st_["run_id"], st_["status"]))
 
 
+# Above this many unverified token bytes the problems list does not wait for their page checksums
+# (a cold 100M-row directory took ~42 s): a background thread checks them and the page reruns when it
+# is done. Below it (~1 s of reading at worst) they are checked before the page draws, as everything else.
+CHECK_LATER_BYTES = 64 << 20
+
+
+@st.cache_data(ttl=1.0, show_spinner=False)
+def unchecked_token_files(root: str) -> tuple[int, int]:
+    return queries.unchecked_token_files(root, check_above_bytes=CHECK_LATER_BYTES)
+
+
+def token_check_pending(root: str) -> int:
+    """Token files still being verified in the background (0 when none or too few to defer)."""
+    files, size = unchecked_token_files(root)
+    return files if size >= CHECK_LATER_BYTES else 0
+
+
 def watch_signature(root: str) -> str:
-    """Changes when a file under root changes or a run's status does (finished, failed, stale):
-    a directory listing and the runs files' (cached) rows, never a query over steps or tokens."""
-    return f"{data_version(root)}|{run_statuses(root)}"
+    """Changes when a file under root changes or a run's status does (finished, failed, stale), and
+    once the token files' background check ends: a directory listing and the runs files' (cached)
+    rows, never a query over steps or tokens."""
+    checking = "checking" if token_check_pending(root) else ""
+    return f"{data_version(root)}|{run_statuses(root)}|{checking}"
 
 
 def _freeze(v):
@@ -195,7 +214,10 @@ def warmup_progress(root):
 
 
 def problems(root):
-    return _query("problems", root)
+    """Skipped files and gaps; a large unverified set of token files is left to the background check
+    (token_check_pending), and their problems appear once it has read them."""
+    pending = token_check_pending(root)
+    return _cached("problems", root, f"{data_version(root)}|{pending}", (), (("defer_tokens", pending > 0),))
 
 
 # ---------------------------------------------------------------- why entropy falls (schema v2)

@@ -81,7 +81,7 @@ def bench_apptest(root: Path) -> list[tuple]:
     rows = []
     for page in PAGES:
         st.cache_data.clear()
-        catalog._CACHE.clear()
+        catalog.forget()
         cold = render(open_page(page))
         st.cache_data.clear()  # a warm server: footers known, this page's queries not yet run
         at = open_page(page)

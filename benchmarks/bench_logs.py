@@ -106,7 +106,7 @@ def queries(root: Path, last: int) -> dict:
 
 def bench_queries(root: Path, repeats: int) -> None:
     last = int(q.steps_available(root, RUN).step.max())
-    catalog._CACHE.clear()  # cold = a fresh dashboard process
+    catalog.forget()  # cold = a fresh dashboard process
     print(f"\n{'query':38s} {'cold s':>8s} {'warm median s':>14s} {'rows':>8s}")
     worst = 0.0
     for name, fn in queries(root, last).items():

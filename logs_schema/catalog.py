@@ -9,6 +9,12 @@ does not check: pagecrc walks the pages at zlib speed); the verdict is cached by
 pays one `stat` per file per query. A step whose `steps` row is unreadable is hidden from every
 table, so all queries agree on which steps a run has.
 
+The token files hold almost all the bytes (a cold 100M-row directory took ~42 s to verify), so the
+dashboard's list of problems does not wait for them: `check_later` verifies them on a background
+thread and `problems(root, defer=("tokens",))` reports what is known so far. A query that reads a
+token file still never reads an unverified one: it checks the file itself, or waits for the thread
+already checking it (one verification per file, however many threads ask).
+
 A run is a directory. Its name in every query is its run_id, or, when several run directories
 under the root share one (runs/grpo and runs/other/grpo), its path relative to the root.
 """
@@ -50,6 +56,8 @@ class Part:
 VANISHED = "vanished"  # a listed file deleted before it was read: never cached, triggers a re-list
 _LOCK = threading.Lock()
 _CACHE: dict[str, tuple[tuple, Part | str]] = {}  # path -> ((size, mtime_ns, ino), Part or problem)
+_CHECKING: dict[str, threading.Event] = {}  # path -> set once the thread checking it has cached its verdict
+_LATER: dict[tuple, threading.Thread] = {}  # (root, table) -> the background check_later thread
 
 
 def is_run_dir(p: Path) -> bool:
@@ -184,14 +192,58 @@ def _disagrees_with_name(data: pa.Table, step: int, last: int, rank: int) -> str
 
 
 def _checked(path, table, run_dir, step, last, rank, key, segment) -> Part | str:
-    hit = _CACHE.get(path)
-    if hit and hit[0] == key:
-        return hit[1]
-    result = _inspect(path, table, run_dir, step, last, rank, segment)
-    if result is not VANISHED:
+    while True:
+        hit = _CACHE.get(path)
+        if hit and hit[0] == key:
+            return hit[1]
         with _LOCK:
-            _CACHE[path] = (key, result)
-    return result
+            busy = _CHECKING.get(path)
+            if busy is None:
+                done = _CHECKING[path] = threading.Event()
+                break
+        busy.wait()  # another thread is reading this file: take its verdict (or check it, if it vanished)
+    try:
+        result = _inspect(path, table, run_dir, step, last, rank, segment)
+        if result is not VANISHED:
+            with _LOCK:
+                _CACHE[path] = (key, result)
+        return result
+    finally:
+        with _LOCK:
+            del _CHECKING[path]
+        done.set()
+
+
+def _verdict(entry) -> Part | str | None:
+    """The cached verdict on an _entries entry for its current stat, None when it has none yet."""
+    hit = _CACHE.get(entry[0])
+    return hit[1] if hit and hit[0] == entry[4] else None
+
+
+def check_later(root, table: str = "tokens", min_bytes: int = 0) -> tuple[int, int]:
+    """(files, bytes) of `table` under root without a verdict yet for their current size, mtime and
+    inode. When they add up to min_bytes or more, a background thread (one per root and table)
+    verifies them all."""
+    pending = [e for d in run_dirs(root) for e in _entries(d, table) or () if _verdict(e) is None]
+    files, size = len(pending), sum(e[4][0] for e in pending)
+    with _LOCK:
+        worker = _LATER.get((str(root), table))
+        if files and size >= min_bytes and (worker is None or not worker.is_alive()):
+            worker = _LATER[(str(root), table)] = threading.Thread(
+                target=lambda: [_scan_dir(d, table, None, None) for d in run_dirs(root)],
+                name=f"aspo-check-{table}", daemon=True)
+            worker.start()
+    return files, size
+
+
+def forget() -> None:
+    """A fresh reader's state (benchmarks and tests: a "cold" dashboard): background checks finished,
+    no verdict cached."""
+    for worker in list(_LATER.values()):
+        worker.join()
+    with _LOCK:
+        _LATER.clear()
+        _CACHE.clear()
 
 
 def mark_bad(path: str, reason: str) -> None:
@@ -308,11 +360,18 @@ def _hidden_steps(d: Path) -> dict[int, set]:
     return hidden
 
 
-def problems(root) -> list[tuple[str, str, str, str]]:
-    """(path, table, reason, run directory) of every skipped file and of every gap in a run's steps."""
+def problems(root, defer=()) -> list[tuple[str, str, str, str]]:
+    """(path, table, reason, run directory) of every skipped file and of every gap in a run's steps.
+    Files of the tables in `defer` are not checked here: those with a verdict already (check_later)
+    are reported, the others once checked."""
     out = []
     for d in run_dirs(root):
         for t in ("runs",) + PART_TABLES:
+            entries = _entries(d, t) or () if t in defer else ()
+            verdicts = [_verdict(e) for e in entries]
+            if None in verdicts:  # some still unchecked: the problems known so far
+                out += [(e[0], t, v, str(d)) for e, v in zip(entries, verdicts) if isinstance(v, str)]
+                continue
             parts, bad = _scan_dir(d, t, None, None)
             out += [(*b, str(d)) for b in bad]
             if t == "steps":

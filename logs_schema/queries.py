@@ -532,14 +532,22 @@ def warmup_progress(root) -> pd.DataFrame:
 PROBLEM_COLUMNS = ["path", "table", "reason", "run_id", "kind"]
 
 
-def problems(root) -> pd.DataFrame:
+def problems(root, defer_tokens: bool = False) -> pd.DataFrame:
     """PROBLEM_COLUMNS: one row per file skipped under root, kind 'file' (newer schema, corrupt,
     truncated, failed page checksum, rows not matching the file's name, overlapping segment), and
-    per gap in a run's steps, kind 'gap' (path = the run directory); run_id as in list_runs."""
+    per gap in a run's steps, kind 'gap' (path = the run directory); run_id as in list_runs.
+    defer_tokens: token files not verified yet are not verified now but left to the background check
+    (unchecked_token_files); their problems are listed once it has read them."""
     keys = catalog.run_keys(root)
     rows = [(path, table, reason, keys.get(d), "gap" if path == d else "file")
-            for path, table, reason, d in catalog.problems(root)]
+            for path, table, reason, d in catalog.problems(root, defer=("tokens",) if defer_tokens else ())]
     return pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
+
+
+def unchecked_token_files(root, check_above_bytes: int | None = None) -> tuple[int, int]:
+    """(files, bytes) of token files under root whose page checksums are not verified yet; when
+    they hold check_above_bytes or more, a background thread verifies them (see catalog)."""
+    return catalog.check_later(root, "tokens", float("inf") if check_above_bytes is None else check_above_bytes)
 
 
 # Comparing runs (pure pandas over the frames above), here so that one module answers every question.

@@ -36,6 +36,10 @@ class Context(NamedTuple):
 
 def show_problems(root: str) -> None:
     probs = data.problems(root)
+    pending = data.token_check_pending(root)
+    if pending:
+        st.caption(f"Verifying the page checksums of {pending} token file(s) in the background: damaged ones "
+                   "will be listed here. Token views check the files they read before reading them.")
     if probs.empty:
         return
     gap = probs["kind"].eq("gap")  # a gap in a run's steps, not a file (queries.problems)
