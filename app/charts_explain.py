@@ -68,11 +68,13 @@ def mass_shift(m: pd.DataFrame, other: str) -> go.Figure:
     used_name = used["loss"].iloc[0]
     fig = make_subplots(rows=1, cols=2, subplot_titles=[SIGN_NAMES["pos"], SIGN_NAMES["neg"]], shared_yaxes=True)
     for col, sign in enumerate(("pos", "neg"), start=1):
-        for name, dash, color in ((used_name, None, "#444"), (other, "dot", "#1f77b4")):
+        # the used loss as a wide pale bar behind, the counterfactual as a narrow saturated one in front:
+        # two hues apart in lightness as well, so they read apart in grey scale and for colour-blind readers
+        for name, width, color in ((used_name, 0.04, "#b8b8b8"), (other, 0.018, "#e6550d")):
             g = m[(m["loss"] == name) & (m["adv_sign"] == sign)].sort_values("prob_bin")
-            fig.add_trace(go.Bar(x=(g["prob_lo"] + g["prob_hi"]) / 2, y=g["mass_share"], width=0.02 if dash else 0.04,
-                                 name=f"{name}{' (used)' if name == used_name else ''}", marker_color=color,
-                                 showlegend=col == 1, legendgroup=name), row=1, col=col)
+            fig.add_trace(go.Bar(x=(g["prob_lo"] + g["prob_hi"]) / 2, y=g["mass_share"], width=width,
+                                 name=f"{name}{' (used)' if name == used_name else ' (counterfactual)'}",
+                                 marker_color=color, showlegend=col == 1, legendgroup=name), row=1, col=col)
         fig.update_xaxes(title_text="exp(old_logp)", range=[0, 1], row=1, col=col)
     fig.update_layout(**LAYOUT, barmode="overlay",
                       title=f"share of gradient mass Σ|A·w| by old probability: {used_name} (used) vs {other}")

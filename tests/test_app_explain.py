@@ -51,8 +51,8 @@ def test_counterfactual_page_shows_the_mass_of_aspo_on_a_grpo_step(logs, monkeyp
     assert at.selectbox(key="cf_loss").value == "aspo"
     fig = figure(at, "share of gradient mass")
     want = mass_by_bin(counterfactual(logs, "grpo", 5, ["grpo", "aspo"]))
-    assert set(traces(fig)) >= {"grpo (used)", "aspo"}
-    first_aspo = next(t for t in fig["data"] if t["name"] == "aspo")  # left panel: advantage > 0
+    assert set(traces(fig)) >= {"grpo (used)", "aspo (counterfactual)"}
+    first_aspo = next(t for t in fig["data"] if t["name"] == "aspo (counterfactual)")  # left panel: advantage > 0
     pos = want[(want["loss"] == "aspo") & (want["adv_sign"] == "pos")].sort_values("prob_bin")
     assert np.allclose(first_aspo["y"], pos["mass_share"])
     delta = figure(at, "shift of the gradient-mass share")
