@@ -105,6 +105,15 @@ def runs_with_steps(ctx: Context, run_ids=None) -> list[str]:
     return ok
 
 
+def context_with_steps(title: str) -> tuple[Context, list[str]]:
+    """context(title), then the selected runs that have steps; stops the page when none has."""
+    ctx = context(title)
+    run_ids = runs_with_steps(ctx)
+    if not run_ids:
+        st.stop()
+    return ctx, run_ids
+
+
 def run_config(ctx: Context, run_id: str) -> dict:
     """The run's recorded trainer config ({} when missing or unreadable)."""
     rows = ctx.runs[ctx.runs["run_id"] == run_id]["config_json"]

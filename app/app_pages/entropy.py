@@ -5,10 +5,7 @@ import streamlit as st
 from aspo_dashboard import charts, data
 from aspo_dashboard.app_pages import common
 
-ctx = common.context("Entropy")
-run_ids = common.runs_with_steps(ctx)
-if not run_ids:
-    st.stop()
+ctx, run_ids = common.context_with_steps("Entropy")
 c1, c2, c3 = st.columns(3)
 with c1:
     fraction = common.pref(st.slider, "Collapse alert: entropy below this fraction of its start",

@@ -9,10 +9,7 @@ from aspo_dashboard.app_pages import common
 DEFAULT = ["reward_mean", "eval_avg_at_k", "entropy_mean", "clip_frac_pos", "kl", "response_length_mean"]
 X_AXES = {"step": "step", "wall_time_s": "training time", "tokens_seen": "tokens generated"}
 
-ctx = common.context("Overview / compare")
-run_ids = common.runs_with_steps(ctx)
-if not run_ids:
-    st.stop()
+ctx, run_ids = common.context_with_steps("Overview / compare")
 common.nonfinite_metrics_warning(ctx.root, run_ids)
 last = int(ctx.runs[ctx.runs["run_id"].isin(run_ids)]["last_step"].max())
 metrics = common.pref(st.multiselect, "Metrics (one panel each)", "overview_metrics", DEFAULT, "overview",

@@ -7,10 +7,7 @@ import streamlit as st
 from aspo_dashboard import charts, data
 from aspo_dashboard.app_pages import common
 
-ctx = common.context("Repetition")
-run_ids = common.runs_with_steps(ctx)
-if not run_ids:
-    st.stop()
+ctx, run_ids = common.context_with_steps("Repetition")
 st.caption("repetition_rate of a response = repeated n-gram occurrences / all n-grams (token n-grams, "
            "as the trainer logs it); averaged per step.")
 c1, c2, c3 = st.columns(3)

@@ -5,10 +5,7 @@ import streamlit as st
 from aspo_dashboard import charts, compare_charts, data
 from aspo_dashboard.app_pages import common
 
-ctx = common.context("Rich-get-richer")
-run_ids = common.runs_with_steps(ctx)
-if not run_ids:
-    st.stop()
+ctx, run_ids = common.context_with_steps("Rich-get-richer")
 st.caption("Under GRPO the weight of a positive-advantage token is its ratio: probable tokens that already "
            "moved up get the larger weights (the rich get richer). ASPO weights them 1/ratio, so lagging "
            "low-probability tokens catch up. Bins: old probability exp(old_logp), all token rows × update passes.")

@@ -6,10 +6,7 @@ import streamlit as st
 from aspo_dashboard import charts, charts_explain, data
 from aspo_dashboard.app_pages import common
 
-ctx = common.context("Why entropy falls")
-run_ids = common.runs_with_steps(ctx)
-if not run_ids:
-    st.stop()
+ctx, run_ids = common.context_with_steps("Why entropy falls")
 st.caption("Cui et al. 2025: a policy-gradient step changes entropy by about −η·Cov(log π, A) over the batch's "
            "tokens. Positive covariance (confident tokens rewarded, unlikely ones penalised) drains entropy. "
            "`logp_adv_cov` is that covariance over every token of a step, with old_logp.")
