@@ -2,6 +2,7 @@
 10M- and 100M-token-row logs.
 
     python benchmarks/bench_dashboard.py [--out DIR] [--steps 1000] [--rows-per-step 10000] [--browser]
+                                         [--pages runs,overview,...] [--cold-disk]
     python benchmarks/bench_dashboard.py --out /root/aspo-bench/rows10M/compact100 \
                                          --out /root/aspo-bench/rows100M/compact100
 
@@ -12,7 +13,8 @@ log takes ~10 min and ~1 GB: write it once in the background with bench_logs.py 
 
 Each page is rendered by Streamlit's AppTest three ways: cold (a fresh server: every cache cleared,
 file footers included), first visit (a warm server opening the page: the query cache cleared, the
-footer cache kept) and rerun (same session, data unchanged: served from the cache). Then widget
+footer cache kept) and rerun (same session, data unchanged: served from the cache). --cold-disk (root)
+also empties the OS page cache before each cold render: a dashboard opened on logs not read since boot. Then widget
 interactions that change what is queried (a step range, another step, a split) are timed one by one
 in a warm session. "first chart" is the time from the start of the script run to its first
 st.plotly_chart call; "page" is the whole script run. Targets (2 cores): first chart < 1 s on a warm
@@ -72,16 +74,29 @@ def render(at: AppTest) -> tuple[float, float]:
     return first, total
 
 
-def bench_apptest(root: Path) -> list[tuple]:
+def drop_os_cache() -> None:
+    """The kernel's page cache emptied (root only): the next read of every log file comes from disk."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as e:
+        raise SystemExit(f"bench_dashboard: --cold-disk needs root to drop the OS page cache ({e})")
+
+
+def bench_apptest(root: Path, pages=PAGES, cold_disk: bool = False) -> list[tuple]:
     """(page, cold first chart, cold page, first-visit first chart, first-visit page, rerun first chart,
-    rerun page, charts) per page."""
-    os.environ["ASPO_LOGS"] = str(root)
+    rerun page, charts) per page. cold_disk: each cold render also starts from an empty OS page cache."""
     logging.getLogger("streamlit").setLevel(logging.ERROR)
-    AppTest.from_file(APP, default_timeout=120).run()  # imports (plotly, duckdb) out of the timings
+    with tempfile.TemporaryDirectory() as empty:  # imports (plotly, duckdb) out of the timings, no file read
+        os.environ["ASPO_LOGS"] = empty
+        AppTest.from_file(APP, default_timeout=120).run()
+    os.environ["ASPO_LOGS"] = str(root)
     rows = []
-    for page in PAGES:
+    for page in pages:
         st.cache_data.clear()
         catalog.forget()
+        if cold_disk:
+            drop_os_cache()
         cold = render(open_page(page))
         st.cache_data.clear()  # a warm server: footers known, this page's queries not yet run
         at = open_page(page)
@@ -112,11 +127,11 @@ INTERACTIONS = [
 ]
 
 
-def bench_interactions(root: Path, last: int) -> list[tuple[str, str, float, float]]:
+def bench_interactions(root: Path, last: int, pages=PAGES) -> list[tuple[str, str, float, float]]:
     """(page, interaction, first chart s, page s) in a warm session, the page drawn once before."""
     os.environ["ASPO_LOGS"] = str(root)
     rows, sessions = [], {}
-    for page, what, act in INTERACTIONS:
+    for page, what, act in (i for i in INTERACTIONS if i[0] in pages):
         if page not in sessions:
             sessions[page] = open_page(page)
             render(sessions[page])
@@ -176,35 +191,43 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--rows-per-step", type=int, default=10_000)
     ap.add_argument("--browser", action="store_true", help="also time a real headless Chromium")
+    ap.add_argument("--pages", default=",".join(PAGES), help="pages to time (comma-separated; default: all)")
+    ap.add_argument("--cold-disk", action="store_true",
+                    help="cold renders also start from an empty OS page cache (root: drops the kernel's cache)")
     args = ap.parse_args()
+    pages = [p for p in args.pages.split(",") if p]
+    if unknown := sorted(set(pages) - set(PAGES)):
+        raise SystemExit(f"bench_dashboard: unknown page(s) {unknown}: choose from {','.join(PAGES)}")
     outs = args.out or [Path(tempfile.gettempdir()) / "aspo_bench_dashboard"]
     if not (outs[0] / RUN / "steps").exists():
         print(f"writing {args.steps} steps x ~{args.rows_per_step} token rows to {outs[0] / RUN}")
         generate(outs[0] / RUN, args.steps, args.rows_per_step, 100)  # the writer's default compaction
     print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     for out in outs:
-        bench_log(out, args.browser)
+        bench_log(out, args.browser, pages, args.cold_disk)
 
 
-def bench_log(out: Path, browser: bool) -> None:
+def bench_log(out: Path, browser: bool, pages=PAGES, cold_disk: bool = False) -> None:
     avail = queries.steps_available(out, RUN)
     n_rows, last = int(avail.n_token_rows.sum()), int(avail.step.max())
     print(f"\n== log: {out} ({n_rows / 1e6:.2f}M token rows, {len(avail)} steps)")
+    print("cold = a fresh server" + (" and an empty OS page cache (every file read from disk)" if cold_disk else ""))
     print(f"{'page':18s} {'cold: chart s':>14s} {'page s':>7s} {'first visit: chart s':>21s} {'page s':>7s} "
           f"{'rerun: chart s':>15s} {'page s':>7s} {'charts':>7s}")
     worst = 0.0
-    for page, cf, ct, ff, ft, rf, rt, n in bench_apptest(out):
+    for page, cf, ct, ff, ft, rf, rt, n in bench_apptest(out, pages, cold_disk):
         worst = max(worst, ff)
         print(f"{page:18s} {cf:14.2f} {ct:7.2f} {ff:21.2f} {ft:7.2f} {rf:15.2f} {rt:7.2f} {n:7d}", flush=True)
     target = 1.0 if n_rows < 20e6 else 2.0
     print(f"slowest first chart on a warm server: {worst:.2f} s (target < {target:g} s at "
           f"{'10M' if target == 1.0 else '100M'} token rows)")
     print(f"\n{'interaction (warm session)':58s} {'first chart s':>14s} {'page s':>7s}")
-    inter = bench_interactions(out, last)
+    inter = bench_interactions(out, last, pages)
     for page, what, first, total in inter:
         print(f"{page + ': ' + what:58s} {first:14.2f} {total:7.2f}", flush=True)
-    slow = max(inter, key=lambda r: r[3])
-    print(f"slowest interaction: {slow[0]}: {slow[1]} ({slow[3]:.2f} s page, {slow[2]:.2f} s to its first chart)")
+    slow = max(inter, key=lambda r: r[3], default=None)
+    if slow:
+        print(f"slowest interaction: {slow[0]}: {slow[1]} ({slow[3]:.2f} s page, {slow[2]:.2f} s to its first chart)")
     if browser:
         print("\nreal browser (headless Chromium, fresh server): sidebar click -> first drawn chart of the page")
         print(f"{'page':18s} {'first visit s':>14s} {'revisit s':>10s}")
