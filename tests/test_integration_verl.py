@@ -207,6 +207,31 @@ def test_actor_hook_writes_one_step_per_train_mini_batch(tmp_path):
     np.testing.assert_allclose(seqs.sort_values("sample")["reward"], data["token_level_scores"].sum(-1).numpy())
 
 
+def test_actor_hook_logs_the_samplers_log_probs_and_their_mismatch(tmp_path):
+    """With rollout.calculate_log_probs, verl's batch carries rollout_log_probs: they are logged per token and
+    the step's rollout_kl / rollout_logp_diff_max are computed from them (k3 KL, max |old - rollout|)."""
+    run = tmp_path / "verl-run"
+    av.configure(log_dir=run, token_sample=None)
+    data = actor_data()
+    noise = torch.randn(data["old_log_probs"].shape, generator=torch.Generator().manual_seed(3)) * 0.05
+    data["rollout_log_probs"] = data["old_log_probs"] + noise
+    actor = StandInActor(actor_config(policy_loss={"loss_mode": "aspo"}), torch.zeros(4, 5, requires_grad=True))
+    av.wrap_train_mini_batch(StandInActor.train_mini_batch)(actor, data)
+    t = tokens(run, 0)
+    rollout = data["rollout_log_probs"].numpy()[t["sample"], t["position"]]
+    np.testing.assert_allclose(t["rollout_logp"], rollout, rtol=1e-6)
+    m = data["response_mask"].bool()
+    old, r = data["old_log_probs"][m].double(), data["rollout_log_probs"][m].double()
+    steps = queries.step_metrics(run).iloc[0]
+    np.testing.assert_allclose(steps["rollout_logp_diff_max"], (old - r).abs().max().item(), rtol=1e-5)
+    np.testing.assert_allclose(steps["rollout_kl"], (torch.exp(old - r) - (old - r) - 1).mean().item(), rtol=1e-4)
+    without = tmp_path / "plain"  # no rollout log-probs in the batch: nothing invented
+    av.configure(log_dir=without, token_sample=None)
+    av.wrap_train_mini_batch(StandInActor.train_mini_batch)(actor, actor_data())
+    assert tokens(without, 0)["rollout_logp"].isna().all()
+    assert pd.isna(queries.step_metrics(without).iloc[0]["rollout_kl"])
+
+
 def test_without_log_dir_nothing_is_recorded(tmp_path):
     config = actor_config()
     old, logp, adv, mask = batch()

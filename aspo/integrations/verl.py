@@ -14,7 +14,9 @@ Token tables: set ASPO_LOG_DIR (and optionally ASPO_RUN_ID, ASPO_TOKEN_SAMPLE) i
 or call `configure(...)`. Every loss call then records its valid tokens; `install_actor_hooks()` (run on
 import when ASPO_LOG_DIR is set and verl's engine workers import) wraps verl's actor so that each
 `train_mini_batch` (one RL step's ppo_epochs x mini-batches on this rank) is one aspo step, with token ids,
-entropy (when the actor computes it) and sample ids. `new_logp` needs one extra forward of the actor after
+entropy (when the actor computes it), sample ids and, when the rollout returns its own log-probs
+(`actor_rollout_ref.rollout.calculate_log_probs=True`), `rollout_logp` with the sampler-mismatch metrics
+rollout_kl and rollout_logp_diff_max. `new_logp` needs one extra forward of the actor after
 the step's updates: opt in with ASPO_NEW_LOGP=1 (else NaN).
 """
 from __future__ import annotations
@@ -175,7 +177,7 @@ class _Recorder:
         fits = lambda x: x if x is not None and tuple(x.shape) == tuple(mask.shape) else None  # noqa: E731
         rows = pass_rows(epoch=epoch, minibatch=minibatch, sample=sample, mask=mask, logp=log_prob,
                          old_logp=old_log_prob, out=out, advantages=advantages, entropy=fits(ctx.get("entropy")),
-                         token_ids=fits(ctx.get("responses")))
+                         token_ids=fits(ctx.get("responses")), rollout_logp=fits(ctx.get("rollout_logp")))
         self.passes.append(rows)
 
     def _writer(self, rank: int) -> RunWriter:
@@ -262,15 +264,18 @@ def _padded(x):
 
 
 def aspo_ppo_loss(config, model_output, data, dp_group=None, *, _inner=None):
-    """verl's actor `ppo_loss`, with the micro-batch's sample ids, response token ids and entropy handed to
-    the recorder (the registry's loss signature carries none of them)."""
+    """verl's actor `ppo_loss`, with the micro-batch's sample ids, response token ids, entropy and, when the
+    rollout computed them, the sampler's log-probs handed to the recorder (the registry's loss signature
+    carries none of them)."""
     inner = _inner or _ppo_loss()
     if not RECORDER.active or "aspo_sample" not in data.keys():
         return inner(config, model_output, data, dp_group)
     from verl.workers.utils.padding import no_padding_2_padding  # noqa: PLC0415
     entropy = model_output.get("entropy", None)
+    rollout = data.get("rollout_log_probs", None)  # the sampler's own log-probs (rollout.calculate_log_probs)
     RECORDER.ctx = {"sample": data["aspo_sample"], "responses": _padded(data["responses"]),
-                    "entropy": None if entropy is None else no_padding_2_padding(entropy, data)}
+                    "entropy": None if entropy is None else no_padding_2_padding(entropy, data),
+                    "rollout_logp": None if rollout is None else _padded(rollout)}
     try:
         return inner(config, model_output, data, dp_group)
     finally:
