@@ -166,8 +166,8 @@ TOKENS = pa.schema(_KEY + [
     _f("dual_clipped", pa.bool_(), "-", "Dual clip active (hard for grpo/dapo, soft for aspo).", True),
     _f("advantage", _F32, "-", "Advantage of the response.", True),
     _f("entropy", _F32, "nats", "Policy entropy at this position in this pass.", True),
-    _f("rollout_logp", _F32, "nats", "v2: log-prob the sampler gave the token when it generated it (vLLM's in "
-       "TRL runs); null when unknown, never a copy of old_logp.", False),
+    _f("rollout_logp", _F32, "nats", "v2: log-prob the sampler gave the token when it generated it (vLLM's or "
+       "SGLang's in TRL and verl runs); null when unknown, never a copy of old_logp.", False),
 ])
 
 _SIGN_DOC = "Advantage sign: pos (A > 0), neg (A < 0), zero (A == 0)."
