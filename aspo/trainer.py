@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import shlex
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +24,11 @@ from aspo.losses import LOSS_AGGREGATION, LOSS_DEFAULTS, LOSSES, kl_k3, step_los
 from aspo.metrics import avg_at_k, pass_at_k
 from aspo.model import build_small_model, build_tokenizer, format_prompt, load_local_model, resolve_device
 from aspo.rollout import generate, token_logp_entropy
+from aspo.run_dir import prepare_run_dir
 from aspo.signals import deferred_stop
 from aspo.tasks import get_task
 from aspo.warmup import warmup
-from logs_schema.lock import RunDirInUse, RunLock, lock_path
+from logs_schema.lock import RunLock
 
 
 @dataclass
@@ -83,60 +82,6 @@ class Batch:
 
 
 # ----------------------------------------------------------------------------------------------- set-up
-def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, RunLock]:
-    """Lock --out for this process first (a second trainer stops here, having touched nothing), then create or
-    reuse it; refuse to silently mix two runs in one directory."""
-    run_dir = Path(cfg.out).expanduser()
-    try:
-        lock = RunLock(run_dir, rank=0)
-    except RunDirInUse as exc:
-        raise ConfigError(str(exc)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot write to --out {run_dir}: {exc.strerror or exc}") from None
-    try:
-        _reuse_run_dir(cfg, run_dir)
-    except BaseException:
-        lock.release()
-        raise
-    return run_dir, lock
-
-
-def _reuse_run_dir(cfg: TrainConfig, run_dir: Path) -> None:
-    exists = (run_dir / "config.json").exists()
-    others = [p for p in run_dir.iterdir() if p.name != lock_path(run_dir, 0).name]
-    if exists and cfg.overwrite:
-        for p in others:  # everything but our lock
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-    elif exists and not cfg.resume:
-        raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it or --overwrite to start over")
-    elif not exists and others and not cfg.resume:
-        raise ConfigError(f"{run_dir} is not empty and holds no aspo run: choose another --out")
-    elif exists and cfg.resume:
-        check_run_id(cfg, run_dir)
-    try:
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"cannot write to --out {run_dir}: {exc.strerror or exc}") from None
-
-
-def check_run_id(cfg: TrainConfig, run_dir: Path) -> None:
-    """A copied or renamed run directory keeps the run id its logs were written under (by default the
-    directory's old name): resuming it under a new id would mix two ids in one run's files."""
-    try:
-        old = json.loads((run_dir / "config.json").read_text())
-        recorded = old.get("run_name") or Path(old["out"]).name
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return  # unreadable: the writer's own check on its runs file still applies
-    if recorded != cfg.run_id:
-        raise ConfigError(f"{run_dir} holds run {recorded!r} (copied or renamed?), not {cfg.run_id!r}: "
-                          f"resume it with --run-name {shlex.quote(recorded)}")
-
-
 def load_policy(cfg: TrainConfig, task, run_dir: Path, device: torch.device, log):
     """The initial policy. Embedded models are warmed up (cached) and their start weights saved in the run."""
     init_dir = run_dir / "init_model"
