@@ -216,3 +216,10 @@ def raw_rows(run_dir, table: str, exclude=()):
     files = sorted(p for p in (Path(run_dir) / table).iterdir()
                    if (PART_RE.match(p.name) or SEG_RE.match(p.name)) and p not in set(map(Path, exclude)))
     return pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True) if files else pd.DataFrame()
+
+
+def grpo_and_aspo(root, steps: int, seqs_per_step: int) -> Path:
+    """root/grpo and root/aspo, synthetic runs of the same size: the two-run log directory most page tests use."""
+    for algo in ("grpo", "aspo"):
+        make_synthetic_run(root / algo, algo, steps=steps, seqs_per_step=seqs_per_step)
+    return root

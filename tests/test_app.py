@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from aspo_dashboard import charts, data
-from logs_helpers import make_synthetic_run
+from logs_helpers import grpo_and_aspo, make_synthetic_run
 from logs_schema import RunWriter, progress, queries
 from logs_schema import schema as S
 
@@ -81,10 +81,7 @@ def messages(at) -> str:
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("logs")
-    make_synthetic_run(root / "grpo", "grpo", steps=10, seqs_per_step=32)
-    make_synthetic_run(root / "aspo", "aspo", steps=10, seqs_per_step=32)
-    return root
+    return grpo_and_aspo(tmp_path_factory.mktemp("logs"), steps=10, seqs_per_step=32)
 
 
 # ---------------------------------------------------------------- pages on real logs

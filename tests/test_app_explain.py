@@ -6,17 +6,14 @@ import numpy as np
 import pytest
 
 from aspo.counterfactual import counterfactual, mass_by_bin
-from logs_helpers import make_synthetic_run
+from logs_helpers import grpo_and_aspo, make_synthetic_run
 from logs_schema import RunWriter, queries
 from test_app import figure, figures, open_page, traces
 
 
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("explain-logs")
-    make_synthetic_run(root / "grpo", "grpo", steps=6, seqs_per_step=16)
-    make_synthetic_run(root / "aspo", "aspo", steps=6, seqs_per_step=16)
-    return root
+    return grpo_and_aspo(tmp_path_factory.mktemp("explain-logs"), steps=6, seqs_per_step=16)
 
 
 def test_why_entropy_draws_the_driver_against_the_entropy_change(logs, monkeypatch):
