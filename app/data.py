@@ -51,17 +51,6 @@ def logs_root() -> str:
 
 
 # ---------------------------------------------------------------- cached queries
-@st.cache_data(ttl=1.0, show_spinner=False)
-def data_version(root: str) -> str:
-    return queries.data_version(root)
-
-
-@st.cache_data(ttl=1.0, show_spinner=False)
-def run_statuses(root: str) -> str:
-    st_ = queries.run_statuses(root)
-    return ",".join(f"{r}={s}" for r, s in zip(st_["run_id"], st_["status"]))
-
-
 # Above this many unverified token bytes the problems list does not wait for their page checksums
 # (a cold 100M-row directory took ~42 s): a background thread checks them and the page reruns when it
 # is done. Below it (~1 s of reading at worst) they are checked before the page draws, as everything else.
@@ -69,8 +58,23 @@ CHECK_LATER_BYTES = 64 << 20
 
 
 @st.cache_data(ttl=1.0, show_spinner=False)
+def watch_state(root: str) -> tuple[str, str, tuple[int, int]]:
+    """(data version, 'run=status,...', unverified token files) from one listing of the tree: at most one
+    walk per second, however many frames a page asks for and however often the watcher polls."""
+    version, statuses, unchecked = queries.watch_state(root, check_above_bytes=CHECK_LATER_BYTES)
+    return version, ",".join(f"{r}={s}" for r, s in zip(statuses["run_id"], statuses["status"])), unchecked
+
+
+def data_version(root: str) -> str:
+    return watch_state(root)[0]
+
+
+def run_statuses(root: str) -> str:
+    return watch_state(root)[1]
+
+
 def unchecked_token_files(root: str) -> tuple[int, int]:
-    return queries.unchecked_token_files(root, check_above_bytes=CHECK_LATER_BYTES)
+    return watch_state(root)[2]
 
 
 def token_check_pending(root: str) -> int:
@@ -81,8 +85,8 @@ def token_check_pending(root: str) -> int:
 
 def watch_signature(root: str) -> str:
     """Changes when a file under root changes or a run's status does (finished, failed, stale), and
-    once the token files' background check ends: a directory listing and the runs files' (cached)
-    rows, never a query over steps or tokens."""
+    once the token files' background check ends: one directory listing and the runs files' (cached)
+    rows (watch_state), never a query over steps or tokens."""
     checking = "checking" if token_check_pending(root) else ""
     return f"{data_version(root)}|{run_statuses(root)}|{checking}"
 

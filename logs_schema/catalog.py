@@ -1,13 +1,18 @@
 """Finding and validating part files, cheaply, before DuckDB sees them.
 
-DuckDB only ever receives explicit lists of files that passed the checks here, so a newer schema, a
-truncated, corrupt or bit-flipped file, a leftover temp file, a file whose rows disagree with its
-name (another rank's copy) or a segment overlapping another never breaks a query or is counted
-twice: such files are skipped and reported by `problems(root)`, together with gaps in a run's
-steps. Each immutable file is verified once, in full (every Parquet page checksum, which DuckDB
-does not check: pagecrc walks the pages at zlib speed); the verdict is cached by (path, size, mtime_ns, inode), so a polling dashboard
-pays one `stat` per file per query. A step whose `steps` row is unreadable is hidden from every
-table, so all queries agree on which steps a run has.
+DuckDB only ever receives explicit lists of files that passed the checks here, so nothing in a log
+directory can break a query or be counted twice: `walk` lists the tree treating every entry as hostile
+(unreadable directories, links out of the root, FIFOs, names DuckDB would glob), `verify` judges each
+file through one handle (newer schema, truncated, corrupt or bit-flipped, wrong column types, null or
+out-of-name keys, another rank's copy), and here a segment overlapping another, a file holding another
+run's rows and steps not published yet are left out. Every file or directory left out is reported by
+`problems(root)`, with gaps in a run's steps and hints (too many uncompacted files).
+
+Each immutable file is verified once, in full (every Parquet page checksum, which DuckDB does not
+check); the verdict is cached by (path, size, mtime_ns, inode), so a polling dashboard pays one `stat`
+per file per query. A step is visible once its steps row is: a detail file of a step without a
+readable steps row (unreadable, or still being written) is left out of every table, so all queries
+agree on which steps a run has.
 
 The token files hold almost all the bytes (a cold 100M-row directory took ~42 s to verify), so the
 dashboard's list of problems does not wait for them: `check_later` verifies them on a background
@@ -15,225 +20,97 @@ thread and `problems(root, defer=("tokens",))` reports what is known so far. A q
 token file still never reads an unverified one: it checks the file itself, or waits for the thread
 already checking it (one verification per file, however many threads ask).
 
-A run is a directory. Its name in every query is its run_id, or, when several run directories
+A run is a directory, and every row read from a directory is that run's (its run_id column is
+replaced by the run's name). Its name in every query is its run_id, or, when several run directories
 under the root share one (runs/grpo and runs/other/grpo), its path relative to the root.
+
+Every function takes a root or a `Listing` of it: a query lists the tree once and passes the listing.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from . import walk
+from .verify import VANISHED, Part, inspect as _inspect  # noqa: F401  (Part: the catalog's file record)
+from .walk import Listing
+from .writer import PART_TABLES, SEGMENT_TABLES
 
-from . import schema as S
-from .progress import warmup_files
-from .pagecrc import pages_match
-from .tables import FILE_SCHEMAS
-from .writer import PART_RE, PART_TABLES, RUNS_RE, SEG_RE, read_verified
-
-
-@dataclass(frozen=True)
-class Part:
-    path: str
-    table: str
-    run_dir: str
-    step: int | None      # first step in the file; None for runs files
-    last: int | None      # last step: == step for a per-step part, more for a segment
-    rank: int
-    version: int
-    num_rows: int
-    canonical: bool       # exactly the current column names in order (no union_by_name needed)
-    row: dict | None = None  # the runs row, for runs files
-    segment: bool = False    # a seg-A-B file (compaction), not a step-S part
-    steps: tuple | None = None  # steps table: the steps the file holds
-
-
-VANISHED = "vanished"  # a listed file deleted before it was read: never cached, triggers a re-list
+MANY_LOOSE_FILES = 2000  # per-step files of one table in one run: listing and reading them gets slow
+MANY_RUNS = 2000
 _LOCK = threading.Lock()
 _CACHE: dict[str, tuple[tuple, Part | str]] = {}  # path -> ((size, mtime_ns, ino), Part or problem)
 _CHECKING: dict[str, threading.Event] = {}  # path -> set once the thread checking it has cached its verdict
 _LATER: dict[tuple, threading.Thread] = {}  # (root, table) -> the background check_later thread
 
 
-def is_run_dir(p: Path) -> bool:
-    return (p / "runs").is_dir() or (p / "steps").is_dir()
+def listing(root) -> Listing:
+    """The tree under root, listed once (a Listing passes through)."""
+    return root if isinstance(root, Listing) else walk.listing(root)
+
+
+def relist(tree: Listing) -> None:
+    """List the tree again in place (files vanished under a query: it is retried on the new state)."""
+    walk.refresh(tree)
 
 
 def run_dirs(root) -> list[Path]:
     """`root` itself when it is a run directory, else run directories up to two levels below."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    if is_run_dir(root):
-        return [root]
-    found = []
-    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if is_run_dir(child):
-            found.append(child)
-        else:
-            found += [g for g in sorted(child.iterdir()) if g.is_dir() and is_run_dir(g)]
-    return found
+    return [Path(d) for d in listing(root).run_dirs]
 
 
-def _name_range(name: str, table: str) -> tuple | None:
-    """(first, last, rank, is_segment) from a file name; (None, None, rank, False) for runs files."""
-    if table == "runs":
-        m = RUNS_RE.match(name)
-        return (None, None, int(m[1]), False) if m else None
-    if m := PART_RE.match(name):
-        return int(m[1]), int(m[1]), int(m[2]), False
-    if m := SEG_RE.match(name):
-        return int(m[1]), int(m[2]), int(m[3]), True
-    return None
-
-
-def _entries(run_dir: Path, table: str) -> list[tuple] | None:
-    """(path, first step, last step, rank, stat key, is_segment) of every runs file, part and segment;
-    temp files and strangers are ignored. None when a listed file vanished before its stat: the
-    listing predates a compaction, list again."""
-    try:
-        listing = list(os.scandir(run_dir / table))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    out = []
-    for e in listing:
-        r = _name_range(e.name, table)
-        if r is None:
-            continue
-        try:
-            st = e.stat()
-        except FileNotFoundError:  # removed since listing (compaction, resume)
-            return None
-        out.append((e.path, r[0], r[1], r[2], (st.st_size, st.st_mtime_ns, st.st_ino), r[3]))
-    return out
-
-
-def _inspect(path: str, table: str, run_dir: str, step, last, rank, segment) -> Part | str:
-    """A Part, or the reason the file must be skipped."""
-    try:
-        md = pq.read_metadata(path)
-    except (OSError, pa.ArrowException) as e:
-        return VANISHED if not os.path.exists(path) else f"corrupt or truncated Parquet file: {e}"
-    kv = md.metadata or {}
-    if S.META_VERSION not in kv:
-        return "no aspo.schema_version in the file's key-value metadata (not written by an aspo writer?)"
-    try:
-        version = int(kv[S.META_VERSION])
-    except ValueError:
-        return f"unreadable aspo.schema_version {kv[S.META_VERSION]!r}"
-    if version > S.SCHEMA_VERSION:
-        return (f"file {path} has schema v{version}, this aspo reads up to v{S.SCHEMA_VERSION}: "
-                "upgrade aspo")
-    if kv.get(S.META_TABLE, table.encode()) != table.encode():
-        return f"a {kv[S.META_TABLE].decode()!r} file in the {table!r} directory"
-    names = md.schema.to_arrow_schema().names
-    missing = set(S.required_columns(table)) - set(names)
-    if missing:
-        return f"missing required column(s) {sorted(missing)}"
-    try:
-        data = _verified_keys(path, md, table)
-    except (OSError, pa.ArrowException) as e:
-        return VANISHED if not os.path.exists(path) else \
-            f"damaged data (page checksum or encoding): {str(e).splitlines()[0][:200]}"
-    if table == "runs":
-        rows = data.to_pylist()
-        return Part(path, table, run_dir, None, None, rank, version, md.num_rows, names == FILE_SCHEMAS[table].names,
-                    rows[0]) if rows else "empty runs file"
-    wrong = _disagrees_with_name(data, step, last, rank)
-    steps = tuple(sorted(set(data["step"].to_pylist()))) if table == "steps" else None
-    if wrong or (steps is not None and len(steps) != data.num_rows):
-        return wrong or f"holds {data.num_rows} rows for {len(steps)} steps: a step is in it twice"
-    return Part(path, table, run_dir, step, last, rank, version, md.num_rows,
-                names == FILE_SCHEMAS[table].names, None, segment, steps)
-
-
-def _verified_keys(path: str, md, table: str) -> pa.Table:
-    """The columns the checks need (all of a runs file), once every page is known intact: by the
-    fast CRC walk, else by pyarrow's full verified read (files without checksums, or damage:
-    pyarrow raises and has the last word)."""
-    if table != "runs" and pages_match(path, md) is True:
-        bounds = _key_bounds(md)  # from the footer's statistics: no page decoded
-        return bounds if bounds is not None and table != "steps" else pq.read_table(path, columns=["step", "rank"])
-    return read_verified(path)
-
-
-def _key_bounds(md) -> pa.Table | None:
-    """A table holding the min and max of step and rank over all row groups (enough for the name
-    checks), or None when the footer lacks those statistics."""
-    names = md.schema.to_arrow_schema().names
-    lo, hi = {}, {}
-    for rg in range(md.num_row_groups):
-        for key in ("step", "rank"):
-            st = md.row_group(rg).column(names.index(key)).statistics
-            if st is None or not st.has_min_max:
-                return None
-            lo[key] = min(lo.get(key, st.min), st.min)
-            hi[key] = max(hi.get(key, st.max), st.max)
-    if md.num_rows == 0:
-        return pa.table({"step": pa.array([], pa.int64()), "rank": pa.array([], pa.int32())})
-    return pa.table({"step": [lo["step"], hi["step"]], "rank": [lo["rank"], hi["rank"]]})
-
-
-def _disagrees_with_name(data: pa.Table, step: int, last: int, rank: int) -> str | None:
-    """Why the rows do not belong in a file of this name (e.g. another rank's file copied over), or None."""
-    if data.num_rows == 0:
-        return None
-    r, s = pc.min_max(data["rank"]).as_py(), pc.min_max(data["step"]).as_py()
-    if r["min"] != rank or r["max"] != rank:
-        return f"holds rows of rank {r['min']}..{r['max']} but is named rank{rank} (another rank's copy?)"
-    if s["min"] < step or s["max"] > last:
-        return f"holds steps {s['min']}..{s['max']} but is named for steps {step}..{last}"
-    return None
-
-
-def _checked(path, table, run_dir, step, last, rank, key, segment) -> Part | str:
+def _checked(e: walk.Entry) -> Part | str:
     while True:
-        hit = _CACHE.get(path)
-        if hit and hit[0] == key:
+        hit = _CACHE.get(e.path)
+        if hit and hit[0] == e.key:
             return hit[1]
         with _LOCK:
-            busy = _CHECKING.get(path)
+            busy = _CHECKING.get(e.path)
             if busy is None:
-                done = _CHECKING[path] = threading.Event()
+                done = _CHECKING[e.path] = threading.Event()
                 break
         busy.wait()  # another thread is reading this file: take its verdict (or check it, if it vanished)
     try:
-        result = _inspect(path, table, run_dir, step, last, rank, segment)
+        result = _inspect(e.path, e.table, e.run_dir, e.step, e.last, e.rank, e.segment, e.key)
         if result is not VANISHED:
             with _LOCK:
-                _CACHE[path] = (key, result)
+                _CACHE[e.path] = (e.key, result)
         return result
     finally:
         with _LOCK:
-            del _CHECKING[path]
+            del _CHECKING[e.path]
         done.set()
 
 
-def _verdict(entry) -> Part | str | None:
-    """The cached verdict on an _entries entry for its current stat, None when it has none yet."""
-    hit = _CACHE.get(entry[0])
-    return hit[1] if hit and hit[0] == entry[4] else None
+def _verdict(e: walk.Entry) -> Part | str | None:
+    """The cached verdict on an entry for its current stat, None when it has none yet."""
+    hit = _CACHE.get(e.path)
+    return hit[1] if hit and hit[0] == e.key else None
 
 
-def check_later(root, table: str = "tokens", min_bytes: int = 0) -> tuple[int, int]:
+def check_later(root, table: str = "tokens", min_bytes: float = 0) -> tuple[int, int]:
     """(files, bytes) of `table` under root without a verdict yet for their current size, mtime and
     inode. When they add up to min_bytes or more, a background thread (one per root and table)
     verifies them all."""
-    pending = [e for d in run_dirs(root) for e in _entries(d, table) or () if _verdict(e) is None]
-    files, size = len(pending), sum(e[4][0] for e in pending)
+    tree = listing(root)
+    pending = [e for d in tree.run_dirs for e in tree.files(d, table) if _verdict(e) is None]
+    files, size = len(pending), sum(e.key[0] for e in pending)
     with _LOCK:
-        worker = _LATER.get((str(root), table))
+        worker = _LATER.get((tree.root, table))
         if files and size >= min_bytes and (worker is None or not worker.is_alive()):
-            worker = _LATER[(str(root), table)] = threading.Thread(
-                target=lambda: [_scan_dir(d, table, None, None) for d in run_dirs(root)],
-                name=f"aspo-check-{table}", daemon=True)
+            worker = _LATER[(tree.root, table)] = threading.Thread(
+                target=_check_all, args=(tree.root, table), name=f"aspo-check-{table}", daemon=True)
             worker.start()
     return files, size
+
+
+def _check_all(root: str, table: str) -> None:
+    tree = walk.listing(root)
+    for d in tree.run_dirs:
+        _scan_dir(tree, d, table, None, None)
 
 
 def forget() -> None:
@@ -250,7 +127,7 @@ def mark_bad(path: str, reason: str) -> None:
     """Record a file that failed while DuckDB read it (e.g. a corrupt data page)."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except OSError:
         return
     with _LOCK:
         _CACHE[path] = ((st.st_size, st.st_mtime_ns, st.st_ino), reason)
@@ -259,32 +136,32 @@ def mark_bad(path: str, reason: str) -> None:
 def scan(root, table: str, dirs=None, step_min=None, step_max=None) -> tuple[list[Part], list]:
     """Valid files of `table` under root (or in `dirs`) overlapping the step range, and
     (path, table, reason) of the skipped ones. Parts are pruned by name before any check."""
+    tree = listing(root)
     parts, bad = [], []
-    for d in run_dirs(root) if dirs is None else dirs:
-        p, b = _scan_dir(Path(d), table, step_min, step_max)
+    for d in tree.run_dirs if dirs is None else [str(d) for d in dirs]:
+        p, b = _scan_dir(tree, d, table, step_min, step_max)
         parts, bad = parts + p, bad + b
     return sorted(parts, key=lambda p: (p.run_dir, p.step or 0, p.rank)), bad
 
 
-def _scan_dir(d: Path, table: str, step_min, step_max, attempts: int = 20):
-    """One directory's files; listed again while files vanish under it (a compaction deletes
-    parts only after publishing their segment, so a fresh listing always has every step)."""
-    parts, bad = [], []
-    for _ in range(attempts):
-        entries = _entries(d, table)
-        if entries is None:
-            continue
-        parts, bad = [], []
-        for path, step, last, rank, key, seg in entries:
-            if not seg and step is not None and not _in_range(step, last, step_min, step_max):
+def _scan_dir(tree: Listing, d: str, table: str, step_min, step_max):
+    """One directory's files. A file that vanished since the listing (a compaction deletes parts only
+    after publishing their segment) makes the directory be listed again, so no step is lost."""
+    for _ in range(20):
+        parts, bad, vanished = [], [], False
+        for e in tree.files(d, table):
+            if not e.segment and e.step is not None and not _in_range(e.step, e.last, step_min, step_max):
                 continue  # segments are always checked: which one wins must not depend on the range
-            r = _checked(path, table, str(d), step, last, rank, key, seg)
+            r = _checked(e)
             if r is VANISHED:
+                vanished = True
                 break
-            (parts if isinstance(r, Part) else bad).append(r if isinstance(r, Part) else (path, table, r))
-        else:
-            return _resolve(parts, bad, step_min, step_max)
-    return _resolve(parts, bad, step_min, step_max)
+            (parts if isinstance(r, Part) else bad).append(r if isinstance(r, Part) else (e.path, table, r))
+        if not vanished:
+            break
+        walk.relist(tree, d, table)
+    parts, bad = _resolve(parts, bad, step_min, step_max)
+    return _own_rows(tree, d, table, parts, bad)
 
 
 def _in_range(first, last, step_min, step_max) -> bool:
@@ -308,123 +185,172 @@ def _resolve(parts: list[Part], bad: list, step_min, step_max) -> tuple[list[Par
     return [p for p in kept + loose if p.step is None or _in_range(p.step, p.last, step_min, step_max)], bad
 
 
+def _own_rows(tree: Listing, d: str, table: str, parts: list[Part], bad: list):
+    """Files of d whose run_id column names another run than d's runs file are left out: a copied file
+    (its rows would be counted as d's)."""
+    rid = None if table == "runs" else _runs_ids(tree).get(d)
+    if rid is None:
+        return parts, bad
+    own, other = [], []
+    for p in parts:
+        (own if p.ids is None or p.ids == (rid, rid) else other).append(p)
+    return own, bad + [(p.path, table, f"holds rows of run {_ids_text(p.ids)}, but its directory holds run {rid!r} "
+                        "(copied from another run?): skipped") for p in other]
+
+
+def _ids_text(ids: tuple) -> str:
+    return repr(ids[0]) if ids[0] == ids[1] else f"{ids[0]!r}..{ids[1]!r}"
+
+
+def _runs_ids(tree: Listing) -> dict[str, str]:
+    """run directory -> the run_id its lowest-rank readable runs file gives (non-empty text only)."""
+    if "runs_ids" not in tree.memo:
+        out = {}
+        for p in sorted(scan(tree, "runs")[0], key=lambda p: -p.rank):
+            rid = p.row.get("run_id")
+            if isinstance(rid, str) and rid:
+                out[p.run_dir] = rid
+        tree.memo["runs_ids"] = out
+    return tree.memo["runs_ids"]
+
+
 def run_ids_by_dir(root) -> dict[str, str]:
     """run directory -> run_id (from its lowest-rank runs file, else the directory name)."""
-    out = {}
-    for p in sorted(scan(root, "runs")[0], key=lambda p: -p.rank):
-        out[p.run_dir] = str(p.row.get("run_id") or Path(p.run_dir).name)
-    for d in run_dirs(root):
-        out.setdefault(str(d), d.name)
-    return out
+    tree = listing(root)
+    ids = _runs_ids(tree)
+    return {d: ids.get(d) or os.path.basename(os.path.abspath(d)) for d in tree.run_dirs}
 
 
 def run_keys(root) -> dict[str, str]:
     """run directory -> the run's name in queries: its run_id when no other run directory under root
     has it (nor has it as relative path), else the directory's path relative to root."""
-    ids, base = run_ids_by_dir(root), Path(root)
-    rel = {d: Path(d).relative_to(base).as_posix() if Path(d) != base else Path(d).name for d in ids}
-    n_ids, n_rel = Counter(ids.values()), Counter(rel.values())
-    return {d: rid if n_ids[rid] == 1 and n_rel[rid] == (rel[d] == rid) else rel[d] for d, rid in ids.items()}
-
-
-def renamed(root) -> dict[str, str]:
-    """run directory -> name, for the directories whose files' run_id is not their name in queries."""
-    ids = run_ids_by_dir(root)
-    return {d: k for d, k in run_keys(root).items() if k != ids.get(d)}
+    tree = listing(root)
+    if "keys" not in tree.memo:
+        ids, base = run_ids_by_dir(tree), os.path.abspath(tree.root)
+        rel = {d: os.path.relpath(os.path.abspath(d), base) if os.path.abspath(d) != base else ids[d] for d in ids}
+        n_ids, n_rel = Counter(ids.values()), Counter(rel.values())
+        tree.memo["keys"] = {d: rid if n_ids[rid] == 1 and n_rel[rid] == (rel[d] == rid) else walk.shown(rel[d])
+                             for d, rid in ids.items()}
+    return tree.memo["keys"]
 
 
 def select(root, table: str, run_ids=None, step_min=None, step_max=None) -> list[Part]:
     """Valid files of `table` for these runs (names as in run_keys; all when None) overlapping the
-    step range, without the files of steps whose steps row is unreadable."""
+    step range, without the files of steps that have no readable steps row (damaged, or in flight)."""
+    tree = listing(root)
     dirs = None
     if run_ids is not None:
         wanted = set(run_ids)
-        dirs = [d for d, key in run_keys(root).items() if key in wanted]
-    parts = scan(root, table, dirs, step_min, step_max)[0]
+        dirs = [d for d, key in run_keys(tree).items() if key in wanted]
+    parts = scan(tree, table, dirs, step_min, step_max)[0]
     if table in ("runs", "steps"):
         return parts
-    hidden = {d: _hidden_steps(Path(d)) for d in {p.run_dir for p in parts}}
-    return [p for p in parts if not all(s in hidden[p.run_dir].get(p.rank, ()) for s in range(p.step, p.last + 1))]
+    return [p for p in parts if _published(_visible_steps(tree, p.run_dir), p)]
 
 
-def _hidden_steps(d: Path) -> dict[int, set]:
-    """rank -> steps named by a skipped `steps` file of d and held by no readable one."""
-    parts, bad = _scan_dir(d, "steps", None, None)
-    seen: dict[int, set] = {}
-    for p in parts:
-        seen.setdefault(p.rank, set()).update(p.steps or ())
-    hidden: dict[int, set] = {}
-    for path, _, _ in bad:
-        first, last, rank, _ = _name_range(Path(path).name, "steps")
-        hidden.setdefault(rank, set()).update(set(range(first, last + 1)) - seen.get(rank, set()))
-    return hidden
+def _visible_steps(tree: Listing, d: str) -> dict | None:
+    """rank -> sorted steps of d's readable steps rows; None when d lists no steps file at all (an
+    outside writer's run without a steps table: nothing to judge by)."""
+    memo = tree.memo.setdefault("visible", {})
+    if d not in memo:
+        if not tree.files(d, "steps"):
+            memo[d] = None
+        else:
+            seen: dict[int, set] = {}
+            for p in _scan_dir(tree, d, "steps", None, None)[0]:
+                seen.setdefault(p.rank, set()).update(p.steps or ())
+            memo[d] = {rank: sorted(s) for rank, s in seen.items()}
+    return memo[d]
 
 
-def problems(root, defer=()) -> list[tuple[str, str, str, str]]:
-    """(path, table, reason, run directory) of every skipped file and of every gap in a run's steps.
-    Files of the tables in `defer` are not checked here: those with a verdict already (check_later)
-    are reported, the others once checked."""
-    out = []
-    for d in run_dirs(root):
+def _published(visible: dict | None, p: Part) -> bool:
+    """True when a step the part holds has a readable steps row of its rank."""
+    if visible is None:
+        return True
+    steps = visible.get(p.rank, [])
+    i = bisect.bisect_left(steps, p.step)
+    return i < len(steps) and steps[i] <= p.last
+
+
+def problems(root, defer=()) -> list[tuple[str, str, str, str, str]]:
+    """(path, table, reason, run directory, kind) of every entry left out: kind 'directory' (cannot be
+    read, a link out of the root, a refused name) or 'file' (skipped: see verify), every gap in a
+    run's steps ('gap', path = the run directory) and 'hint' rows (too many uncompacted files or runs
+    to read fast). Files of the tables in `defer` are not checked here: those with a verdict already
+    (check_later) are reported, the others once checked."""
+    tree = listing(root)
+    tree.all_files()  # every table listed: the walk's problems are all known
+    out = list(tree.problems)
+    for d in tree.run_dirs:
         for t in ("runs",) + PART_TABLES:
-            entries = _entries(d, t) or () if t in defer else ()
-            verdicts = [_verdict(e) for e in entries]
+            verdicts = [_verdict(e) for e in tree.files(d, t)] if t in defer else []
             if None in verdicts:  # some still unchecked: the problems known so far
-                out += [(e[0], t, v, str(d)) for e, v in zip(entries, verdicts) if isinstance(v, str)]
+                out += [(e.path, t, v, d, "file") for e, v in zip(tree.files(d, t), verdicts) if isinstance(v, str)]
                 continue
-            parts, bad = _scan_dir(d, t, None, None)
-            out += [(*b, str(d)) for b in bad]
+            parts, bad = _scan_dir(tree, d, t, None, None)
+            out += [(*b, d, "file") for b in bad]
             if t == "steps":
-                out += [(str(d), "steps", gap, str(d)) for gap in _gaps(parts, bad)]
+                out += [(d, "steps", gap, d, "gap") for gap in _gaps(parts, bad)]
+        out += _hints(tree, d)
+    if len(tree.run_dirs) > MANY_RUNS:
+        out.append((tree.root, "", f"{len(tree.run_dirs)} runs under this directory: listing them all takes long; "
+                    "open the dashboard on a subdirectory", "", "hint"))
+    return out
+
+
+def _hints(tree: Listing, d: str) -> list[tuple]:
+    out = []
+    for t in SEGMENT_TABLES:
+        loose = sum(not e.segment for e in tree.files(d, t))
+        if loose > MANY_LOOSE_FILES:
+            out.append((d, t, f"{loose} per-step {t} files not compacted: reading them is slow; a final status "
+                        "compacts them (or logs_schema.writer.compact(run_dir) once no writer is alive)", d, "hint"))
     return out
 
 
 def _gaps(parts: list[Part], bad: list) -> list[str]:
     """'steps 4..6 missing' for every run of missing steps between a rank's first and last step,
-    counting the steps named by its skipped files (a damaged first segment leaves a gap too)."""
-    by_rank: dict[int, set] = {}
-    span: dict[int, set] = {}
+    counting the steps named by its skipped files (a damaged first segment leaves a gap too). Ranges
+    only: a name claiming 10**8 steps costs nothing."""
+    have: dict[int, set] = {}
     for p in parts:
-        by_rank.setdefault(p.rank, set()).update(p.steps or ())
-        span.setdefault(p.rank, set()).update(p.steps or ())
+        have.setdefault(p.rank, set()).update(p.steps or ())
+    ends: dict[int, list] = {rank: [min(s), max(s)] for rank, s in have.items() if s}
     for path, _, _ in bad:  # only for ranks with readable steps (a stray copy is no rank of the run)
-        first, last, rank, _ = _name_range(Path(path).name, "steps")
-        if rank in span:
-            span[rank].update((first, last))
+        r = walk.name_range(Path(path).name, "steps")
+        if r is not None and r[2] in ends:
+            ends[r[2]] = [min(ends[r[2]][0], r[0]), max(ends[r[2]][1], r[1])]
     out = []
-    for rank, have in sorted(by_rank.items()):
-        ends = span[rank]
-        missing = sorted(set(range(min(ends), max(ends) + 1)) - have) if ends else []
-        where = f" of rank {rank}" if len(by_rank) > 1 else ""
-        for a, b in _runs_of(missing):
-            out.append(f"step{'s' if b > a else ''} {a}{f'..{b}' if b > a else ''}{where} missing "
-                       "(lost, unreadable or never written)")
-    return out
-
-
-def _runs_of(steps: list[int]) -> list[tuple[int, int]]:
-    """[3, 4, 5, 9] -> [(3, 5), (9, 9)]."""
-    out: list[tuple[int, int]] = []
-    for s in steps:
-        if out and s == out[-1][1] + 1:
-            out[-1] = (out[-1][0], s)
-        else:
-            out.append((s, s))
+    for rank, (lo, hi) in sorted(ends.items()):
+        steps = sorted(have[rank])
+        missing = [(a + 1, b - 1) for a, b in zip([lo - 1] + steps, steps + [hi + 1]) if b - a > 1]
+        where = f" of rank {rank}" if len(have) > 1 else ""
+        out += [f"step{'s' if b > a else ''} {a}{f'..{b}' if b > a else ''}{where} missing "
+                "(lost, unreadable or never written)" for a, b in missing]
     return out
 
 
 def data_version(root) -> str:
     """Cheap fingerprint of everything readable under root (part files and warm-up progress): file
     count, newest mtime, total bytes and an inode checksum (a rewrite within one mtime tick still
-    changes it)."""
+    changes it), and the number of entries left out."""
+    tree = listing(root)
     n = newest = size = inodes = 0
-    keys = [e[4] for d in run_dirs(root) for t in ("runs",) + PART_TABLES for e in _entries(d, t) or ()]
-    for path in warmup_files(root):  # the warm-up's progress, shown before the first run exists
-        try:
-            st = path.stat()
-            keys.append((st.st_size, st.st_mtime_ns, st.st_ino))
-        except FileNotFoundError:
-            pass
+    keys = [e.key for e in tree.all_files()] + [w[1] for w in tree.warmups]
     for sz, mt, ino in keys:
         n, newest, size, inodes = n + 1, max(newest, mt), size + sz, (inodes + ino) % (1 << 32)
-    return f"{n}-{newest}-{size}-{inodes}"
+    return f"{n}-{newest}-{size}-{inodes}-{len(tree.problems)}"
+
+
+def readable(path: str) -> bool:
+    """True when the file at `path` can be read whole (the judge after DuckDB failed on a file);
+    through one non-blocking handle, batch by batch."""
+    import pyarrow.parquet as pq  # noqa: PLC0415  (only after a failed query)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            for _ in pq.ParquetFile(f).iter_batches(batch_size=1 << 16):
+                pass
+        return True
+    except Exception:  # any failure means DuckDB cannot read it either
+        return False

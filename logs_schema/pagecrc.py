@@ -2,7 +2,8 @@
 field of its page header (Thrift compact protocol), at the speed of zlib.crc32.
 
 Decoding a whole file with pyarrow's page_checksum_verification costs ~30 MB/s on two busy cores,
-which made the first look at a 10M-row log take seconds; this walk reads the bytes once. It only
+which made the first look at a 10M-row log take seconds; this walk reads the bytes once, a column
+chunk (or, for a large one, a page) at a time. It only
 ever answers True when every page of every column chunk had a checksum and matched and the pages
 tiled each chunk exactly; anything else (a mismatch, a header it cannot parse, a file written
 without checksums) is False or None, and the caller falls back to pyarrow's full verified read,
@@ -32,8 +33,11 @@ def _zigzag(n: int) -> int:
     return (n >> 1) ^ -(n & 1)
 
 
-def _skip(buf, pos: int, t: int, in_list: bool = False) -> int:
-    """Position after a value of compact type t (a bool inside a list takes one byte)."""
+def _skip(buf, pos: int, t: int, in_list: bool = False, depth: int = 0) -> int:
+    """Position after a value of compact type t (a bool inside a list takes one byte). A hostile header
+    cannot make it loop or recurse without bound: every element takes a byte, nesting stops at 32."""
+    if depth > 32:
+        raise ValueError("thrift structure nested too deep")
     if t in (_TRUE, _FALSE):
         return pos + 1 if in_list else pos
     if t == _BYTE:
@@ -41,6 +45,8 @@ def _skip(buf, pos: int, t: int, in_list: bool = False) -> int:
     if t in (_I16, _I32, _I64):
         return _varint(buf, pos)[1]
     if t == _DOUBLE:
+        if pos + 8 > len(buf):
+            raise IndexError("thrift double past the buffer")
         return pos + 8
     if t == _BINARY:
         n, pos = _varint(buf, pos)
@@ -51,23 +57,27 @@ def _skip(buf, pos: int, t: int, in_list: bool = False) -> int:
         n = head >> 4
         if n == 15:
             n, pos = _varint(buf, pos)
+        if n > len(buf) - pos:
+            raise ValueError("thrift list longer than its buffer")
         for _ in range(n):
-            pos = _skip(buf, pos, head & 0x0F, in_list=True)
+            pos = _skip(buf, pos, head & 0x0F, True, depth + 1)
         return pos
     if t == _MAP:
         n, pos = _varint(buf, pos)
+        if n > len(buf) - pos:
+            raise ValueError("thrift map longer than its buffer")
         if n:
             kv = buf[pos]
             pos += 1
             for _ in range(n):
-                pos = _skip(buf, _skip(buf, pos, kv >> 4, True), kv & 0x0F, True)
+                pos = _skip(buf, _skip(buf, pos, kv >> 4, True, depth + 1), kv & 0x0F, True, depth + 1)
         return pos
     if t == _STRUCT:
-        return _struct(buf, pos)[1]
+        return _struct(buf, pos, (), depth + 1)[1]
     raise ValueError(f"unknown thrift compact type {t}")
 
 
-def _struct(buf, pos: int, keep: tuple = ()) -> tuple[dict, int]:
+def _struct(buf, pos: int, keep: tuple = (), depth: int = 0) -> tuple[dict, int]:
     """Fields `keep` (i32 values) of the struct at pos, and the position after it."""
     fields, fid = {}, 0
     while True:
@@ -85,20 +95,30 @@ def _struct(buf, pos: int, keep: tuple = ()) -> tuple[dict, int]:
             raw, pos = _varint(buf, pos)
             fields[fid] = _zigzag(raw)
         else:
-            pos = _skip(buf, pos, t)
+            pos = _skip(buf, pos, t, False, depth)
+
+
+CHUNK_IN_MEMORY = 8 << 20   # a column chunk up to this size is read at once, a larger one page by page
+_HEADER_BYTES = 64 << 10    # a page header is a few dozen bytes; more than this is not a header
+_BLOCK = 1 << 20
 
 
 def pages_match(path, md: pq.FileMetaData | None = None) -> bool | None:
     """True: every page carries a CRC and all match. False: a page's CRC does not match. None: cannot
-    tell (no checksums, a layout this walk does not know, a header that does not parse)."""
-    md = md or pq.read_metadata(path)
-    with open(path, "rb") as f:
-        buf = memoryview(f.read())
+    tell (no checksums, a layout this walk does not know, a header that does not parse). `path` may be
+    an open binary file (read through that one handle). Memory: one column chunk up to CHUNK_IN_MEMORY,
+    else one page header and a 1 MiB block at a time, whatever the file's size."""
+    if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
+        with open(path, "rb") as f:
+            return pages_match(f, md)
+    f = path
+    md = md or pq.read_metadata(f)
+    size = f.seek(0, 2)
     try:
         for rg in range(md.num_row_groups):
             group = md.row_group(rg)
             for i in range(group.num_columns):
-                ok = _chunk_matches(buf, group.column(i))
+                ok = _chunk_matches(f, size, group.column(i))
                 if ok is not True:
                     return ok
     except (IndexError, ValueError):
@@ -106,16 +126,50 @@ def pages_match(path, md: pq.FileMetaData | None = None) -> bool | None:
     return True
 
 
-def _chunk_matches(buf, col) -> bool | None:
+def _chunk_matches(f, size: int, col) -> bool | None:
     start = col.dictionary_page_offset if col.has_dictionary_page and col.dictionary_page_offset else \
         col.data_page_offset
-    end, pos = start + col.total_compressed_size, start
+    end = start + col.total_compressed_size
+    if start < 0 or end > size or end < start:
+        return None
+    if end - start <= CHUNK_IN_MEMORY:
+        f.seek(start)
+        buf = memoryview(f.read(end - start))
+        return _pages_in_memory(buf, len(buf)) if len(buf) == end - start else None
+    pos = start
     while pos < end:
-        header, pos = _struct(buf, pos, keep=(3, 4))  # 3: compressed_page_size, 4: crc
-        size, crc = header.get(3), header.get(4)
-        if size is None or crc is None or pos + size > len(buf):
+        f.seek(pos)
+        head = memoryview(f.read(min(_HEADER_BYTES, end - pos)))
+        header, used = _struct(head, 0, keep=(3, 4))  # 3: compressed_page_size, 4: crc
+        page, crc = header.get(3), header.get(4)
+        pos += used
+        if page is None or crc is None or page < 0 or pos + page > end:
             return None
-        if zlib.crc32(buf[pos:pos + size]) != crc & 0xFFFFFFFF:
+        if _crc_of(f, pos, page) != crc & 0xFFFFFFFF:
             return False
-        pos += size
+        pos += page
     return True if pos == end else None
+
+
+def _pages_in_memory(buf, end: int) -> bool | None:
+    pos = 0
+    while pos < end:
+        header, pos = _struct(buf, pos, keep=(3, 4))
+        page, crc = header.get(3), header.get(4)
+        if page is None or crc is None or page < 0 or pos + page > end:
+            return None
+        if zlib.crc32(buf[pos:pos + page]) != crc & 0xFFFFFFFF:
+            return False
+        pos += page
+    return True if pos == end else None
+
+
+def _crc_of(f, pos: int, n: int) -> int:
+    f.seek(pos)
+    crc = 0
+    while n > 0:
+        block = f.read(min(_BLOCK, n))
+        if not block:
+            raise ValueError("file shorter than its footer says")
+        crc, n = zlib.crc32(block, crc), n - len(block)
+    return crc

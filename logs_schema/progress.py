@@ -19,7 +19,10 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .untrusted import json_value
+
 WARMUP_FILE = "warmup.json"
+WARMUP_MAX_BYTES = 1 << 20
 FIELDS = ("state", "step", "max_steps", "seconds", "loss", "accuracy", "greedy_accuracy", "target_accuracy",
           "cached", "pid", "host", "updated_at")
 
@@ -42,21 +45,45 @@ def write_warmup(log_dir, **progress) -> None:
         raise
 
 
-def warmup_files(root) -> list[Path]:
-    """`root/warmup.json` and those one level below (a demo's directory inside a directory of runs)."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [root / WARMUP_FILE] + [c / WARMUP_FILE for c in sorted(root.iterdir())
-                                    if c.is_dir() and not c.name.startswith(".")]
-    return [p for p in found if p.is_file()]
+_TYPES = {"state": str, "step": int, "max_steps": int, "seconds": float, "loss": float, "accuracy": float,
+          "greedy_accuracy": float, "target_accuracy": float, "cached": bool, "pid": int, "host": str,
+          "updated_at": str}
+STATES = ("running", "done")
 
 
 def read_warmup(path) -> dict | None:
     """The record, or None when it cannot be read (being replaced on a system without atomic rename,
     or not ours)."""
+    rec = _record(path)
+    return rec if isinstance(rec, dict) else None
+
+
+def warmup_problem(path) -> str | None:
+    """Why `path` is not a warm-up progress record, or None when it is one."""
+    rec = _record(path)
+    return rec if isinstance(rec, str) else None
+
+
+def _record(path) -> dict | str:
+    """The record with every field of its type (a value of another type reads as missing), or why not."""
     try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return {k: record.get(k) for k in FIELDS} if isinstance(record, dict) else None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never blocks on a FIFO
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(WARMUP_MAX_BYTES + 1)
+    except OSError as e:
+        return f"cannot be read: {(e.strerror or type(e).__name__).lower()}"
+    try:
+        record = json_value(raw, max_bytes=WARMUP_MAX_BYTES, max_depth=4)
+    except ValueError as e:
+        return f"not a warm-up progress record: {e}"
+    if not isinstance(record, dict) or record.get("state") not in STATES:
+        return "not a warm-up progress record: no state 'running' or 'done'"
+    return {k: _typed(record.get(k), _TYPES[k]) for k in FIELDS}
+
+
+def _typed(v, typ):
+    if typ is float:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    if typ is int:
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+    return v if isinstance(v, typ) else None

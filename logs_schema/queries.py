@@ -4,11 +4,9 @@
 missing, empty, partial, corrupt or newer-schema logs: it returns a DataFrame with the documented
 columns (possibly empty) and reports skipped files in `problems(root)`.
 
-Safety: user values (run ids, filters, limits) are always bound parameters; the only text spliced
-into SQL are this module's constant fragments and table-source expressions whose file lists are
-themselves bound parameters. Each call uses its own cursor on a shared in-memory database (DuckDB
-cursors are independent connections, safe across Streamlit's threads) and consumes its result
-fully before closing it.
+The SQL runs on the engine (`engine`): one listing of the log tree per question, bound parameters
+only, every row named after the run directory it lies in. `root` may also be a catalog Listing (one
+question built from others shares its listing).
 
 Long runs: distribution and rich-get-richer views read the per-step aggregates (token_hist,
 value_hist), never the token rows; token rows are read one step at a time.
@@ -18,143 +16,30 @@ from __future__ import annotations
 import math
 import os
 import socket
-import threading
 from datetime import datetime, timezone
 
-from typing import Callable
-
-import duckdb
 import pandas as pd
-import pyarrow.parquet as pq
 
 from . import catalog, progress
 from . import schema as S
-from .writer import FILE_SCHEMAS
+from .compare import config_diff, group_keys, run_configs, run_groups, seed_bands, with_progress_axes  # noqa: F401
+from .engine import DEDUP, ids, query, run_sql, sign
+# The entropy diagnostics (schema v2) live in their own module to keep this one readable; one namespace for callers.
+from .queries_explain import (covariance_by_bin, entropy_driver_correlation, entropy_drivers,  # noqa: F401
+                              inactive_ratio_steps, logp_adv_cov_from_tokens, sampler_mismatch,
+                              top_covariance_tokens)
 
-_DB: tuple[int, duckdb.DuckDBPyConnection] | None = None
-_DB_LOCK = threading.Lock()
 DEFAULT_STALE_AFTER_S = 300.0
 
 
-def _cursor() -> duckdb.DuckDBPyConnection:
-    global _DB
-    with _DB_LOCK:
-        if _DB is None or _DB[0] != os.getpid():  # a forked child must not reuse the parent's DB
-            con = duckdb.connect(":memory:")
-            con.execute("SET GLOBAL TimeZone = 'UTC'")
-            _DB = (os.getpid(), con)
-        return _DB[1].cursor()
-
-
-def _source(name: str, parts: list[catalog.Part], renames: dict) -> tuple[str, dict]:
-    """SQL for one table source and its bound parameters. Files go in as bound lists; no files -> a
-    typed empty table; files with other columns (older versions, outside writers) are aligned by
-    name to the schema; a run directory whose name in queries is not its files' run_id (two
-    directories sharing one) has that name put in the run_id column, so runs are never merged."""
-    if not parts:
-        return f"_empty_{name}", {}
-    groups: dict = {}
-    for p in parts:
-        groups.setdefault(renames.get(p.run_dir), []).append(p.path)
-    if list(groups) == [None] and all(p.canonical for p in parts):
-        return f"read_parquet(${name}_files)", {f"{name}_files": groups[None]}
-    selects, params = [f"SELECT * FROM _empty_{name}"], {}
-    for i, (key, files) in enumerate(groups.items()):
-        params[f"{name}_files{i}"] = files
-        read = f"read_parquet(${name}_files{i}, union_by_name = true)"
-        if key is None:
-            selects.append(f"SELECT * FROM {read}")
-        else:
-            params[f"{name}_name{i}"] = key
-            selects.append(f"SELECT * REPLACE (${name}_name{i} AS run_id) FROM {read}")
-    return "(" + " UNION ALL BY NAME ".join(selects) + ")", params
-
-
-_BUGS = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogException)
-
-
-def _run(sql: str, select: Callable[[], dict], params: dict | None = None, renames: dict | None = None) -> pd.DataFrame:
-    """Execute `sql` whose {table} placeholders become sources from `select()`. When DuckDB fails
-    on the data, a file that vanished (resume, re-logged step) is forgotten by rescanning, a file
-    that cannot be read (corrupt data page) is reported and skipped, and the query retried."""
-    for _ in range(4):
-        sources = select()
-        built = {n: _source(n, ps, renames or {}) for n, ps in sources.items()}
-        text = sql.format(**{n: b[0] for n, b in built.items()})
-        bound = {**(params or {}), **{k: v for n, b in built.items() if "{" + n + "}" in sql for k, v in b[1].items()}}
-        con = _cursor()
-        try:
-            for n in sources:
-                con.register(f"_empty_{n}", FILE_SCHEMAS[n].empty_table())
-            return con.execute(text, bound).df()
-        except _BUGS:
-            raise
-        except duckdb.Error as e:
-            if not _blame_files(sources, str(e)):
-                raise
-        finally:
-            con.close()
-    raise RuntimeError(f"logs under changed too often to query: {sql[:60]}")
-
-
-def _blame_files(sources: dict, message: str) -> bool:
-    """After a data error: True when a file vanished or a file to blame was marked bad (those
-    named in DuckDB's message, else any that pyarrow cannot read either)."""
-    parts = [p for ps in sources.values() for p in ps]
-    if any(not os.path.exists(p.path) for p in parts):
-        return True
-    blamed = [p for p in parts if p.path in message] or [p for p in parts if not _readable(p.path)]
-    for p in blamed:
-        catalog.mark_bad(p.path, f"unreadable while querying: {message.splitlines()[0]}")
-    return bool(blamed)
-
-
-def _readable(path: str) -> bool:
-    try:
-        pq.read_table(path)
-        return True
-    except Exception:  # any failure means DuckDB cannot read it either
-        return False
-
-
-def _ids(run_ids) -> list[str] | None:
-    return None if run_ids is None else [run_ids] if isinstance(run_ids, str) else [str(r) for r in run_ids]
-
-
-def _where(run_ids=None, step_min=None, step_max=None, extra=()) -> tuple[str, dict]:
-    """A WHERE clause of constant fragments and the parameters they bind."""
-    frags, params = ["TRUE", *extra], {}  # TRUE: callers may append "AND ..."
-    if run_ids is not None:
-        frags.append("list_contains($run_ids, run_id)")
-        params["run_ids"] = run_ids
-    if step_min is not None:
-        frags.append("step >= $step_min")
-        params["step_min"] = int(step_min)
-    if step_max is not None:
-        frags.append("step <= $step_max")
-        params["step_max"] = int(step_max)
-    return "WHERE " + " AND ".join(frags), params
-
-
-def _q(sql: str, tables: tuple, root, run_ids=None, step_min=None, step_max=None,
-       extra=(), params=None) -> pd.DataFrame:
-    """Common path: prune files by run/step, add the matching WHERE, run."""
-    ids = _ids(run_ids)
-    where, p = _where(ids, step_min, step_max, extra)
-    def select():
-        return {t: catalog.select(root, t, ids, step_min, step_max) for t in tables}
-    return _run(sql.replace("{where}", where), select, {**p, **(params or {})}, catalog.renamed(root))
-
-
-_DEDUP = "QUALIFY row_number() OVER (PARTITION BY run_id, step ORDER BY rank) = 1"
 _METRICS = ", ".join(S.STEP_METRICS)
 
 
 def step_metrics(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFrame:
     """run_id, step, then every steps metric (schema.STEP_METRICS, nullable floats); one row per
     (run, step) from the lowest rank that logged it; ordered by run_id, step."""
-    sql = f"SELECT run_id, step, {_METRICS} FROM {{steps}} {{where}} {_DEDUP} ORDER BY run_id, step"
-    return _q(sql, ("steps",), root, run_ids, step_min, step_max)
+    sql = f"SELECT run_id, step, {_METRICS} FROM {{steps}} {{where}} {DEDUP} ORDER BY run_id, step"
+    return query(sql, ("steps",), root, run_ids, step_min, step_max)
 
 
 def nonfinite_metrics(root, run_ids=None) -> pd.DataFrame:
@@ -163,10 +48,10 @@ def nonfinite_metrics(root, run_ids=None) -> pd.DataFrame:
     sql = f"""SELECT run_id, metric, count(*) FILTER (WHERE isnan(v)) AS nan,
                      count(*) FILTER (WHERE v = 'inf'::DOUBLE) AS pos_inf,
                      count(*) FILTER (WHERE v = '-inf'::DOUBLE) AS neg_inf
-              FROM (UNPIVOT (SELECT run_id, step, {_METRICS} FROM {{steps}} {{where}} {_DEDUP})
+              FROM (UNPIVOT (SELECT run_id, step, {_METRICS} FROM {{steps}} {{where}} {DEDUP})
                     ON {_METRICS} INTO NAME metric VALUE v)
               WHERE NOT isfinite(v) GROUP BY ALL ORDER BY run_id, metric"""
-    return _q(sql, ("steps",), root, run_ids)
+    return query(sql, ("steps",), root, run_ids)
 
 
 _LAST = ["reward_mean", "accuracy", "entropy_mean", "repetition_rate", "eval_avg_at_k", "eval_pass_at_k"]
@@ -186,9 +71,9 @@ def list_runs(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime 
     last = ", ".join(f"arg_max({m}, step) FILTER (WHERE {m} IS NOT NULL) AS {m}" for m in _LAST)
     sql = f"""SELECT run_id, max(step) AS last_step, count(DISTINCT step) AS n_steps, {last}
               FROM {{steps}} GROUP BY run_id"""
-    now = now or datetime.now(timezone.utc)
-    df = _runs_frame(root, now, stale_after_s).merge(_q(sql, ("steps",), root), on="run_id", how="outer")
-    paths = {key: d for d, key in catalog.run_keys(root).items()}  # runs without a runs file
+    now, tree = now or datetime.now(timezone.utc), catalog.listing(root)
+    df = _runs_frame(tree, now, stale_after_s).merge(query(sql, ("steps",), tree), on="run_id", how="outer")
+    paths = {key: d for d, key in catalog.run_keys(tree).items()}  # runs without a runs file
     df["path"] = df["path"].fillna(df["run_id"].map(paths))
     df = _with_status(df, now)
     for c in ("seed", "last_step", "n_steps"):
@@ -218,8 +103,9 @@ def _runs_frame(root, now: datetime, stale_after_s: float) -> pd.DataFrame:
     """One row per run (directory, named as in catalog.run_keys): the lowest rank's runs row, with
     status / status_written combined over ranks."""
     ranks: dict[str, list[dict]] = {}
-    keys = catalog.run_keys(root)
-    for p in sorted(catalog.scan(root, "runs")[0], key=lambda p: p.rank):
+    tree = catalog.listing(root)
+    keys = catalog.run_keys(tree)
+    for p in sorted(catalog.scan(tree, "runs")[0], key=lambda p: p.rank):
         ranks.setdefault(p.run_dir, []).append(
             {**p.row, "run_id": keys.get(p.run_dir, p.row["run_id"]), "path": p.run_dir})
     cols = ["run_id", "path", "algo", "task", "model", "seed", "started_at", "updated_at",
@@ -233,7 +119,7 @@ def _runs_frame(root, now: datetime, stale_after_s: float) -> pd.DataFrame:
                      "status_written": _worst(r["status"] for r in rs if r.get("status")) or None})
     df = pd.DataFrame(rows, columns=cols + ["status", "status_written"])
     for c in ("started_at", "updated_at", "finished_at"):
-        df[c] = pd.to_datetime(df[c], utc=True)
+        df[c] = pd.to_datetime(df[c], utc=True, errors="coerce")
     return df
 
 
@@ -258,7 +144,7 @@ def _status(r: dict, stale_after_s: float) -> str:
 
 
 def _process_gone(pid, host) -> bool:
-    if pid is None or pd.isna(pid) or host != socket.gethostname():
+    if not isinstance(pid, int) or pid <= 0 or host != socket.gethostname():  # pid 0, -1: groups, not a process
         return False
     try:
         os.kill(int(pid), 0)
@@ -287,7 +173,7 @@ def rich_get_richer(root, run_ids=None, step_min=None, step_max=None, clip_state
     sql = f"""SELECT run_id, adv_sign, prob_bin, min(prob_lo) AS prob_lo, max(prob_hi) AS prob_hi,
               {_HIST_MEANS} FROM {{token_hist}} {{where}} GROUP BY ALL ORDER BY run_id, adv_sign, prob_bin"""
     extra = ("clip_state = $clip_state",) if clip_state else ()
-    return _q(sql, ("token_hist",), root, run_ids, step_min, step_max, extra=extra,
+    return query(sql, ("token_hist",), root, run_ids, step_min, step_max, extra=extra,
               params={"clip_state": clip_state} if clip_state else None)
 
 
@@ -296,7 +182,8 @@ def rich_get_richer_over_steps(root, run_ids=None, step_min=None, step_max=None,
     """rich_get_richer per step window: run_id, window_start, window_end (inclusive nominal step
     bounds), then the rich_get_richer columns. `window` steps per window; default: the selected
     step range split into n_windows windows."""
-    parts = catalog.select(root, "token_hist", _ids(run_ids), step_min, step_max)
+    tree = catalog.listing(root)
+    parts = catalog.select(tree, "token_hist", ids(run_ids), step_min, step_max)
     lo = step_min if step_min is not None else min((p.step for p in parts), default=0)
     hi = step_max if step_max is not None else max((p.last for p in parts), default=0)
     window = int(window or max(1, math.ceil((hi - lo + 1) / max(n_windows, 1))))
@@ -304,8 +191,7 @@ def rich_get_richer_over_steps(root, run_ids=None, step_min=None, step_max=None,
               $lo + ((step - $lo) // $window) * $window + $window - 1 AS window_end,
               adv_sign, prob_bin, min(prob_lo) AS prob_lo, max(prob_hi) AS prob_hi, {_HIST_MEANS}
               FROM {{token_hist}} {{where}} GROUP BY ALL ORDER BY run_id, window_start, adv_sign, prob_bin"""
-    return _q(sql, ("token_hist",), root, run_ids, step_min, step_max,
-              params={"lo": int(lo), "window": window})
+    return query(sql, ("token_hist",), tree, run_ids, step_min, step_max, params={"lo": int(lo), "window": window})
 
 
 def value_distribution(root, run_ids=None, quantity: str = "weight", step_min=None, step_max=None,
@@ -323,7 +209,7 @@ def value_distribution(root, run_ids=None, quantity: str = "weight", step_min=No
         FROM {value_hist} {where} GROUP BY ALL)
         SELECT *, count / sum(count) OVER (PARTITION BY run_id, step, adv_sign) AS share
         FROM c ORDER BY run_id, step, adv_sign, bin"""
-    return _q(sql, ("value_hist",), root, run_ids, step_min, step_max, extra=("quantity = $quantity",),
+    return query(sql, ("value_hist",), root, run_ids, step_min, step_max, extra=("quantity = $quantity",),
               params={"quantity": quantity, "every": max(int(every), 1), "by_sign": bool(by_sign)})
 
 
@@ -345,11 +231,11 @@ def entropy_over_steps(root, run_ids=None, step_min=None, step_max=None) -> pd.D
         FROM {{token_hist}} {{where}} GROUP BY ALL),
       v AS (SELECT run_id, step, coalesce(sum(count) FILTER (WHERE bin_hi <= $thr), 0) / sum(count) AS near_deterministic_frac
         FROM {{value_hist}} {{where}} AND quantity = 'entropy' GROUP BY ALL),
-      m AS (SELECT run_id, step, entropy_mean FROM {{steps}} {{where}} {_DEDUP})
+      m AS (SELECT run_id, step, entropy_mean FROM {{steps}} {{where}} {DEDUP})
     SELECT run_id, step, m.entropy_mean, h.token_entropy_mean, h.entropy_mean_pos, h.entropy_mean_neg,
            v.near_deterministic_frac, h.n_tokens
     FROM h FULL JOIN v USING (run_id, step) FULL JOIN m USING (run_id, step) ORDER BY run_id, step"""
-    return _q(sql, ("token_hist", "value_hist", "steps"), root, run_ids, step_min, step_max,
+    return query(sql, ("token_hist", "value_hist", "steps"), root, run_ids, step_min, step_max,
               params={"thr": S.NEAR_DETERMINISTIC_NATS + 1e-9})
 
 
@@ -365,16 +251,12 @@ def clip_fractions(root, run_ids=None, step_min=None, step_max=None) -> pd.DataF
         SELECT run_id, step, adv_sign, 'hard' AS kind, hard / n AS frac, n FROM c
         UNION ALL SELECT run_id, step, adv_sign, 'dual' AS kind, dual / n AS frac, n FROM c)
       ORDER BY run_id, step, adv_sign, kind DESC"""
-    return _q(sql, ("token_hist",), root, run_ids, step_min, step_max)
+    return query(sql, ("token_hist",), root, run_ids, step_min, step_max)
 
 
 def _check_sign(adv_sign) -> None:
     if adv_sign is not None and adv_sign not in S.ADV_SIGNS:
         raise ValueError(f"adv_sign must be one of {S.ADV_SIGNS} or None, got {adv_sign!r}")
-
-
-def _sign(col: str) -> str:
-    return f"CASE WHEN {col} > 0 THEN 'pos' WHEN {col} < 0 THEN 'neg' ELSE 'zero' END"
 
 
 def repetition_over_steps(root, run_ids=None, step_min=None, step_max=None,
@@ -387,14 +269,14 @@ def repetition_over_steps(root, run_ids=None, step_min=None, step_max=None,
     sql = f"""SELECT run_id, step, coalesce(s, 'all') AS reward_sign, avg(repetition_rate) AS repetition_rate,
               count(*) AS n
        FROM (SELECT run_id, step, repetition_rate,
-                    {_sign("CASE WHEN $by_reward THEN reward ELSE advantage END")} AS s
+                    {sign("CASE WHEN $by_reward THEN reward ELSE advantage END")} AS s
              FROM {{sequences}} {{where}})
        GROUP BY GROUPING SETS ((run_id, step, s), (run_id, step)) ORDER BY run_id, step, reward_sign"""
-    return _q(sql, ("sequences",), root, run_ids, step_min, step_max, params={"by_reward": by == "reward"})
+    return query(sql, ("sequences",), root, run_ids, step_min, step_max, params={"by_reward": by == "reward"})
 
 
 _SEQ_COLS = ("run_id, step, rank, sample, prompt_id, \"group\", prompt, completion, reward, advantage, "
-             f"{_sign('advantage')} AS adv_sign, length, truncated, repetition_rate, correct, tokens_logged")
+             f"{sign('advantage')} AS adv_sign, length, truncated, repetition_rate, correct, tokens_logged")
 
 
 def top_repetitive_samples(root, run_id: str, limit: int = 20, step_min=None, step_max=None) -> pd.DataFrame:
@@ -402,7 +284,7 @@ def top_repetitive_samples(root, run_id: str, limit: int = 20, step_min=None, st
     ordered by repetition_rate desc, then latest step first."""
     sql = f"""SELECT {_SEQ_COLS} FROM {{sequences}} {{where}}
               ORDER BY repetition_rate DESC NULLS LAST, step DESC, rank, sample LIMIT $limit"""
-    return _q(sql, ("sequences",), root, [run_id], step_min, step_max, params={"limit": int(limit)})
+    return query(sql, ("sequences",), root, [run_id], step_min, step_max, params={"limit": int(limit)})
 
 
 def samples(root, run_id: str, step: int, adv_sign: str | None = None, min_reward=None, max_reward=None,
@@ -413,7 +295,7 @@ def samples(root, run_id: str, step: int, adv_sign: str | None = None, min_rewar
     clipped_only (at least one clipped or dual-clipped token row)."""
     _check_sign(adv_sign)
     extra, params = [], {"limit": int(limit)}
-    for frag, name, val in ((f"{_sign('advantage')} = $adv_sign", "adv_sign", adv_sign),
+    for frag, name, val in ((f"{sign('advantage')} = $adv_sign", "adv_sign", adv_sign),
                             ("reward >= $min_reward", "min_reward", min_reward),
                             ("reward <= $max_reward", "max_reward", max_reward),
                             ("tokens_logged = $tokens_logged", "tokens_logged", tokens_logged)):
@@ -428,7 +310,7 @@ def samples(root, run_id: str, step: int, adv_sign: str | None = None, min_rewar
                          FROM {{tokens}} WHERE list_contains($run_ids, run_id) AND step = $step_min
                          GROUP BY run_id, rank, sample) t USING (run_id, rank, sample)
               {having} ORDER BY rank, sample LIMIT $limit"""
-    return _q(sql, ("sequences", "tokens"), root, [run_id], step, step, extra=extra, params=params)
+    return query(sql, ("sequences", "tokens"), root, [run_id], step, step, extra=extra, params=params)
 
 
 TOKEN_EXTRA = ("delta_logp = new_logp - old_logp, old_prob = exp(old_logp), prob = exp(logp), "
@@ -446,9 +328,9 @@ def sample_tokens(root, run_id: str, step: int, sample: int, epoch: int | None =
             extra.append(f"{name} = ${name}")
             params[name] = int(val)
     sql = f"""SELECT *, new_logp - old_logp AS delta_logp, exp(old_logp) AS old_prob, exp(logp) AS prob,
-              exp(new_logp) AS new_prob, {_sign('advantage')} AS adv_sign
+              exp(new_logp) AS new_prob, {sign('advantage')} AS adv_sign
               FROM {{tokens}} {{where}} ORDER BY epoch, minibatch, position"""
-    return _q(sql, ("tokens",), root, [run_id], step, step, extra=extra, params=params)
+    return query(sql, ("tokens",), root, [run_id], step, step, extra=extra, params=params)
 
 
 def _token_filters(epoch: int | None, adv_sign: str | None, limit: int) -> tuple[list[str], dict]:
@@ -459,7 +341,7 @@ def _token_filters(epoch: int | None, adv_sign: str | None, limit: int) -> tuple
         extra.append("epoch = $epoch")
         params["epoch"] = int(epoch)
     if adv_sign is not None:
-        extra.append(f"{_sign('advantage')} = $adv_sign")
+        extra.append(f"{sign('advantage')} = $adv_sign")
         params["adv_sign"] = adv_sign
     return extra, params
 
@@ -471,9 +353,9 @@ def step_tokens(root, run_id: str, step: int, adv_sign: str | None = None, epoch
     position); at most `limit` rows."""
     extra, params = _token_filters(epoch, adv_sign, limit)
     sql = f"""SELECT *, new_logp - old_logp AS delta_logp, exp(old_logp) AS old_prob, exp(logp) AS prob,
-              exp(new_logp) AS new_prob, {_sign('advantage')} AS adv_sign
+              exp(new_logp) AS new_prob, {sign('advantage')} AS adv_sign
               FROM {{tokens}} {{where}} ORDER BY epoch, minibatch, sample, position LIMIT $limit"""
-    return _q(sql, ("tokens",), root, [run_id], step, step, extra=extra, params=params)
+    return query(sql, ("tokens",), root, [run_id], step, step, extra=extra, params=params)
 
 
 def weight_landscape_tokens(root, run_id: str, step: int, limit: int = 5000, epoch: int | None = None,
@@ -482,10 +364,10 @@ def weight_landscape_tokens(root, run_id: str, step: int, limit: int = 5000, epo
     current policy at that pass), ratio, weight, adv_sign, clipped, dual_clipped, epoch, sample,
     position, token. A deterministic subsample of at most `limit` rows (hash order)."""
     extra, params = _token_filters(epoch, adv_sign, limit)
-    sql = f"""SELECT exp(old_logp) AS old_prob, exp(logp) AS prob, ratio, weight, {_sign('advantage')} AS adv_sign,
+    sql = f"""SELECT exp(old_logp) AS old_prob, exp(logp) AS prob, ratio, weight, {sign('advantage')} AS adv_sign,
               clipped, dual_clipped, epoch, sample, position, token
               FROM {{tokens}} {{where}} ORDER BY hash(rank, epoch, minibatch, sample, position) LIMIT $limit"""
-    return _q(sql, ("tokens",), root, [run_id], step, step, extra=extra, params=params)
+    return query(sql, ("tokens",), root, [run_id], step, step, extra=extra, params=params)
 
 
 def steps_available(root, run_id: str) -> pd.DataFrame:
@@ -495,15 +377,17 @@ def steps_available(root, run_id: str) -> pd.DataFrame:
                (SELECT DISTINCT step FROM {steps} {where}) s
                LEFT JOIN (SELECT step, count(*) AS n FROM {sequences} {where} GROUP BY step) q USING (step)
              ORDER BY s.step"""
-    df = _q(sql, ("steps", "sequences"), root, [run_id])
-    parts = catalog.select(root, "tokens", [run_id])
+    tree = catalog.listing(root)
+    df = query(sql, ("steps", "sequences"), tree, [run_id])
+    parts = catalog.select(tree, "tokens", [run_id])
     tokens: dict[int, int] = {}
     for p in parts:  # the writer never merges tokens: one step per file, counted from its footer
         if p.step == p.last:
             tokens[p.step] = tokens.get(p.step, 0) + p.num_rows
     merged = [p for p in parts if p.step != p.last]  # segments made by other tools: count rows
     if merged:
-        n = _run("SELECT step, count(*) AS n FROM {tokens} GROUP BY step", lambda: {"tokens": merged})
+        n = run_sql("SELECT step, count(*) AS n FROM {tokens} GROUP BY step",
+                    lambda _: ({"tokens": merged}, catalog.run_keys(tree)))
         for step, k in zip(n["step"], n["n"]):
             tokens[step] = tokens.get(step, 0) + int(k)
     df["n_token_rows"] = [tokens.get(s, 0) for s in df["step"]]
@@ -520,12 +404,12 @@ def warmup_progress(root) -> pd.DataFrame:
     the start model's supervised warm-up before the first run exists. A 'running' warm-up whose
     process is gone (same host) reads 'interrupted'."""
     rows = []
-    for path in progress.warmup_files(root):
+    for path, _ in catalog.listing(root).warmups:
         rec = progress.read_warmup(path)
         if rec is not None:
             if rec["state"] == "running" and _process_gone(rec["pid"], rec["host"]):
                 rec["state"] = "interrupted"
-            rows.append({"path": str(path.parent), **rec})
+            rows.append({"path": os.path.dirname(path), **rec})
     return pd.DataFrame(rows, columns=["path", *progress.FIELDS])
 
 
@@ -533,14 +417,23 @@ PROBLEM_COLUMNS = ["path", "table", "reason", "run_id", "kind"]
 
 
 def problems(root, defer_tokens: bool = False) -> pd.DataFrame:
-    """PROBLEM_COLUMNS: one row per file skipped under root, kind 'file' (newer schema, corrupt,
-    truncated, failed page checksum, rows not matching the file's name, overlapping segment), and
-    per gap in a run's steps, kind 'gap' (path = the run directory); run_id as in list_runs.
-    defer_tokens: token files not verified yet are not verified now but left to the background check
-    (unchecked_token_files); their problems are listed once it has read them."""
-    keys = catalog.run_keys(root)
-    rows = [(path, table, reason, keys.get(d), "gap" if path == d else "file")
-            for path, table, reason, d in catalog.problems(root, defer=("tokens",) if defer_tokens else ())]
+    """PROBLEM_COLUMNS: one row per entry left out under root, kind 'file' (newer schema, corrupt,
+    truncated, failed page checksum, wrong column types, rows not matching the file's name or run,
+    overlapping segment, unreadable, not a regular file, a link out of the root; warm-up progress
+    files that are not one) or 'directory' (cannot be read, a link out of the root, a name DuckDB
+    would glob); per gap in a run's steps, kind 'gap' (path = the run directory); kind 'hint' when
+    there are too many uncompacted files or runs to read fast. run_id as in list_runs (null for
+    entries outside any run). defer_tokens: token files not verified yet are not verified now but
+    left to the background check (unchecked_token_files); their problems are listed once it has read
+    them."""
+    tree = catalog.listing(root)
+    keys = catalog.run_keys(tree)
+    rows = [(path, table, reason, keys.get(d), kind)
+            for path, table, reason, d, kind in catalog.problems(tree, defer=("tokens",) if defer_tokens else ())]
+    for path, _ in tree.warmups:
+        why = progress.warmup_problem(path)
+        if why:
+            rows.append((path, "warmup", why, None, "file"))
     return pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
 
 
@@ -550,10 +443,11 @@ def unchecked_token_files(root, check_above_bytes: int | None = None) -> tuple[i
     return catalog.check_later(root, "tokens", float("inf") if check_above_bytes is None else check_above_bytes)
 
 
-# Comparing runs (pure pandas over the frames above), here so that one module answers every question.
-from .compare import config_diff, group_keys, run_configs, run_groups, seed_bands, with_progress_axes  # noqa: E402,F401
+def watch_state(root, check_above_bytes: int | None = None, stale_after_s: float = DEFAULT_STALE_AFTER_S,
+                now: datetime | None = None) -> tuple[str, pd.DataFrame, tuple[int, int]]:
+    """(data_version, run_statuses, unchecked_token_files) from one listing of the tree: what a live
+    view polls every few seconds, at the cost of one directory walk and the runs files' cached rows."""
+    tree = catalog.listing(root)
+    return (data_version(tree), run_statuses(tree, stale_after_s, now),
+            unchecked_token_files(tree, check_above_bytes))
 
-# The entropy diagnostics (schema v2) live in their own module to keep this one readable; one namespace for callers.
-from .queries_explain import (covariance_by_bin, entropy_driver_correlation, entropy_drivers,  # noqa: E402,F401
-                              inactive_ratio_steps, logp_adv_cov_from_tokens, sampler_mismatch,
-                              top_covariance_tokens)

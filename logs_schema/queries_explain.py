@@ -1,5 +1,5 @@
-"""Queries behind "why does entropy fall?" (schema v2 diagnostics); re-exported by `queries`, so callers
-write `queries.entropy_drivers(...)` like any other question.
+"""Queries behind "why does entropy fall?" (schema v2 diagnostics), on the shared engine; re-exported by
+`queries`, so callers write `queries.entropy_drivers(...)` like any other question.
 
 Long runs read per-step aggregates (steps, token_hist); token rows are read for one step or a short
 step window at a time. On v1 logs the v2 columns read as null and every function still returns its
@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import catalog
 from . import schema as S
-from .queries import _DEDUP, _q, _sign
+from .engine import DEDUP, query, sign
 
 _DRIVER_METRICS = ("entropy_mean", "logp_adv_cov", "logp_adv_cov_pos", "logp_adv_cov_neg", "fork_share_pos",
                    "fork_share_neg", "ratio_inactive_frac", "rollout_kl", "rollout_logp_diff_max")
@@ -28,7 +29,7 @@ def entropy_drivers(root, run_ids=None, step_min=None, step_max=None) -> pd.Data
     fork_share_pos, fork_share_neg, ratio_inactive_frac, rollout_kl, rollout_logp_diff_max.
     Ordered by run_id, step."""
     rest = ", ".join(f"m.{c}" for c in _DRIVER_METRICS[4:])
-    sql = f"""WITH m AS (SELECT run_id, step, {", ".join(_DRIVER_METRICS)} FROM {{steps}} {{where}} {_DEDUP}),
+    sql = f"""WITH m AS (SELECT run_id, step, {", ".join(_DRIVER_METRICS)} FROM {{steps}} {{where}} {DEDUP}),
       h AS ({_TOTALS})
     SELECT run_id, step, m.entropy_mean,
       CASE WHEN lead(step) OVER w = step + 1 THEN lead(m.entropy_mean) OVER w - m.entropy_mean END AS entropy_change,
@@ -37,7 +38,7 @@ def entropy_drivers(root, run_ids=None, step_min=None, step_max=None) -> pd.Data
       -coalesce(m.logp_adv_cov, h.xa / h.n - (h.x / h.n) * (h.a / h.n)) AS driver,
       {rest}
     FROM m LEFT JOIN h USING (run_id, step) WINDOW w AS (PARTITION BY run_id ORDER BY step) ORDER BY run_id, step"""
-    return _q(sql, ("steps", "token_hist"), root, run_ids, step_min, step_max)
+    return query(sql, ("steps", "token_hist"), root, run_ids, step_min, step_max)
 
 
 def entropy_driver_correlation(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFrame:
@@ -66,7 +67,7 @@ def covariance_by_bin(root, run_ids=None, step_min=None, step_max=None) -> pd.Da
     SELECT run_id, adv_sign, prob_bin, min(prob_lo) AS prob_lo, max(prob_hi) AS prob_hi, sum(n)::BIGINT AS count,
       sum((xa - xm * a - am * x + n * xm * am) / big_n) / any_value(k.n_steps) AS cov_contrib
     FROM c JOIN t USING (run_id, step) JOIN k USING (run_id) GROUP BY ALL ORDER BY run_id, adv_sign, prob_bin"""
-    return _q(sql, ("token_hist",), root, run_ids, step_min, step_max)
+    return query(sql, ("token_hist",), root, run_ids, step_min, step_max)
 
 
 def top_covariance_tokens(root, run_id: str, step: int, limit: int = 20) -> pd.DataFrame:
@@ -77,12 +78,12 @@ def top_covariance_tokens(root, run_id: str, step: int, limit: int = 20) -> pd.D
     sql = f"""WITH h AS ({_TOTALS}),
       first AS (SELECT rank, min(epoch) AS epoch FROM {{tokens}} {{where}} GROUP BY rank)
     SELECT t.rank, t.sample, t.position, t.token, exp(t.old_logp) AS old_prob, t.advantage,
-           {_sign("t.advantage")} AS adv_sign, t.entropy,
+           {sign("t.advantage")} AS adv_sign, t.entropy,
            (t.old_logp - h.x / h.n) * (t.advantage - h.a / h.n) AS product
     FROM {{tokens}} t JOIN first USING (rank, epoch) JOIN h ON t.run_id = h.run_id AND t.step = h.step
     WHERE t.run_id = $run_id AND t.step = $step_min
     ORDER BY product DESC NULLS LAST, t.rank, t.sample, t.position LIMIT $limit"""
-    return _q(sql, ("tokens", "token_hist"), root, [run_id], step, step, params={"run_id": run_id,
+    return query(sql, ("tokens", "token_hist"), root, [run_id], step, step, params={"run_id": run_id,
                                                                                 "limit": int(limit)})
 
 
@@ -101,19 +102,20 @@ def sampler_mismatch(root, run_id: str, step_min=None, step_max=None, by: str = 
            avg(old_logp - rollout_logp) AS diff_mean, avg(abs(old_logp - rollout_logp)) AS abs_diff_mean,
            max(abs(old_logp - rollout_logp)) AS abs_diff_max
     FROM t WHERE epoch = first_epoch GROUP BY ALL ORDER BY run_id, key"""
-    return _q(sql, ("tokens",), root, [run_id], step_min, step_max, params={"by_prob": by == "prob"})
+    return query(sql, ("tokens",), root, [run_id], step_min, step_max, params={"by_prob": by == "prob"})
 
 
 def inactive_ratio_steps(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFrame:
     """run_id, step, ratio_inactive_frac, inactive (frac > RATIO_INACTIVE_SHARE: the ratios did nothing, so
     ASPO, GRPO and every ratio-based loss made the same update). Logs without the v2 metric (v1, other
     writers) are measured on their logged token rows instead. Ordered by run_id, step."""
-    sql = f"SELECT run_id, step, ratio_inactive_frac FROM {{steps}} {{where}} {_DEDUP}"
-    df = _q(sql, ("steps",), root, run_ids, step_min, step_max)
+    sql = f"SELECT run_id, step, ratio_inactive_frac FROM {{steps}} {{where}} {DEDUP}"
+    tree = catalog.listing(root)
+    df = query(sql, ("steps",), tree, run_ids, step_min, step_max)
     missing = sorted(df.loc[df["ratio_inactive_frac"].isna(), "run_id"].unique())
     if missing:
-        rows = _q("""SELECT run_id, step, avg((abs(ratio - 1) < $tol)::DOUBLE) AS frac FROM {tokens} {where}
-                     GROUP BY ALL""", ("tokens",), root, missing, step_min, step_max,
+        rows = query("""SELECT run_id, step, avg((abs(ratio - 1) < $tol)::DOUBLE) AS frac FROM {tokens} {where}
+                     GROUP BY ALL""", ("tokens",), tree, missing, step_min, step_max,
                   params={"tol": S.RATIO_INACTIVE_TOL})
         df = df.merge(rows, on=["run_id", "step"], how="left")
         df["ratio_inactive_frac"] = df["ratio_inactive_frac"].fillna(df.pop("frac"))
@@ -131,4 +133,4 @@ def logp_adv_cov_from_tokens(root, run_ids=None, step_min=None, step_max=None) -
     SELECT run_id, step, count(*) AS n,
            avg(old_logp * advantage) - avg(old_logp) * avg(advantage) AS logp_adv_cov
     FROM t WHERE epoch = first_epoch GROUP BY ALL ORDER BY run_id, step"""
-    return _q(sql, ("tokens",), root, run_ids, step_min, step_max)
+    return query(sql, ("tokens",), root, run_ids, step_min, step_max)

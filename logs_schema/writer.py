@@ -55,9 +55,10 @@ from .tables import (AGG_COLUMNS, FILE_SCHEMAS, build_table, sample_ids, steps_t
 PART_TABLES = ("tokens", "token_hist", "value_hist", "sequences", "steps")  # publication order
 SEGMENT_TABLES = ("steps", "sequences", "token_hist", "value_hist")
 META_KEYS = ("algo", "task", "model", "seed", "config")
-PART_RE = re.compile(r"^step-(\d{8})-rank(\d+)\.parquet$")
-SEG_RE = re.compile(r"^seg-(\d{8})-(\d{8})-rank(\d+)\.parquet$")
-RUNS_RE = re.compile(r"^rank(\d+)\.parquet$")
+# ASCII digits and \Z (not $, which also matches before a final newline): a name matches only as written
+PART_RE = re.compile(r"^step-([0-9]{8})-rank([0-9]{1,9})\.parquet\Z")
+SEG_RE = re.compile(r"^seg-([0-9]{8})-([0-9]{8})-rank([0-9]{1,9})\.parquet\Z")
+RUNS_RE = re.compile(r"^rank([0-9]{1,9})\.parquet\Z")
 ROW_GROUP_ROWS = 1 << 17  # segments: big row groups (DuckDB pays per row group and column)
 HOLD_BYTES = 4 << 20  # a step's small table is kept in memory for compaction below this size
 

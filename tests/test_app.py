@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from aspo_dashboard import charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from logs_helpers import grpo_and_aspo, make_synthetic_run
 from logs_schema import RunWriter, progress, queries
 from logs_schema import schema as S
@@ -283,11 +284,11 @@ def test_warmup_progress_is_shown_until_the_first_step(tmp_path, monkeypatch, pa
     progress.write_warmup(tmp_path, state="done", step=90, max_steps=1200, seconds=30.0, accuracy=0.56,
                           target_accuracy=0.55, cached=False)
     RunWriter(tmp_path / "grpo", run_id="grpo", meta={"algo": "grpo"})  # started, no step yet
-    data.data_version.clear()  # its 1 s TTL would otherwise make this test wait a second
+    data.watch_state.clear()  # its 1 s TTL would otherwise make this test wait a second
     at = open_page(tmp_path, page, monkeypatch)
     assert "Start model warmed up: 90 steps, held-out accuracy 0.56" in messages(at)
     make_synthetic_run(tmp_path / "aspo", "aspo", steps=1, seqs_per_step=8)
-    data.data_version.clear()
+    data.watch_state.clear()
     at = open_page(tmp_path, page, monkeypatch)
     assert "warmed up" not in messages(at)  # a run has its first step: the curves take over
 

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aspo_dashboard import charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from logs_helpers import synthetic_step
-from logs_schema import RunWriter
+from logs_schema import RunWriter, engine
 
 
 def test_logs_root_from_argv_then_env_then_default():
@@ -75,7 +76,7 @@ def test_live_a_new_step_reaches_the_charts(tmp_path):
     assert list(data.steps_available(root, "live")["step"]) == [0, 1, 2]
 
     write_steps(w, range(3, 5))
-    data.data_version.clear()  # its 1 s TTL would otherwise make this test wait a second
+    data.watch_state.clear()  # its 1 s TTL would otherwise make this test wait a second
     fig = charts.step_curves(data.step_metrics(root, ["live"]), "reward_mean")
     assert list(fig.data[0].x) == [0, 1, 2, 3, 4]
     assert data.list_runs(root).iloc[0]["n_steps"] == 5
@@ -84,7 +85,7 @@ def test_live_a_new_step_reaches_the_charts(tmp_path):
     assert list(data.steps_available(root, "live")["step"])[-1] == 4
 
     w.set_status("finished")
-    data.data_version.clear()
+    data.watch_state.clear()
     assert data.list_runs(root).iloc[0]["status"] == "finished"
 
 
@@ -99,7 +100,7 @@ def test_cache_is_keyed_on_the_data_version(tmp_path, monkeypatch):
     data.step_metrics(str(tmp_path), ["r"])
     assert len(calls) == 1  # same version: served from the cache
     write_steps(w, [1], "grpo")
-    data.data_version.clear()
+    data.watch_state.clear()
     assert len(data.step_metrics(str(tmp_path), ["r"])) == 2 and len(calls) == 2
 
 
@@ -109,7 +110,7 @@ def test_clip_fractions_not_logged_by_the_trainer_come_from_token_hist(tmp_path)
         metrics, seq, tok = synthetic_step(np.random.default_rng([2, step]), "grpo", 0.5, seqs_per_step=16)
         keep = {k: v for k, v in metrics.items() if "clip_frac" not in k}  # an outside trainer
         w.log_step(step, keep, seq, tok)
-    data.data_version.clear()
+    data.watch_state.clear()
     raw = data.step_metrics(str(tmp_path), ["outside"])
     assert raw["clip_frac_neg"].isna().all()
     filled = data.step_metrics_filled(str(tmp_path), ["outside"])
@@ -119,8 +120,7 @@ def test_clip_fractions_not_logged_by_the_trainer_come_from_token_hist(tmp_path)
 
 
 def fresh_signature(root: str) -> str:
-    data.data_version.clear()  # their 1 s TTL would otherwise make this test wait
-    data.run_statuses.clear()
+    data.watch_state.clear()  # their 1 s TTL would otherwise make this test wait
     return data.watch_signature(root)
 
 
@@ -138,8 +138,8 @@ def test_watch_signature_follows_steps_and_a_killed_writer_without_a_query(tmp_p
     try:
         assert proc.stdout.readline().strip() == "ready"
         queried = []
-        real_run = data.queries._run
-        monkeypatch.setattr(data.queries, "_run", lambda *a, **k: queried.append(a[0]) or real_run(*a, **k))
+        real_run = engine.run_sql
+        monkeypatch.setattr(engine, "run_sql", lambda *a, **k: queried.append(a[0]) or real_run(*a, **k))
         first = fresh_signature(root)
         assert "w=running" in first and fresh_signature(root) == first
         proc.stdin.write("\n")
@@ -157,3 +157,33 @@ def test_watch_signature_follows_steps_and_a_killed_writer_without_a_query(tmp_p
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+def test_cached_queries_keep_the_queries_signatures_and_defaults(tmp_path, monkeypatch):
+    """data's wrappers are made from the queries (cached_query): same parameters, same defaults, same result,
+    so a page asking data.X(root, ...) gets what queries.X(root, ...) gives (by hand they had drifted: 6 windows
+    against 8, limit 10 against 20, 3000 against 5000). Positional and keyword calls share one cache entry."""
+    import inspect
+
+    from logs_helpers import make_synthetic_run
+    from logs_schema import queries
+    root = str(make_synthetic_run(tmp_path / "r", "grpo", steps=12, seqs_per_step=32).parent)
+    wrapped = {n: f for n, f in vars(data).items()
+               if callable(f) and getattr(f, "__wrapped__", None) is not None
+               and getattr(f, "__wrapped__") is getattr(queries, n, None)}
+    assert {"step_metrics", "rich_get_richer_over_steps", "top_repetitive_samples", "weight_landscape_tokens",
+            "samples", "sample_tokens", "entropy_drivers", "sampler_mismatch"} <= set(wrapped)
+    for name, f in wrapped.items():
+        assert inspect.signature(f) == inspect.signature(getattr(queries, name)), name
+    for name, args in (("rich_get_richer_over_steps", (["r"],)), ("top_repetitive_samples", ("r",)),
+                       ("weight_landscape_tokens", ("r", 11)), ("samples", ("r", 3))):
+        got, want = getattr(data, name)(root, *args), getattr(queries, name)(root, *args)
+        assert got.reset_index(drop=True).equals(want.reset_index(drop=True)), name
+    assert data.rich_get_richer_over_steps(root, ["r"])["window_start"].nunique() == 8
+    calls = []
+    real = queries.steps_available
+    monkeypatch.setattr(queries, "steps_available", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data._cached.clear()
+    a = data.steps_available(root, "r")
+    b = data.steps_available(root=root, run_id="r")
+    assert a.equals(b) and len(calls) == 1

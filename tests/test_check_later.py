@@ -116,7 +116,7 @@ def test_dashboard_says_it_is_checking_then_lists_the_damaged_file(damaged, monk
     assert data.watch_signature(str(root)).endswith("|checking")
     gate.set()
     wait_for_checks()
-    data.unchecked_token_files.clear()  # its 1 s cache: the live watcher sees the change on its next tick
+    data.watch_state.clear()  # its 1 s cache: the live watcher sees the change on its next tick
     assert data.watch_signature(str(root)).endswith("|")  # so the watcher reruns the page, once
     checked = open_page(root, "runs", monkeypatch)
     assert "1 log file(s) were skipped" in messages(checked)
