@@ -12,11 +12,12 @@ SPECS = [
     ("math", {}),
     ("math", {"digits": 3, "terms": 3, "ops": "+-*"}),
     ("split", {}),
+    ("sums", {}),
     ("code", {"n_train": 600, "n_heldout": 100}),
     (f"jsonl:{DATA / 'gsm8k_tiny.jsonl'}", {}),
     (f"jsonl:{DATA / 'with_split.jsonl'}", {}),
 ]
-IDS = ["math", "math3x3", "split", "code", "jsonl", "jsonl-split"]
+IDS = ["math", "math3x3", "split", "sums", "code", "jsonl", "jsonl-split"]
 
 
 @pytest.fixture(params=SPECS, ids=IDS, scope="module")
@@ -164,7 +165,7 @@ def test_math_wrong_demos_are_plausible():
 
 # -- get_task -----------------------------------------------------------------------------------------
 def test_get_task_unknown_spec_lists_valid():
-    with pytest.raises(ValueError, match=r"unknown task 'chess'; valid: math, split, code, jsonl:PATH"):
+    with pytest.raises(ValueError, match=r"unknown task 'chess'; valid: math, split, sums, code, jsonl:PATH"):
         get_task("chess")
 
 

@@ -69,14 +69,23 @@ class SplitTask(Task):
     def demo_solution(self, problem: Problem, rng: random.Random) -> str:
         """A uniformly random correct split (the warm-up starts with full diversity), or one that is off."""
         right = target(problem)
-        goal = right
-        if rng.random() < self.noise:  # a nearby wrong sum that is itself splittable
-            goal = min(2 * self.top, max(0, right + rng.choice((-10, -1, 1, 10))))
-            if goal == right:  # clamped at an end of the range
-                goal += -1 if right else 1
-        a = rng.randint(max(0, goal - self.top), min(goal, self.top))
-        return f"{a}+{goal - a}"
+        goal = near_miss(right, self.top, rng) if rng.random() < self.noise else right
+        return random_split(goal, self.top, rng)
 
 
 def target(problem: Problem) -> int:
     return int(problem.prompt.rstrip("="))
+
+
+def near_miss(right: int, top: int, rng: random.Random) -> int:
+    """A nearby wrong sum that is itself splittable with operands in [0, top]."""
+    goal = min(2 * top, max(0, right + rng.choice((-10, -1, 1, 10))))
+    if goal == right:  # clamped at an end of the range
+        goal += -1 if right else 1
+    return goal
+
+
+def random_split(goal: int, top: int, rng: random.Random) -> str:
+    """A uniformly random "a+b" with a + b = goal and both operands in [0, top]."""
+    a = rng.randint(max(0, goal - top), min(goal, top))
+    return f"{a}+{goal - a}"
