@@ -60,10 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--logs", default="runs", help="a run directory or a directory of runs (default: runs)")
     dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     dash.add_argument("--port", type=int, default=8501)
-    from aspo import demo, experiment, report_cli  # noqa: PLC0415
+    from aspo import demo, experiment, health_cli, report_cli  # noqa: PLC0415
     demo.add_parser(sub)
     experiment.add_parser(sub)
     report_cli.add_parser(sub)
+    health_cli.add_parser(sub)
     return parser
 
 
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from aspo import report_cli  # noqa: PLC0415
             return report_cli.run(args)
+        if args.command == "health":
+            from aspo import health_cli  # noqa: PLC0415
+            return health_cli.run(args)
         if args.command == "experiment":
             from aspo import experiment  # noqa: PLC0415
             return experiment.run(args)
