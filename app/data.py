@@ -4,7 +4,8 @@ Every query result is cached with `st.cache_data`, keyed on the query's argument
 `queries.data_version(root)` (a cheap fingerprint of the part files): a new step, a status change or
 a removed file changes the version, so the next rerun misses the cache and reads fresh data, while
 an idle dashboard never re-reads anything. The version itself is cached for one second, so a page
-that asks for ten frames pays one directory scan.
+that asks for ten frames pays one directory scan. Each cached query is `cached_query(queries.X)`: it has
+the query's own signature and defaults (a wrapper written by hand drifted: 6 windows here, 8 there).
 
 `watch_signature(root)` is what the app's live watcher polls every LIVE_EVERY_S seconds: that
 version plus the runs' statuses (from the runs files alone; a running run turns stale with time and
@@ -15,16 +16,19 @@ rules behind the badges (pure pandas over query results, testable without Stream
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
 from pathlib import Path
+from typing import Callable, ParamSpec
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from aspo_dashboard.health import entropy_collapse, every_for, health, problems_by_run, rising  # noqa: F401  (pure pandas, re-exported)
-from logs_schema import queries
+from logs_schema import compare, queries
 from logs_schema.schema import NEAR_DETERMINISTIC_NATS, STEP_METRICS  # noqa: F401  (re-exported for the pages)
 
 DEFAULT_LOGS = "runs"
@@ -91,31 +95,84 @@ def watch_signature(root: str) -> str:
     return f"{data_version(root)}|{run_statuses(root)}|{checking}"
 
 
-def _freeze(v):
-    return tuple(v) if isinstance(v, (list, set)) else v
+def _plain(v):
+    """A hashable, plain-Python form of an argument: lists and sets as tuples, numpy scalars as Python's."""
+    if isinstance(v, (list, set, tuple)):
+        return tuple(_plain(x) for x in v)
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _unfreeze(v):
+    return list(v) if isinstance(v, tuple) else v
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _cached(name: str, root: str, version: str, args: tuple, kwargs: tuple) -> pd.DataFrame:
+def _cached(name: str, root: str, version: str, kwargs: tuple) -> pd.DataFrame:
     del version  # only part of the cache key
-    fn = getattr(queries, name)
-    return fn(root, *[list(a) if isinstance(a, tuple) else a for a in args],
-              **{k: list(v) if isinstance(v, tuple) else v for k, v in kwargs})
+    return getattr(queries, name)(root, **{k: _unfreeze(v) for k, v in kwargs})
 
 
-def _query(name: str, root: str, *args, **kwargs) -> pd.DataFrame:
-    return _cached(name, root, data_version(root), tuple(_freeze(a) for a in args),
-                   tuple(sorted((k, _freeze(v)) for k, v in kwargs.items())))
+P = ParamSpec("P")
+
+
+def cached_query(fn: Callable[P, pd.DataFrame]) -> Callable[P, pd.DataFrame]:
+    """The query `fn` (its first argument the log root) cached on its arguments and the root's data version.
+    The wrapper IS the query's signature and defaults, so the two cannot drift apart: each call is bound to
+    fn's signature with its defaults applied, so positional and keyword calls share one cache entry."""
+    assert getattr(queries, fn.__name__) is fn, fn  # resolved by name inside the cache
+    sig = inspect.signature(fn)
+    assert all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in sig.parameters.values()), fn
+
+    @functools.wraps(fn)
+    def query(*args: P.args, **kwargs: P.kwargs) -> pd.DataFrame:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        root, *rest = bound.arguments.items()
+        return _cached(fn.__name__, root[1], data_version(root[1]), tuple((k, _plain(v)) for k, v in rest))
+    return query
 
 
 def list_runs(root):
     # keyed on the statuses too: a running run turns "stale" with time alone
-    return _cached("list_runs", root, watch_signature(root), (), ())
+    return _cached("list_runs", root, watch_signature(root), ())
 
 
-def step_metrics(root, run_ids=None, step_min=None, step_max=None):
-    return _query("step_metrics", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
+def problems(root):
+    """Skipped files and gaps; a large unverified set of token files is left to the background check
+    (token_check_pending), and their problems appear once it has read them."""
+    pending = token_check_pending(root)
+    return _cached("problems", root, f"{data_version(root)}|{pending}", (("defer_tokens", pending > 0),))
 
+
+step_metrics = cached_query(queries.step_metrics)
+nonfinite_metrics = cached_query(queries.nonfinite_metrics)
+warmup_progress = cached_query(queries.warmup_progress)
+rich_get_richer = cached_query(queries.rich_get_richer)
+rich_get_richer_over_steps = cached_query(queries.rich_get_richer_over_steps)
+value_distribution = cached_query(queries.value_distribution)
+entropy_over_steps = cached_query(queries.entropy_over_steps)
+entropy_distribution = cached_query(queries.entropy_distribution)
+clip_fractions = cached_query(queries.clip_fractions)
+repetition_over_steps = cached_query(queries.repetition_over_steps)
+top_repetitive_samples = cached_query(queries.top_repetitive_samples)
+samples = cached_query(queries.samples)
+sample_tokens = cached_query(queries.sample_tokens)
+steps_available = cached_query(queries.steps_available)
+weight_landscape_tokens = cached_query(queries.weight_landscape_tokens)
+# why entropy falls (schema v2)
+entropy_drivers = cached_query(queries.entropy_drivers)
+entropy_driver_correlation = cached_query(queries.entropy_driver_correlation)
+covariance_by_bin = cached_query(queries.covariance_by_bin)
+top_covariance_tokens = cached_query(queries.top_covariance_tokens)
+sampler_mismatch = cached_query(queries.sampler_mismatch)
+inactive_ratio_steps = cached_query(queries.inactive_ratio_steps)
+
+# pure pandas over query results (logs_schema.compare): the same functions, seed_bands cached on the frame's content
+with_progress_axes = compare.with_progress_axes
+run_groups = compare.run_groups
+config_diff = compare.config_diff
+parse_config = compare.parse_config
+seed_bands = st.cache_data(show_spinner=False, max_entries=64)(compare.seed_bands)
 
 CLIP_COLUMNS = {("pos", "hard"): "clip_frac_pos", ("neg", "hard"): "clip_frac_neg",
                 ("pos", "dual"): "dual_clip_frac_pos", ("neg", "dual"): "dual_clip_frac_neg"}
@@ -138,137 +195,58 @@ def step_metrics_filled(root, run_ids=None, step_min=None, step_max=None):
     return steps.reset_index()
 
 
-def rich_get_richer(root, run_ids, step_min=None, step_max=None):
-    return _query("rich_get_richer", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
-
-
-def rich_get_richer_over_steps(root, run_ids, step_min=None, step_max=None, n_windows=6):
-    return _query("rich_get_richer_over_steps", root, run_ids=run_ids, step_min=step_min,
-                  step_max=step_max, n_windows=n_windows)
-
-
-def value_distribution(root, run_ids, quantity, step_min=None, step_max=None, every=1):
-    return _query("value_distribution", root, run_ids=run_ids, quantity=quantity, step_min=step_min,
-                  step_max=step_max, every=every)
-
-
-def entropy_over_steps(root, run_ids, step_min=None, step_max=None):
-    return _query("entropy_over_steps", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
-
-
-def entropy_distribution(root, run_ids, step_min=None, step_max=None, every=1):
-    return _query("entropy_distribution", root, run_ids=run_ids, step_min=step_min, step_max=step_max,
-                  every=every)
-
-
-def clip_fractions(root, run_ids, step_min=None, step_max=None):
-    return _query("clip_fractions", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
-
-
-def repetition_over_steps(root, run_ids, by="advantage"):
-    return _query("repetition_over_steps", root, run_ids=run_ids, by=by)
-
-
-def top_repetitive_samples(root, run_id, limit=10):
-    return _query("top_repetitive_samples", root, run_id=run_id, limit=limit)
-
-
-def samples(root, run_id, step, adv_sign=None, min_reward=None, max_reward=None, clipped_only=False):
-    return _query("samples", root, run_id=run_id, step=int(step), adv_sign=adv_sign,
-                  min_reward=min_reward, max_reward=max_reward, clipped_only=bool(clipped_only))
-
-
-def sample_tokens(root, run_id, step, sample, epoch=0, rank=0):
-    return _query("sample_tokens", root, run_id=run_id, step=int(step), sample=int(sample), epoch=epoch,
-                  rank=int(rank))
-
-
-def steps_available(root, run_id):
-    return _query("steps_available", root, run_id=run_id)
-
-
-def weight_landscape_tokens(root, run_id, step, limit=3000):
-    return _query("weight_landscape_tokens", root, run_id=run_id, step=int(step), limit=limit)
-
-
-def with_progress_axes(steps):
-    return queries.with_progress_axes(steps)
-
-
-def run_groups(runs, run_ids, keys) -> dict:
-    return queries.run_groups(runs, run_ids, keys)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def seed_bands(df, groups: dict, values, by=("step",), band="std", x=None):
-    """queries.seed_bands, cached on the frame's content (small: one row per run and step or bin)."""
-    return queries.seed_bands(df, groups, list(values), by=tuple(by), band=band, x=x)
-
-
-def config_diff(runs, run_ids):
-    return queries.config_diff(runs, list(run_ids))
-
-
-def nonfinite_metrics(root, run_ids=None):
-    return _query("nonfinite_metrics", root, run_ids=run_ids)
-
-
-def warmup_progress(root):
-    return _query("warmup_progress", root)
-
-
-def problems(root):
-    """Skipped files and gaps; a large unverified set of token files is left to the background check
-    (token_check_pending), and their problems appear once it has read them."""
-    pending = token_check_pending(root)
-    return _cached("problems", root, f"{data_version(root)}|{pending}", (), (("defer_tokens", pending > 0),))
-
-
-# ---------------------------------------------------------------- why entropy falls (schema v2)
-def entropy_drivers(root, run_ids, step_min=None, step_max=None):
-    return _query("entropy_drivers", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
-
-
-def entropy_driver_correlation(root, run_ids):
-    return _query("entropy_driver_correlation", root, run_ids=run_ids)
-
-
-def covariance_by_bin(root, run_ids, step_min=None, step_max=None):
-    return _query("covariance_by_bin", root, run_ids=run_ids, step_min=step_min, step_max=step_max)
-
-
-def top_covariance_tokens(root, run_id, step, limit=20):
-    return _query("top_covariance_tokens", root, run_id=run_id, step=int(step), limit=limit)
-
-
-def sampler_mismatch(root, run_id, step_min=None, step_max=None, by="position"):
-    return _query("sampler_mismatch", root, run_id=run_id, step_min=step_min, step_max=step_max, by=by)
-
-
-def inactive_ratio_steps(root, run_ids):
-    return _query("inactive_ratio_steps", root, run_ids=run_ids)
-
-
 INACTIVE_MESSAGE = "ratios inactive: ASPO and GRPO are the same update here"
+
+
+def trainer_losses():
+    """aspo.counterfactual, imported here and nowhere else: THE one place the dashboard reaches the trainer package
+    (tests/test_layering.py allows exactly this one). The counterfactual view and the weight landscape run
+    aspo.losses itself, never a copy of its math; lazy, so the dashboard starts, and every other view works,
+    without torch. Raises ImportError without torch; the views that need it say so."""
+    import aspo.counterfactual  # noqa: PLC0415
+    return aspo.counterfactual
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _counterfactual(root: str, version: str, run_id: str, step: int, losses: tuple, overrides: tuple):
     del version  # only part of the cache key
-    # THE one place the dashboard imports the trainer package (tests/test_layering.py allows exactly this):
-    # the counterfactual must run aspo.losses itself, never a copy of its math. Lazy, so the dashboard
-    # starts, and every other page works, without torch; this view then says what is missing.
-    from aspo.counterfactual import counterfactual, mass_by_bin  # noqa: PLC0415
-    return mass_by_bin(counterfactual(root, run_id, step, list(losses), dict(overrides)))
+    cf = trainer_losses()
+    return cf.mass_by_bin(cf.counterfactual(root, run_id, step, list(losses), dict(overrides)))
 
 
 def counterfactual_losses() -> list[str]:
     """Names of aspo.losses.LOSSES (same lazy import); raises ImportError without torch."""
-    from aspo.counterfactual import LOSS_NAMES  # noqa: PLC0415
-    return list(LOSS_NAMES)
+    return list(trainer_losses().LOSS_NAMES)
 
 
 def counterfactual_mass(root, run_id, step, losses, overrides):
     """aspo.counterfactual.mass_by_bin of one logged step under `losses`; raises ImportError without torch."""
     return _counterfactual(root, data_version(root), run_id, int(step), tuple(losses),
                            tuple(sorted((k, v) for k, v in overrides.items())))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _loss_settings(root: str, version: str, run_id: str, loss: str) -> dict:
+    del version  # only part of the cache key
+    return trainer_losses().loss_settings(root, run_id, loss)
+
+
+def loss_settings(root, run_id, loss) -> dict:
+    """The kwargs `loss` runs with on run_id's logs: the run's recorded ones for the loss it used, else the
+    loss's defaults (aspo.counterfactual.loss_settings); raises ImportError without torch."""
+    return _loss_settings(root, data_version(root), run_id, loss)
+
+
+LANDSCAPE_POINTS = 120      # grid points per axis of the weight landscape
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _weight_grid(loss: str, kwargs: tuple, n: int):
+    grid = np.linspace(0.005, 1.0, n)
+    return grid, trainer_losses().weight_grid(loss, dict(kwargs), grid)
+
+
+def weight_grid(loss: str, kwargs: dict, n: int = LANDSCAPE_POINTS) -> tuple[np.ndarray, dict]:
+    """(probabilities, {"pos": z, "neg": z}): the weight aspo.losses gives over an n x n grid of (old
+    probability, probability), per advantage sign, for charts.weight_landscape; raises ImportError without torch."""
+    return _weight_grid(loss, tuple(sorted(kwargs.items())), int(n))

@@ -45,8 +45,14 @@ def watch(root: str) -> None:
 def main() -> None:
     st.set_page_config(page_title="aspo dashboard", page_icon=":material/show_chart:", layout="wide")
     root = data.logs_root()
+    runs = st.Page(PAGES / "runs.py", title="Runs", icon=":material/table_rows:", url_path="runs")
+
+    def start() -> None:  # "/" opens Runs under its own path: Streamlit serves a default page at "/" only
+        st.switch_page(runs, query_params={k: st.query_params.get_all(k) for k in st.query_params})
+
     pages = [
-        st.Page(PAGES / "runs.py", title="Runs", icon=":material/table_rows:", default=True),
+        st.Page(start, title="Runs", url_path="start", default=True, visibility="hidden"),
+        runs,
         st.Page(PAGES / "overview.py", title="Overview / compare", icon=":material/show_chart:"),
         st.Page(PAGES / "rich_get_richer.py", title="Rich-get-richer", icon=":material/balance:"),
         st.Page(PAGES / "entropy.py", title="Entropy", icon=":material/thermostat:"),

@@ -134,3 +134,32 @@ def mass_by_bin(cf: pd.DataFrame) -> pd.DataFrame:
     g["prob_lo"], g["prob_hi"] = g["prob_bin"] / PROB_BINS, (g["prob_bin"] + 1) / PROB_BINS
     return g[cols].sort_values(["used", "loss", "adv_sign", "prob_bin"], ascending=[False, True, True, True],
                                ignore_index=True)
+
+
+# ---------------------------------------------------------------- the weight landscape (dashboard, notebooks)
+def loss_settings(root, run_id: str, loss: str, overrides: dict | None = None) -> dict:
+    """The kwargs `loss` runs with on run_id's logs: the run's own (run_loss: its recorded config) when it is the
+    loss the run used, else the loss's LOSS_DEFAULTS; `overrides` (KNOBS, None values ignored) on top."""
+    used, used_kw, _ = run_loss(root, run_id)
+    over = {k: float(v) for k, v in (overrides or {}).items() if k in KNOBS and v is not None}
+    return {**(used_kw if loss == used else LOSS_DEFAULTS[loss]), **over}
+
+
+def weight_grid(loss: str, kwargs: dict, probs) -> dict[str, np.ndarray]:
+    """The weight `loss` (aspo.losses itself) gives at every (old probability, probability) pair of `probs`, per
+    advantage sign: {"pos": z, "neg": z}, z[i, j] at probability probs[i] and old probability probs[j].
+
+    Each point is a one-token response, so the response-level ratios (pos_mean_is, gspo) equal the token ratio;
+    the grid is one batch for the batch-level selections of clip_cov and kl_cov. The entropy-aware clip widens ε
+    on a response's top-entropy tokens, which a one-token response does not have: it is left out here."""
+    p = torch.as_tensor(np.asarray(probs, dtype=np.float64))
+    old, new = torch.meshgrid(p, p, indexing="xy")  # columns: old probability, rows: probability
+    logp, old_logp = new.log().reshape(-1, 1).float(), old.log().reshape(-1, 1).float()
+    mask = torch.ones_like(logp, dtype=torch.bool)
+    kw = {k: v for k, v in kwargs.items() if not k.startswith("entropy_clip")}
+    out = {}
+    for sign, a in (("pos", 1.0), ("neg", -1.0)):
+        with torch.no_grad():
+            w = LOSSES[loss](logp, old_logp, torch.full_like(logp, a), mask, entropy=torch.zeros_like(logp), **kw).weight
+        out[sign] = w.reshape(len(p), len(p)).double().numpy()
+    return out

@@ -1,7 +1,8 @@
-"""`aspo report RUN_DIR... [--out DIR] [--title T]`: the static experiment report, built by `python -m aspo_dashboard.report`.
+"""`aspo report ...`: the static experiment report, run as `python -m aspo_report ...` in a child process.
 
-The report lives in the dashboard package (`app/report.py`, plotly over `logs_schema.queries`); the trainer never
-imports `app`, so this command locates it without importing it and runs it as a child process.
+The report is its own package (aspo_report: plotly over logs_schema.queries, no Streamlit, no torch) with its own
+parser (aspo_report/cli.py), the one definition of its options. The trainer never imports it: this command
+locates it without importing it and hands it every argument as given, `--help` included.
 """
 from __future__ import annotations
 
@@ -11,21 +12,17 @@ import sys
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="static HTML + Markdown report of runs: GRPO vs ASPO beside the paper's claims")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="a run, a directory of runs, or an `aspo experiment` output (OUT/<task>/<run>)")
-    p.add_argument("--out", default="report",
-                   help="directory for report.html, summary.md, summary.json (default: report)")
-    p.add_argument("--title", default=None, help="title of the report")
-    p.add_argument("--readme", default=None, help="also rewrite the claims table between the markers in this file "
-                                                  "(e.g. README.md)")
+    # no option of its own: a prefix character nobody types makes every argument a plain string for the child
+    p = sub.add_parser("report", add_help=False, prefix_chars="\0",
+                       help="static HTML + Markdown report of runs: GRPO vs ASPO beside the paper's claims "
+                            "(aspo report --help for its options)")
+    p.add_argument("report_args", nargs="*", metavar="RUN_DIR... [--out DIR] [--title T] [--readme FILE]")
 
 
 def report_command(args) -> list[str]:
-    if importlib.util.find_spec("aspo_dashboard") is None:  # located, not imported
-        raise FileNotFoundError("the report needs the dashboard package `aspo_dashboard` (app/): reinstall aspo (make setup)")
-    cmd = [sys.executable, "-m", "aspo_dashboard.report", *map(str, args.run_dirs), "--out", str(args.out)]
-    return cmd + (["--title", args.title] if args.title else []) + (["--readme", args.readme] if args.readme else [])
+    if importlib.util.find_spec("aspo_report") is None:  # located, not imported
+        raise FileNotFoundError("the report package `aspo_report` is not installed: reinstall aspo (make setup)")
+    return [sys.executable, "-m", "aspo_report", *map(str, args.report_args)]
 
 
 def run(args) -> int:

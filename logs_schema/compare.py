@@ -10,21 +10,30 @@ import json
 import numpy as np
 import pandas as pd
 
+from logs_schema.untrusted import json_value
+
 RUN_KEYS = ("algo", "task", "model", "seed")   # columns of list_runs that are also config keys
 NOT_GROUP_KEYS = {"seed", "out", "run_name"}   # per-run identities: grouping by them groups nothing
 BANDS = ("std", "bootstrap")
 
 
+def parse_config(text) -> dict | None:
+    """A run's recorded config (config_json) as a dict; None when it is missing or is not a JSON object of
+    sane size and depth (not JSON, a list, nested 10,000 deep: untrusted.json_value refuses those)."""
+    try:
+        cfg = json_value(text)
+    except ValueError:
+        return None
+    return cfg if isinstance(cfg, dict) else None
+
+
 def run_configs(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run of `runs` (list_runs): run_id, algo, task, model, seed, then every top-level
-    key of config_json (nested values as JSON text); a key a run lacks is null."""
+    key of config_json (nested values as JSON text); a key a run lacks is null, and so is every key of a
+    config that parse_config refuses."""
     rows = []
     for r in runs.to_dict("records"):
-        try:
-            cfg = json.loads(r.get("config_json") or "{}")
-        except (TypeError, ValueError):
-            cfg = {}
-        cfg = cfg if isinstance(cfg, dict) else {}
+        cfg = parse_config(r.get("config_json")) or {}
         flat = {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in cfg.items()}
         known = {k: r.get(k) for k in RUN_KEYS if pd.notna(r.get(k))}
         rows.append({"run_id": r["run_id"], **flat, **known})
@@ -72,11 +81,22 @@ def with_progress_axes(steps: pd.DataFrame) -> pd.DataFrame:
                     tokens_seen=toks.groupby(d["run_id"]).cumsum())
 
 
-def _bootstrap(values: np.ndarray, n_boot: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """2.5% and 97.5% percentiles of the bootstrap mean, row by row of `values` (cells x runs)."""
+LEVEL = 0.95        # coverage of every bootstrap interval (dashboard bands, the report's intervals)
+
+
+def bootstrap_means(values, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap means row by row of `values` (cells x runs, one draw of run indices shared by the rows):
+    cells x n_boot. THE bootstrap of the project: the dashboard's bands and the report's intervals resample
+    runs (seeds) with it, never steps or tokens (those are not independent)."""
+    values = np.asarray(values, dtype=float)
     idx = rng.integers(0, values.shape[1], size=(n_boot, values.shape[1]))
-    means = values[:, idx].mean(axis=2)                      # cells x n_boot
-    return np.percentile(means, 2.5, axis=1), np.percentile(means, 97.5, axis=1)
+    return values[:, idx].mean(axis=2)
+
+
+def percentile_interval(samples, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """The central `level` percentile interval of `samples` along its last axis: (lo, hi)."""
+    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=-1)
+    return lo, hi
 
 
 def seed_bands(df: pd.DataFrame, groups: dict, values, by=("step",), band: str = "std",
@@ -109,7 +129,8 @@ def seed_bands(df: pd.DataFrame, groups: dict, values, by=("step",), band: str =
         cells = long.groupby(keys, sort=True)["value"].apply(list)
         for n, idx in pd.Series(range(len(cells)), index=cells.index).groupby(cells.map(len)):
             if n > 1:  # cells with the same number of runs are resampled together
-                lo, hi = _bootstrap(np.array(cells.iloc[idx.to_numpy()].tolist(), float), n_boot, rng)
+                means = bootstrap_means(np.array(cells.iloc[idx.to_numpy()].tolist(), float), n_boot, rng)
+                lo, hi = percentile_interval(means)
                 out.loc[idx.to_numpy(), "lo"], out.loc[idx.to_numpy(), "hi"] = lo, hi
     cols = ["group", *by] + (["x"] if x else []) + ["metric", "mean", "lo", "hi", "n"]
     return out[cols]

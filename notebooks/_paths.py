@@ -1,7 +1,8 @@
 """Set-up shared by the numbered notebooks (imported as `from _paths import ...`; Jupyter starts a
 notebook's kernel in this folder).
 
-* makes the repository importable (`logs_schema`, `app`), also without `pip install -e .`;
+* makes the repository importable, also without `pip install -e .`: `logs_schema`, `aspo_charts`, `aspo_report`,
+  `aspo`, and the dashboard as `aspo_dashboard` (the checkout's symlink to app/, the name it installs under);
 * `logs_dir`: a relative log directory is taken from the repository root, not from notebooks/;
 * `require_runs`: with no runs to show, says how to make some and skips the rest of the notebook
   quietly instead of failing cell after cell.

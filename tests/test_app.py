@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from aspo_dashboard import charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from logs_helpers import grpo_and_aspo, make_synthetic_run
 from logs_schema import RunWriter, progress, queries
 from logs_schema import schema as S

@@ -139,7 +139,7 @@ def test_seed_bands_counts_only_the_runs_that_logged():
 
 
 def test_legends_sit_above_the_plot_and_grow_the_figure_not_squeeze_it():
-    from aspo_dashboard import charts
+    import aspo_charts as charts
     few = pd.DataFrame({"run_id": ["a", "a"], "step": [0, 1], "m": [1.0, 2.0]})
     many = pd.DataFrame({"run_id": [f"split:grpo-s{i}" for i in range(36)], "step": 0, "m": 1.0})
     plot_height = {}
@@ -151,9 +151,9 @@ def test_legends_sit_above_the_plot_and_grow_the_figure_not_squeeze_it():
 
 
 def test_groups_of_two_keys_colour_by_the_first_and_dash_by_the_second():
-    from aspo_dashboard import compare_charts
+    import aspo_charts as charts
     labels = [f"{a} · {t}" for a in ("grpo", "aspo", "no_is", "pos_mean_is") for t in ("split", "math", "code")]
-    styles = compare_charts.group_styles(labels)
+    styles = charts.group_styles(labels)
     assert len({styles[lab] for lab in labels}) == 12  # every loss x task drawn differently
     assert len({styles[f"grpo · {t}"][0] for t in ("split", "math", "code")}) == 1  # one colour per loss
     assert len({styles[f"{a} · math"][1] for a in ("grpo", "aspo", "no_is", "pos_mean_is")}) == 1  # one dash per task

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aspo_dashboard import charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from logs_helpers import synthetic_step
 from logs_schema import RunWriter, engine
 
@@ -156,3 +157,33 @@ def test_watch_signature_follows_steps_and_a_killed_writer_without_a_query(tmp_p
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+def test_cached_queries_keep_the_queries_signatures_and_defaults(tmp_path, monkeypatch):
+    """data's wrappers are made from the queries (cached_query): same parameters, same defaults, same result,
+    so a page asking data.X(root, ...) gets what queries.X(root, ...) gives (by hand they had drifted: 6 windows
+    against 8, limit 10 against 20, 3000 against 5000). Positional and keyword calls share one cache entry."""
+    import inspect
+
+    from logs_helpers import make_synthetic_run
+    from logs_schema import queries
+    root = str(make_synthetic_run(tmp_path / "r", "grpo", steps=24, seqs_per_step=64).parent)
+    wrapped = {n: f for n, f in vars(data).items()
+               if callable(f) and getattr(f, "__wrapped__", None) is not None
+               and getattr(f, "__wrapped__") is getattr(queries, n, None)}
+    assert {"step_metrics", "rich_get_richer_over_steps", "top_repetitive_samples", "weight_landscape_tokens",
+            "samples", "sample_tokens", "entropy_drivers", "sampler_mismatch"} <= set(wrapped)
+    for name, f in wrapped.items():
+        assert inspect.signature(f) == inspect.signature(getattr(queries, name)), name
+    for name, args in (("rich_get_richer_over_steps", (["r"],)), ("top_repetitive_samples", ("r",)),
+                       ("weight_landscape_tokens", ("r", 11)), ("samples", ("r", 3))):
+        got, want = getattr(data, name)(root, *args), getattr(queries, name)(root, *args)
+        assert got.reset_index(drop=True).equals(want.reset_index(drop=True)), name
+    assert data.rich_get_richer_over_steps(root, ["r"])["window_start"].nunique() == 8
+    calls = []
+    real = queries.steps_available
+    monkeypatch.setattr(queries, "steps_available", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data._cached.clear()
+    a = data.steps_available(root, "r")
+    b = data.steps_available(root=root, run_id="r")
+    assert a.equals(b) and len(calls) == 1

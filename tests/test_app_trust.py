@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from aspo_dashboard import charts
+import aspo_charts as charts
 from logs_helpers import make_synthetic_run, synthetic_step
 from logs_schema import RunWriter, queries
 from logs_schema import schema as S

@@ -1,10 +1,9 @@
-"""The dashboard's pure chart builders and display math (app/charts.py): no Streamlit involved."""
+"""The pure chart builders and display math of aspo_charts (dashboard, report, notebooks): no Streamlit involved."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from aspo_dashboard import charts
-from logs_helpers import loss_weights
+import aspo_charts as charts
 
 
 # ---------------------------------------------------------------- EMA
@@ -26,43 +25,26 @@ def test_ema_matches_the_recursion_and_skips_nan():
     assert np.allclose(out[[0, 2, 3]], expected)
 
 
-# ---------------------------------------------------------------- weight table (DESIGN §1)
-@pytest.mark.parametrize("algo,sign,r,w", [
-    ("grpo", 1, 1.3, 0.0), ("grpo", 1, 1.1, 1.1), ("grpo", 1, 0.2, 0.2),       # clipped | r | r
-    ("grpo", -1, 0.7, 0.0), ("grpo", -1, 2.0, 2.0), ("grpo", -1, 3.5, 0.0),    # clipped | r | hard dual clip
-    ("aspo", 1, 1.3, 0.0), ("aspo", 1, 0.5, 2.0), ("aspo", 1, 0.2, 3.0),       # clipped | 1/r | soft dual c
-    ("aspo", -1, 0.7, 0.0), ("aspo", -1, 2.0, 2.0), ("aspo", -1, 5.0, 3.0),    # clipped | r | soft dual c
-    ("dapo", 1, 1.25, 1.25), ("no_is", 1, 0.5, 1.0), ("no_is", -1, 0.5, 0.0), ("cispo", 1, 2.0, 1.2),
-])
-def test_loss_weight_rows_of_the_table(algo, sign, r, w):
-    eps_high = 0.28 if algo == "dapo" else 0.2
-    assert charts.loss_weight(algo, np.array([r]), sign, 0.2, eps_high, 3.0)[0] == pytest.approx(w)
-
-
-@pytest.mark.parametrize("algo", ["grpo", "aspo"])
-def test_loss_weight_agrees_with_the_synthetic_writer_rule(algo):
-    r = np.exp(np.linspace(-3, 3, 401))
-    for sign in (1, -1):
-        w, _, _ = loss_weights(algo, r, np.full_like(r, float(sign)))
-        assert np.allclose(charts.loss_weight(algo, r, sign), w)
-
-
-def test_weight_landscape_heatmaps_and_logged_tokens():
+# ---------------------------------------------------------------- weight landscape
+def test_weight_landscape_draws_the_given_weights_and_the_logged_tokens():
+    """The chart draws the weights it is given (aspo.losses computes them: tests/test_landscape.py), rows =
+    probability, columns = old probability, and the logged tokens of each sign on top."""
+    grid = np.linspace(0.005, 1.0, 50)
+    weights = {"pos": grid[:, None] / grid[None, :], "neg": np.zeros((50, 50))}
     tokens = pd.DataFrame({"old_prob": [0.2, 0.5, 0.9], "prob": [0.25, 0.4, 0.95],
                            "adv_sign": ["pos", "neg", "pos"], "weight": [1.25, 0.8, 1.05]})
-    fig = charts.weight_landscape("grpo", tokens, n=50)
+    fig = charts.weight_landscape(grid, weights, tokens, "weight landscape — x", cmax=2.5)
     heat = [t for t in fig.data if t.type == "heatmap"]
     dots = [t for t in fig.data if t.type == "scattergl"]
     assert [t.name for t in heat] == ["weight pos", "weight neg"]
-    grid = np.asarray(heat[0].x)
-    z = np.asarray(heat[0].z)  # rows: current prob, columns: old prob
-    expected = charts.loss_weight("grpo", grid[:, None] / grid[None, :], 1)
-    assert np.allclose(z, expected)
+    assert np.allclose(heat[0].x, grid) and np.allclose(heat[0].y, grid)
+    assert np.allclose(np.asarray(heat[0].z), weights["pos"]) and np.allclose(np.asarray(heat[1].z), 0.0)
+    assert fig.layout.coloraxis.cmax == 2.5 and fig.layout.title.text == "weight landscape — x"
     assert [len(d.x) for d in dots] == [2, 1]
     assert np.allclose(dots[0].x, [0.2, 0.9]) and np.allclose(dots[0].y, [0.25, 0.95])
     # older token frames (old_logp, logp, advantage) are accepted too
     raw = pd.DataFrame({"old_logp": np.log([0.3]), "logp": np.log([0.3]), "advantage": [-1.0], "weight": [1.0]})
-    fig = charts.weight_landscape("aspo", raw, n=10)
+    fig = charts.weight_landscape(grid, weights, raw)
     assert np.allclose([t for t in fig.data if t.type == "scattergl"][0].x, [0.3])
 
 

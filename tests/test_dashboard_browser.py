@@ -5,7 +5,7 @@ installs it). The test opens every page, waits for its Plotly charts, checks tha
 shown, and watches the live step counter grow without reloading the page (st.fragment timers,
 which AppTest cannot fire). Screenshots of every page go to a temporary directory, or to
 docs/screenshots/ when ASPO_UPDATE_SCREENSHOTS=1 (that is how the README's images are refreshed,
-without dirtying the tree on every test run).
+without dirtying the tree on every test run; with ASPO_DEMO_LOGS=runs/demo the demo's Entropy page too).
 """
 from __future__ import annotations
 
@@ -30,8 +30,13 @@ from logs_schema import progress
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from chromium import CHROMIUM, NEW_CHART_JS, PAGE_TITLES, launch  # noqa: E402  (scripts/chromium.py)
-PAGES = {"runs": "", "overview": "overview", "rich_get_richer": "rich_get_richer", "entropy": "entropy",
+# every page, by its own path ("/" opens Runs at /runs); Why it falls inspects the run the real trainer writes
+# (the synthetic one logs no covariance)
+PAGES = {"runs": "runs", "overview": "overview", "rich_get_richer": "rich_get_richer", "entropy": "entropy",
+         "why_entropy": "why_entropy?run=grpo&run=aspo-live&focus=aspo-live",
+         "counterfactual": "counterfactual?run=grpo&run=aspo-live&focus=aspo-live",
          "repetition": "repetition", "samples": "samples"}
+TWIN_AXIS_CHART = "logp_adv_cov by sign and entropy change"
 STEP_DELAY_S = 1.0
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -189,6 +194,33 @@ def screenshot(page, path: Path) -> None:
     page.screenshot(path=str(path))
 
 
+# bounding boxes of the parts of one drawn chart (the stPlotlyChart whose title contains `title`)
+CHART_BOXES_JS = """(title) => {
+  const chart = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+    .find(c => [...c.querySelectorAll('.gtitle')].some(t => t.textContent.includes(title)));
+  if (!chart) return null;
+  const boxes = sel => [...chart.querySelectorAll(sel)].map(e => e.getBoundingClientRect())
+    .filter(b => b.width > 0 && b.height > 0).map(b => [b.left, b.top, b.right, b.bottom]);
+  return {title: boxes('.gtitle'), legend: boxes('.legend .traces'), right: boxes('.y2tick text, .g-y2title text'),
+          ticks: boxes('.xtick text, .ytick text, .y2tick text, .g-ytitle text, .g-y2title text')};
+}"""
+
+
+def overlaps(a, b) -> list:
+    """Pairs of boxes [left, top, right, bottom] of a and b that intersect."""
+    return [(x, y) for x in a for y in b if x[0] < y[2] and y[0] < x[2] and x[1] < y[3] and y[1] < x[3]]
+
+
+def assert_twin_axis_chart_reads(page) -> None:
+    """Why it falls' twin-axis chart: its legend clear of the right axis' labels, its title clear of every tick
+    label and of the legend (plotly puts a side legend where a right axis draws)."""
+    page.wait_for_function(f"() => ({CHART_BOXES_JS})({TWIN_AXIS_CHART!r}) !== null", timeout=120_000)
+    boxes = page.evaluate(CHART_BOXES_JS, TWIN_AXIS_CHART)
+    assert boxes["legend"] and boxes["right"] and boxes["title"], boxes
+    assert not overlaps(boxes["legend"], boxes["right"]), boxes
+    assert not overlaps(boxes["title"], boxes["ticks"] + boxes["legend"]), boxes
+
+
 def test_every_page_live_in_chromium(dashboard, tmp_path):
     from playwright import sync_api
     out = shots_dir(tmp_path)
@@ -196,14 +228,20 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
         browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(dashboard)  # "/" opens Runs under its own path, the URL shared links use
+            page.wait_for_url(re.compile(r"/runs$"), timeout=60_000)
             for name, path in PAGES.items():
                 took = open_page(page, dashboard, path)
                 print(f"{name}: first chart after {took:.2f} s")
                 assert page.locator("text=live, refreshing every").count() >= 1, name
+                assert page.get_by_text("Page not found").count() == 0, name
+                assert page.get_by_role("button", name="Deploy").count() == 0  # toolbarMode minimal
+                if name == "why_entropy" and os.environ.get("ASPO_E2E_WRITER", "train") == "train":
+                    assert_twin_axis_chart_reads(page)  # (synthetic steps log no covariance to draw)
                 screenshot(page, out / f"{name}.png")
                 page.set_viewport_size({"width": 1500, "height": 1000})
             # the way users move: sidebar links in one session, with fragment timers ticking
-            for name in list(PAGES)[1:] + ["runs"]:
+            for name in [n for n in PAGES if n in PAGE_TITLES and n != "runs"] + ["runs"]:
                 page.get_by_role("link", name=PAGE_TITLES[name]).click()
                 page.wait_for_function(NEW_CHART_JS, arg=PAGE_TITLES[name], timeout=120_000)
                 time.sleep(data_refresh_s() + 0.5)  # at least one fragment rerun on this page
@@ -221,6 +259,24 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
                              live_timeout_s(), "the live step counter to grow", every=0.5)
             assert after >= before + 2
             assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
+
+
+@pytest.mark.skipif(not os.environ.get("ASPO_DEMO_LOGS"), reason="set ASPO_DEMO_LOGS=runs/demo (logs of `aspo demo`)")
+def test_the_demos_entropy_page(tmp_path):
+    """The README's first screenshot: the Entropy page on the logs `aspo demo` wrote (ASPO_DEMO_LOGS), both runs
+    finished; checked like every page (a chart, no exception, no Deploy menu)."""
+    from playwright import sync_api
+    logs = Path(os.environ["ASPO_DEMO_LOGS"]).resolve()
+    with serve(logs) as url, sync_api.sync_playwright() as p:
+        browser = launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            open_page(page, url, "entropy")
+            assert page.get_by_role("button", name="Deploy").count() == 0
+            assert page.locator("text=Entropy collapse in").count() >= 1, body_text(page)[:2000]
+            page.screenshot(path=str(shots_dir(tmp_path) / "demo_entropy.png"))
         finally:
             browser.close()
 

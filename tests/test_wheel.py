@@ -21,7 +21,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LEVEL = {"aspo", "aspo_dashboard", "logs_schema"}
+TOP_LEVEL = {"aspo", "aspo_charts", "aspo_dashboard", "aspo_report", "logs_schema"}
 TORCH = "torch==2.13.0"  # the pin of scripts/setup.sh: an unpinned torch pulls a multi-GB CUDA build
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
                                      "runs", "bench_out", ".ipynb_checkpoints")
@@ -71,13 +71,15 @@ def test_the_wheel_claims_only_aspos_top_level_names(wheel):
     assert {p.split("/")[0] for p in record} - {info} == TOP_LEVEL
     assert top_level == TOP_LEVEL
     assert not any(p.startswith("app/") for p in record)
-    for page in ("aspo_dashboard/streamlit_app.py", "aspo_dashboard/app_pages/samples.py", "logs_schema/README.md"):
+    for page in ("aspo_dashboard/streamlit_app.py", "aspo_dashboard/app_pages/samples.py", "logs_schema/README.md",
+                 "aspo_charts/__init__.py", "aspo_report/__main__.py"):
         assert page in record
 
 
 def test_installed_packages_come_from_the_wheel(venv, tmp_path):
-    code = ("import aspo, aspo_dashboard, logs_schema, aspo.integrations.trl, trl, torch; "
-            "print(aspo.__file__, aspo_dashboard.__file__, logs_schema.__file__, aspo.integrations.trl.__file__); "
+    code = ("import aspo, aspo_charts, aspo_dashboard, aspo_report, logs_schema, aspo.integrations.trl, trl, torch; "
+            "print(aspo.__file__, aspo_charts.__file__, aspo_dashboard.__file__, aspo_report.__file__, "
+            "logs_schema.__file__, aspo.integrations.trl.__file__); "
             "print(torch.__version__)")
     out = run([venv / "bin" / "python", "-c", code], cwd=tmp_path).stdout.split("\n")
     site = str(venv / "lib")
@@ -122,6 +124,8 @@ def test_train_and_dashboard_from_the_installed_wheel(venv, tmp_path):
          "--no-progress"], cwd=tmp_path)
     assert sorted(p.name for p in (out / "steps").glob("*.parquet"))
     assert "--logs" in run([bin_ / "aspo", "dashboard", "--help"], cwd=tmp_path).stdout
+    run([bin_ / "aspo", "report", str(tmp_path / "logs"), "--out", tmp_path / "report"], cwd=tmp_path)
+    assert "<title>GRPO vs ASPO" in (tmp_path / "report" / "report.html").read_text()
     shown = run([bin_ / "python", "-c", APPTEST], cwd=tmp_path,
                 env=env_outside_repo(ASPO_LOGS=str(tmp_path / "logs"))).stdout.split("\n")
     assert shown[0].startswith(str(venv / "lib")) and "tiny" in shown[1]

@@ -2,7 +2,6 @@
 stop), the skipped-file report, the live-mode wrapper and the live step counter."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -10,7 +9,8 @@ from typing import Callable, NamedTuple
 import pandas as pd
 import streamlit as st
 
-from aspo_dashboard import charts, compare_charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 
 # Plain Unicode symbols (emoji fonts are often missing on Linux browsers).
 STATUS_ICONS = {"running": "●", "finished": "✓", "failed": "✗", "killed": "■", "stale": "⚠", "unknown": "?"}
@@ -115,13 +115,9 @@ def context_with_steps(title: str) -> tuple[Context, list[str]]:
 
 
 def run_config(ctx: Context, run_id: str) -> dict:
-    """The run's recorded trainer config ({} when missing or unreadable)."""
+    """The run's recorded trainer config ({} when missing, unreadable, not an object, too large or too deep)."""
     rows = ctx.runs[ctx.runs["run_id"] == run_id]["config_json"]
-    try:
-        cfg = json.loads(rows.iloc[0]) if len(rows) and isinstance(rows.iloc[0], str) else {}
-    except ValueError:
-        return {}
-    return cfg if isinstance(cfg, dict) else {}
+    return (data.parse_config(rows.iloc[0]) if len(rows) else None) or {}
 
 
 def is_running(ctx: Context, run_ids=None) -> bool:
@@ -240,9 +236,9 @@ def curves(ctx: Context, df: pd.DataFrame, metrics, smoothing: float = 0.0, titl
         return (charts.step_curves(df, metrics, smoothing, title=title, y_title=y_title, colors=colors),
                 df[["run_id", "step", *present]])
     groups = {r: g for r, g in ctx.groups.items() if r in set(df["run_id"])}
-    smooth = compare_charts.smooth_runs(df, present, smoothing)
+    smooth = charts.smooth_runs(df, present, smoothing)
     agg = data.seed_bands(smooth, groups, present, band=ctx.band)
-    return compare_charts.band_curves(agg, title, y_title or "", x="step", band_name=BAND_NAMES[ctx.band]), agg
+    return charts.band_curves(agg, title, y_title or "", x="step", band_name=BAND_NAMES[ctx.band]), agg
 
 
 def plot_curves(ctx: Context, df: pd.DataFrame, metrics, key: str, smoothing: float = 0.0, title: str = "",

@@ -3,7 +3,8 @@ adjustable), and how the gradient mass Σ|A·w| shifts by old probability and ad
 that was used ("what ASPO would have done to this GRPO batch")."""
 import streamlit as st
 
-from aspo_dashboard import charts_explain, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from aspo_dashboard.app_pages import common
 
 ctx = common.context("Counterfactual weights")
@@ -41,9 +42,9 @@ def body() -> None:
         return
     a, b = st.columns(2)
     with a:
-        common.plot(charts_explain.mass_delta(m, other), key="cf_delta")
+        common.plot(charts.mass_delta(m, other), key="cf_delta")
     with b:
-        common.plot(charts_explain.mass_shift(m, other), key="cf_shift")
+        common.plot(charts.mass_shift(m, other), key="cf_shift")
     summary = (m.groupby(["loss", "adv_sign"]).agg(rows=("rows", "sum"), grad_mass=("grad_mass", "sum"))
                .reset_index())
     summary["mass_share"] = summary["grad_mass"] / summary.groupby("loss")["grad_mass"].transform("sum")

@@ -2,7 +2,8 @@
 near-deterministic tokens, and the collapse alert with the step it fired."""
 import streamlit as st
 
-from aspo_dashboard import charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from aspo_dashboard.app_pages import common
 
 ctx, run_ids = common.context_with_steps("Entropy")

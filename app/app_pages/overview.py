@@ -3,7 +3,8 @@ training time or tokens generated), per run or as group means with a band; log s
 a step range and the drawn numbers as CSV."""
 import streamlit as st
 
-from aspo_dashboard import charts, compare_charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from aspo_dashboard.app_pages import common
 
 DEFAULT = ["reward_mean", "eval_avg_at_k", "entropy_mean", "clip_frac_pos", "kl", "response_length_mean"]
@@ -31,15 +32,15 @@ with c3:
 
 def panels(steps):
     """(figure, drawn numbers): per run, or per group with bands when the sidebar groups runs."""
-    steps = compare_charts.smooth_runs(steps, metrics, smoothing)
+    steps = charts.smooth_runs(steps, metrics, smoothing)
     if not ctx.groups:
-        return (compare_charts.metric_panels(steps, metrics, x, log_y, charts.run_colors(ctx.runs["run_id"])),
+        return (charts.metric_panels(steps, metrics, x, log_y, charts.run_colors(ctx.runs["run_id"])),
                 steps[["run_id", "step", *([x] if x != "step" else []), *metrics]])
     groups = {r: g for r, g in ctx.groups.items() if r in run_ids}
     bands = data.seed_bands(steps, groups, metrics, band=ctx.band, x=None if x == "step" else x)
     if x == "step":
         bands = bands.assign(x=bands["step"])
-    return compare_charts.metric_panels(None, metrics, x, log_y, bands=bands,
+    return charts.metric_panels(None, metrics, x, log_y, bands=bands,
                                         band_name=common.BAND_NAMES[ctx.band]), bands
 
 

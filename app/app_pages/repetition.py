@@ -4,7 +4,8 @@ import html
 
 import streamlit as st
 
-from aspo_dashboard import charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from aspo_dashboard.app_pages import common
 
 ctx, run_ids = common.context_with_steps("Repetition")

@@ -2,7 +2,8 @@
 runs side by side; ratio/weight distributions per sign over steps; the loss's weight landscape."""
 import streamlit as st
 
-from aspo_dashboard import charts, compare_charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from aspo_dashboard.app_pages import common
 
 ctx, run_ids = common.context_with_steps("Rich-get-richer")
@@ -21,20 +22,6 @@ follow = window[1] >= last
 common.inactive_warning(ctx.root, run_ids)  # flat curves there say nothing about the loss
 
 
-def loss_params(run_id: str) -> tuple[str, float | None, float | None, float | None]:
-    """(algo, eps_low, eps_high, c) from the run's config; None (or a negative "use the loss's
-    default" value) falls back to the loss's defaults."""
-    cfg = common.run_config(ctx, run_id)
-    algo = ctx.runs.set_index("run_id").at[run_id, "algo"]
-
-    def get(name):
-        v = cfg.get(name)
-        return float(v) if isinstance(v, (int, float)) and v >= 0 else None
-
-    return str(algo if isinstance(algo, str) else cfg.get("algo", "grpo")), get("eps_low"), get("eps_high"), \
-        get("dual_clip")
-
-
 def rich_panels() -> None:
     end = None if follow else window[1]
     rgr = data.rich_get_richer(ctx.root, run_ids, window[0], end)
@@ -44,12 +31,12 @@ def rich_panels() -> None:
             if ctx.groups:  # one panel per group: the mean over its runs of each bin, with the band
                 bands = data.seed_bands(rgr, {r: g for r, g in ctx.groups.items() if r in run_ids}, [value],
                                         by=("adv_sign", "prob_bin", "prob_lo", "prob_hi"), band=ctx.band)
-                common.plot(compare_charts.rich_get_richer_bands(bands, value, common.BAND_NAMES[ctx.band]),
+                common.plot(charts.rich_get_richer_bands(bands, value, common.BAND_NAMES[ctx.band]),
                             key=f"rgr_{value}", frame=bands)
             else:
                 common.plot(charts.rich_get_richer(rgr, value, run_ids), key=f"rgr_{value}",
                             frame=rgr[["run_id", "adv_sign", "prob_lo", "prob_hi", "count", value]])
-    over = data.rich_get_richer_over_steps(ctx.root, [focus], window[0], end)
+    over = data.rich_get_richer_over_steps(ctx.root, [focus], window[0], end, n_windows=6)
     common.plot(charts.rich_get_richer_windows(over, "weight_mean", "pos"), key="rgr_windows", frame=over)
 
 
@@ -64,31 +51,46 @@ def distributions() -> None:
             common.plot(charts.value_heatmap(dist, quantity, focus), key=f"dist_{quantity}", frame=dist)
 
 
+KNOBS = {"eps_low": ("eps_low", 0.0, 1.0, 0.01), "eps_high": ("eps_high", 0.0, 5.0, 0.01),
+         "dual_clip": ("dual clip c", 1.01, 20.0, 0.5)}
+
+
 def landscape() -> None:
+    """The weight aspo.losses gives over (old prob, prob), with the step's logged tokens on it."""
     steps = data.steps_available(ctx.root, focus)
     if steps.empty:
         st.info(f"No steps for {common.md(focus)} yet.")
         return
-    algo, eps_low, eps_high, c = loss_params(focus)
-    l1, l2, l3, l4 = st.columns(4)
-    algo = l1.selectbox("Loss", list(charts.LANDSCAPE_DEFAULTS), key=f"landscape_algo_{focus}",
-                        index=list(charts.LANDSCAPE_DEFAULTS).index(algo) if algo in charts.LANDSCAPE_DEFAULTS else 0)
-    d_lo, d_hi, d_c = charts.LANDSCAPE_DEFAULTS[algo]
-    eps_low = l2.number_input("eps_low", 0.0, 1.0, d_lo if eps_low is None else eps_low, 0.01, format="%.4g")
-    eps_high = l3.number_input("eps_high", 0.0, 5.0, d_hi if eps_high is None else eps_high, 0.01, format="%.4g")
-    c = l4.number_input("dual clip c", 1.01, 20.0, d_c if c is None else max(c, 1.01), 0.5)
+    try:
+        names = data.counterfactual_losses()
+    except ImportError as exc:
+        st.warning(f"The landscape runs aspo.losses itself and needs the trainer package (torch): {exc}. "
+                   "Install aspo with its trainer dependencies in the dashboard's environment.")
+        return
+    used = str(ctx.runs.set_index("run_id").at[focus, "algo"])
+    cols = st.columns(4)
+    algo = cols[0].selectbox("Loss", names, key=f"landscape_algo_{focus}",
+                             index=names.index(used) if used in names else 0)
+    kw = dict(data.loss_settings(ctx.root, focus, algo))  # the run's recorded settings for the loss it used
+    for col, (name, (label, lo, hi, step)) in zip(cols[1:], ((k, v) for k, v in KNOBS.items() if k in kw)):
+        kw[name] = col.number_input(label, lo, hi, min(max(float(kw[name]), lo), hi), step, format="%.4g",
+                                    key=f"landscape_{name}_{focus}_{algo}")
     options = steps["step"].tolist()
     step = st.select_slider("Step whose logged tokens are drawn", options, value=options[-1],
                             key=f"landscape_step_{focus}")
-    tokens = data.weight_landscape_tokens(ctx.root, focus, step)
-    common.plot(charts.weight_landscape(algo, tokens, eps_low, eps_high, c), key="landscape", frame=tokens)
+    tokens = data.weight_landscape_tokens(ctx.root, focus, step, limit=3000)
+    grid, weights = data.weight_grid(algo, kw)
+    shown = ", ".join(f"{k}={v:g}" for k, v in kw.items() if k in KNOBS)
+    common.plot(charts.weight_landscape(grid, weights, tokens, f"weight landscape — {algo} ({shown})",
+                                        cmax=kw.get("dual_clip", 3.0)), key="landscape", frame=tokens)
+    st.caption(f"The map is aspo.losses.{algo} evaluated on one-token responses (so response-level ratios equal the "
+               "token ratio; the entropy-aware clip, which needs a response's other tokens, is not drawn)"
+               + (", with the settings the run recorded." if algo == used else ", with its default settings."))
     if tokens.empty:
         st.info("This step kept no token rows (token budget): the landscape is drawn without tokens.")
     else:
         st.caption(f"{len(tokens)} token rows of step {step} ({common.md(focus)}) drawn: x = exp(old_logp), "
                    "y = exp(logp) at that update pass; colour of the map = weight the loss gives at that point.")
-
-
 
 
 def live_part() -> None:

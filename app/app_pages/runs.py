@@ -2,7 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from aspo_dashboard import charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from aspo_dashboard.app_pages import common
 
 ctx = common.context("Runs")

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aspo_dashboard import charts, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from aspo_dashboard.app_pages import common
 
 QUANTITIES = ["weight", "ratio", "entropy", "delta_logp"]

@@ -3,7 +3,8 @@ range it comes from, the tokens that drive it (one click from their response), f
 whether the ratios act at all; then the sampler-versus-trainer mismatch."""
 import streamlit as st
 
-from aspo_dashboard import charts, charts_explain, data
+import aspo_charts as charts
+from aspo_dashboard import data
 from aspo_dashboard.app_pages import common
 
 ctx, run_ids = common.context_with_steps("Why entropy falls")
@@ -19,7 +20,7 @@ def drivers() -> None:
     corr = data.entropy_driver_correlation(ctx.root, run_ids)
     a, b = st.columns([2, 1])
     with a:
-        common.plot(charts_explain.driver_vs_change(drv, colors), key="driver_scatter")
+        common.plot(charts.driver_vs_change(drv, colors), key="driver_scatter")
     with b:
         st.markdown("**correlation of −logp_adv_cov with the entropy change** (per step)")
         st.dataframe(corr, hide_index=True, width="stretch", column_config={
@@ -29,10 +30,10 @@ def drivers() -> None:
                    "measured on fresh prompts (noisy at small batches).")
     a, b = st.columns(2)
     with a:
-        common.plot(charts_explain.driver_over_steps(drv, focus), key="driver_steps")
+        common.plot(charts.driver_over_steps(drv, focus), key="driver_steps")
     with b:
         bins = data.covariance_by_bin(ctx.root, [focus])
-        common.plot(charts_explain.by_bin_bars(bins, "cov_contrib", f"{focus}: where the covariance comes from "
+        common.plot(charts.by_bin_bars(bins, "cov_contrib", f"{focus}: where the covariance comes from "
                                                "(mean per step)", "part of logp_adv_cov"), key="cov_bins")
     a, b = st.columns(2)
     with a:
@@ -77,7 +78,7 @@ if not steps.empty:
     a, b = st.columns(2)
     for col, by in ((a, "position"), (b, "prob")):
         with col:
-            common.plot(charts_explain.mismatch_curve(data.sampler_mismatch(ctx.root, focus, lo, hi, by), by),
+            common.plot(charts.mismatch_curve(data.sampler_mismatch(ctx.root, focus, lo, hi, by), by),
                         key=f"mismatch_{by}")
     drv = data.entropy_drivers(ctx.root, [focus])
     common.plot(charts.step_curves(drv, ["rollout_kl", "rollout_logp_diff_max"], colors=colors,

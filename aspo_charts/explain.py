@@ -1,5 +1,6 @@
-"""Chart builders of the "Why entropy falls" page: DataFrame (logs_schema.queries, aspo.counterfactual) ->
-plotly Figure. Pure, no Streamlit; the shared look (colours, layout) comes from charts.py."""
+"""Why entropy falls and what another loss would do: the covariance driver against the entropy change, where in
+the probability range it comes from, the counterfactual shift of gradient mass, the sampler-trainer mismatch.
+DataFrame (logs_schema.queries, aspo.counterfactual) -> plotly Figure, no Streamlit."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from aspo_dashboard.charts import LAYOUT, SIGN_COLORS, SIGN_NAMES, empty_figure
+from aspo_charts.style import LAYOUT, SIGN_COLORS, SIGN_NAMES, empty_figure, top_legend
 
 
 def driver_vs_change(df: pd.DataFrame, colors: dict) -> go.Figure:
@@ -39,11 +40,14 @@ def driver_over_steps(df: pd.DataFrame, run_id: str) -> go.Figure:
                              marker_color=SIGN_COLORS[sign], opacity=0.6))
     fig.add_trace(go.Scatter(x=g["step"], y=g["entropy_change"], name="entropy change", mode="lines+markers",
                              line=dict(color="#333")), secondary_y=True)
-    fig.update_layout(**LAYOUT, barmode="relative", title=f"{run_id}: logp_adv_cov by sign and entropy change")
+    # a right axis needs room of its own: its tick labels and title sit where plotly's side legend would go,
+    # so the legend goes above the plot (top_legend) and the right margin fits the labels
+    fig.update_layout(**{**LAYOUT, "margin": {**LAYOUT["margin"], "r": 70}}, barmode="relative",
+                      title=f"{run_id}: logp_adv_cov by sign and entropy change")
     fig.update_yaxes(title_text="logp_adv_cov (nats)", secondary_y=False)
     fig.update_yaxes(title_text="entropy change (nats)", secondary_y=True)
     fig.update_xaxes(title_text="step")
-    return fig
+    return top_legend(fig)
 
 
 def by_bin_bars(df: pd.DataFrame, value: str, title: str, y_title: str, group: str = "adv_sign") -> go.Figure:

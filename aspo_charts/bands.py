@@ -1,16 +1,18 @@
-"""Pure chart builders for comparing many runs: group curves with a band across their runs
-(logs_schema.compare.seed_bands), and the Overview's stacked panels that share one x axis (zoom and
-hover move together). DataFrame -> plotly Figure, no Streamlit (split from charts.py for size)."""
+"""Comparing many runs: group curves with a band across their runs (logs_schema.compare.seed_bands: the one
+band builder of the dashboard, the report and the notebooks), and the Overview's stacked panels that share one
+x axis (zoom and hover move together). DataFrame -> plotly Figure, no Streamlit."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from aspo_dashboard.charts import LAYOUT, ema, empty_figure, run_colors, top_legend
+from plotly.subplots import make_subplots
+
+from aspo_charts.curves import DASHES, ema
+from aspo_charts.style import BAND_ALPHA, LAYOUT, SIGN_COLORS, SIGN_NAMES, empty_figure, rgba, run_colors, top_legend
 
 X_TITLES = {"step": "step", "wall_time_s": "training time (s)", "tokens_seen": "tokens generated"}
-DASHES = ["solid", "dash", "dot", "dashdot"]
 
 
 def group_styles(labels) -> dict[str, tuple[str, str]]:
@@ -36,30 +38,34 @@ def smooth_runs(df: pd.DataFrame, metrics, smoothing: float) -> pd.DataFrame:
     return d
 
 
-def _rgba(color: str, alpha: float) -> str:
-    c = color.lstrip("#")
-    return f"rgba({int(c[0:2], 16)},{int(c[2:4], 16)},{int(c[4:6], 16)},{alpha})"
-
-
 def band_traces(g: pd.DataFrame, x: str, name: str, color: str, dash: str = "solid",
-                showlegend: bool = True, label: str = "", **where) -> list[go.Scatter]:
-    """One group's band (lo..hi, filled) and mean line; g: seed_bands rows of one group and metric."""
+                showlegend: bool = True, label: str = "", meta: str | None = None, **where) -> list[go.Scatter]:
+    """One group's band (lo..hi, filled; none when no cell has two runs) and mean line; g: seed_bands rows of
+    one group and metric. meta tags the line (the band gets meta + '|band') for readers of the figure's data."""
     g = g.sort_values(x)
     xs = g[x].to_numpy(float)
-    return [go.Scatter(x=np.concatenate([xs, xs[::-1]]),
-                       y=np.concatenate([g["hi"].to_numpy(float), g["lo"].to_numpy(float)[::-1]]),
-                       mode="lines", fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip",
-                       name=f"{name} band", legendgroup=name, showlegend=False, **where),
-            go.Scatter(x=xs, y=g["mean"].to_numpy(float), name=name, legendgroup=name, showlegend=showlegend,
-                       mode="lines+markers" if len(g) < 30 else "lines", line=dict(color=color, dash=dash),
-                       customdata=np.stack([g["lo"], g["hi"], g["n"]], axis=1),
-                       hovertemplate=label + "%{y:.4g} [%{customdata[0]:.4g}, %{customdata[1]:.4g}]"
-                                     " over %{customdata[2]} runs", **where)]
+    line = go.Scatter(x=xs, y=g["mean"].to_numpy(float), name=name, legendgroup=name, showlegend=showlegend,
+                      mode="lines+markers" if len(g) < 30 else "lines", line=dict(color=color, dash=dash), meta=meta,
+                      customdata=np.stack([g["lo"], g["hi"], g["n"]], axis=1),
+                      hovertemplate=label + "%{y:.4g} [%{customdata[0]:.4g}, %{customdata[1]:.4g}]"
+                                    " over %{customdata[2]} runs", **where)
+    b = g.dropna(subset=["lo", "hi"])  # a cell without an interval (one seed, where the caller says so)
+    if not (b["n"] > 1).any():
+        return [line]
+    bx = b[x].to_numpy(float)
+    band = go.Scatter(x=np.concatenate([bx, bx[::-1]]),
+                      y=np.concatenate([b["hi"].to_numpy(float), b["lo"].to_numpy(float)[::-1]]),
+                      mode="lines", fill="toself", fillcolor=rgba(color, BAND_ALPHA), line=dict(width=0),
+                      hoverinfo="skip", name=f"{name} band", legendgroup=name, showlegend=False,
+                      meta=None if meta is None else f"{meta}|band", **where)
+    return [band, line]
 
 
 def add_band(fig: go.Figure, g: pd.DataFrame, x: str, name: str, color: str, dash: str = "solid",
-             showlegend: bool = True, label: str = "", **where) -> None:
-    fig.add_traces(band_traces(g, x, name, color, dash, showlegend, label, **where))
+             showlegend: bool = True, label: str = "", meta: str | None = None, row: int | None = None,
+             col: int | None = None, **where) -> None:
+    """band_traces added to fig (in subplot row, col when given)."""
+    fig.add_traces(band_traces(g, x, name, color, dash, showlegend, label, meta, **where), rows=row, cols=col)
 
 
 def band_curves(agg: pd.DataFrame, title: str = "", y_title: str = "",
@@ -129,9 +135,6 @@ def metric_panels(df: pd.DataFrame, metrics, x: str = "step", log_y: bool = Fals
 def rich_get_richer_bands(bands: pd.DataFrame, value: str = "weight_mean", band_name: str = "± std") -> go.Figure:
     """Grouped rich-get-richer: `value` by old-probability bin, one panel per group, one mean line
     and band per advantage sign. bands: seed_bands of rich_get_richer by (adv_sign, prob_bin, prob_lo, prob_hi)."""
-    from plotly.subplots import make_subplots
-
-    from aspo_dashboard.charts import SIGN_COLORS, SIGN_NAMES
     b = bands[bands["metric"] == value] if not bands.empty else bands
     if b.empty:
         return empty_figure("no token_hist rows in this step window")

@@ -1,28 +1,37 @@
-"""Rendering of the experiment report's blocks (app/report.py builds them): Markdown, self-contained HTML, and
-the README's claims table between its markers."""
+"""Rendering of the experiment report's blocks (aspo_report.document builds them): Markdown, self-contained HTML,
+and the README's claims table between its markers. Text from the logs (run ids, task and model names, config
+values) is shown literally in both: HTML-escaped in report.html, Markdown-escaped in summary.md."""
 from __future__ import annotations
 
 import html
+import re
 
 import plotly.io as pio
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run")
 README_START, README_END = "<!-- aspo report: claims -->", "<!-- /aspo report: claims -->"
+# the characters Markdown (CommonMark, GFM tables, $math$, ~strike~) or raw HTML would act on
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$!&])")
+
+
+def md_text(text) -> str:
+    """`text` shown literally in Markdown, on one line: a run id such as `[x](javascript:..)` or `<img ...>`
+    stays text, and a `|` cannot split a table cell."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
 
 
 def render_md(blocks, generated: str) -> str:
     out = []
     for b in blocks:
         if b[0] in ("h1", "h2", "h3"):
-            out.append("#" * int(b[0][1]) + " " + b[1] + ("\n\n" + generated if b[0] == "h1" else ""))
+            out.append("#" * int(b[0][1]) + " " + md_text(b[1]) + ("\n\n" + md_text(generated) if b[0] == "h1" else ""))
         elif b[0] == "p":
-            out.append(b[1])
+            out.append(md_text(b[1]))
         elif b[0] == "table":
-            cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-            out.append("\n".join(["| " + " | ".join(map(cell, b[1])) + " |", "|" + "---|" * len(b[1]),
-                                  *["| " + " | ".join(map(cell, r)) + " |" for r in b[2]]]))
+            out.append("\n".join(["| " + " | ".join(map(md_text, b[1])) + " |", "|" + "---|" * len(b[1]),
+                                  *["| " + " | ".join(map(md_text, r)) + " |" for r in b[2]]]))
         elif b[0] == "fig":
-            out.append(f"*Figure `{b[1]}`: {b[2].layout.title.text} (see report.html)*")
+            out.append(f"*Figure `{b[1]}`: {md_text(b[2].layout.title.text)} (see report.html)*")
     return "\n\n".join(out) + "\n"
 
 
@@ -63,7 +72,7 @@ def claims_markdown(summary: dict) -> str:
     and the seeds it took (n) and would need for 80% power."""
     groups = list(summary["tasks"])
     first = summary["tasks"][groups[0]]["claims"]
-    head = "| paper's claim | " + " | ".join(groups) + " |\n|---|" + "---|" * len(groups)
+    head = "| paper's claim | " + " | ".join(map(md_text, groups)) + " |\n|---|" + "---|" * len(groups)
     rows = []
     for i, claim in enumerate(first):
         cells = [_claim_cell(summary["tasks"][g]["claims"][i], summary["tasks"][g]["algos"]) for g in groups]

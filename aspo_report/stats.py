@@ -1,7 +1,8 @@
 """Statistics of the experiment report over seeds: bootstrap intervals and the seeds a check needs.
 
-Pure numpy on per-seed values (one number per run); app/report.py decides what to compare. Seeds are the unit
-of replication: every interval resamples seeds, never steps or tokens (those are not independent).
+Pure numpy on per-seed values (one number per run); aspo_report.claims decides what to compare. Seeds are the unit
+of replication: every interval resamples seeds with the project's one bootstrap (logs_schema.compare, which the
+dashboard's bands use too), never steps or tokens (those are not independent).
 """
 from __future__ import annotations
 
@@ -9,33 +10,32 @@ import math
 
 import numpy as np
 
-LEVEL = 0.95        # bootstrap interval coverage
+from logs_schema.compare import LEVEL, bootstrap_means, percentile_interval
+
 N_BOOT = 4000       # bootstrap resamples; fixed seed below, so the report is deterministic
+SEED = 20251006     # the paper's arXiv id: any fixed seed, never tuned
 POWER = 0.8         # power for the "seeds needed" column
 _Z_POWER = 0.8416   # standard normal quantile of POWER
 
 
 def clean(values) -> np.ndarray:
+    """The values that are numbers (None and NaN dropped; ±inf kept: a diverged seed must not vanish)."""
     return np.array([x for x in values if x is not None and not math.isnan(x)], dtype=float)
 
 
-def _rng() -> np.random.Generator:
-    return np.random.default_rng(20251006)  # the paper's arXiv id: any fixed seed, never tuned
-
-
-def _resampled_means(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    return v[rng.integers(0, len(v), size=(N_BOOT, len(v)))].mean(axis=1)
+def _means(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return bootstrap_means(v[None, :], N_BOOT, rng)[0]
 
 
 def _interval(samples: np.ndarray) -> list[float]:
-    lo, hi = np.quantile(samples, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    lo, hi = percentile_interval(samples, LEVEL)
     return [float(lo), float(hi)]
 
 
 def mean_ci(values) -> list[float] | None:
-    """Percentile bootstrap interval of the mean over seeds; None with fewer than 2 seeds."""
+    """Percentile bootstrap interval of the mean over seeds; None with fewer than 2 seeds or a non-finite one."""
     v = clean(values)
-    return _interval(_resampled_means(v, _rng())) if len(v) > 1 else None
+    return _interval(_means(v, np.random.default_rng(SEED))) if len(v) > 1 and np.isfinite(v).all() else None
 
 
 def diff_ci(a, b, sign: float) -> list[float] | None:
@@ -43,15 +43,15 @@ def diff_ci(a, b, sign: float) -> list[float] | None:
     a = clean(a)
     if len(a) < 2:
         return None
-    rng = _rng()
+    rng = np.random.default_rng(SEED)
     if isinstance(b, (int, float)):
         other = float(b)
     else:
         b = clean(b)
         if len(b) < 2:
             return None
-        other = _resampled_means(b, rng)
-    return sorted(sign * x for x in _interval(_resampled_means(a, rng) - other))
+        other = _means(b, rng)
+    return sorted(sign * x for x in _interval(_means(a, rng) - other))
 
 
 def seeds_needed(a, b, d: float, z: float) -> int | None:
@@ -65,15 +65,3 @@ def seeds_needed(a, b, d: float, z: float) -> int | None:
     if not d or math.isnan(var):
         return None
     return max(2, math.ceil((z + _Z_POWER) ** 2 * var / d ** 2))
-
-
-def binned_mean_ci(per_run: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per bin, over runs (rows: one array of bin values per run, NaN where a run has no rows):
-    (mean, interval low, interval high, runs counted). The interval is a bootstrap over runs."""
-    m = np.vstack(per_run)
-    mean = np.nanmean(m, axis=0)
-    lo, hi = np.full(m.shape[1], np.nan), np.full(m.shape[1], np.nan)
-    n = np.sum(~np.isnan(m), axis=0)
-    for j in np.flatnonzero(n > 1):
-        lo[j], hi[j] = mean_ci(m[:, j])
-    return mean, lo, hi, n
