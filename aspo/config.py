@@ -62,6 +62,7 @@ class TrainConfig:
     # --- logging, evaluation, checkpoints
     repetition_ngram: int = _f(3, "n of the token n-grams used for the repetition rate")
     token_sample: float = _f(0, "token rows kept per step: 0 = all sequences, 0<x<1 = that share, >=1 = that many sequences")
+    report_to: str = _f("none", "trackers that get every step's metrics as aspo/<column>: none, all, or any of tensorboard, wandb, trackio, mlflow, comma-separated (each an extra: pip install 'aspo[tensorboard]'); offline, no network needed")
     eval_every: int = _f(10, "evaluate on held-out problems every N steps (0 = never; the last step always)")
     eval_problems: int = _f(100, "held-out problems per evaluation")
     eval_k: int = _f(4, "samples per held-out problem (avg@k, pass@k)")
@@ -173,6 +174,8 @@ def validate(cfg: TrainConfig, loss_names) -> None:
     if cfg.resume and cfg.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: pick one")
     parse_task_args(cfg.task_args)
+    from aspo.trackers import check_report_to  # noqa: PLC0415  (finds the packages, imports none)
+    check_report_to(cfg.report_to)
 
 
 def make_config(preset: str | None = None, **overrides) -> TrainConfig:
