@@ -1,44 +1,62 @@
-"""Per-step diagnostics of *why* entropy moves, shared by the bundled trainer and the plug-ins.
+"""Per-step diagnostics of *why* entropy moves, shared by the bundled trainer and the plug-ins (via `aspo.rows`).
 
-The math they rest on stays in `aspo.losses` (the centred products of the covariance driver, the k3
-estimator, the top-entropy rule); this module only applies it to one step's tensors or token rows and
-returns `steps` metrics (schema names):
+The math they rest on stays in `aspo.losses` (covariance sums, the k3 estimator, the top-entropy rule); this
+module applies it to one step's token states (each token once) and token rows (each token once per update
+pass) and returns *sums* that add over ranks (`state_sums`, `pass_sums`), then the `steps` metrics (schema
+names) from the reduced sums (`finish`):
 
-- logp_adv_cov (+ _pos, _neg): Cov(old_logp, A) over every valid token of the step (Cui et al. 2025);
+- entropy_mean, near_deterministic_frac: old_entropy (the policy's entropy before the step's updates) over the
+  step's generated tokens, each once;
+- logp_adv_cov (+ _pos, _neg): Cov(old_logp, A) over every trained token of the step, each once (Cui et al.
+  2025), from the moment sums N, Σx, ΣA, ΣxA (and per sign), so ranks add;
+- rollout_kl, rollout_logp_diff_max: sampler (rollout_logp) versus trainer (old_logp) over the trained tokens
+  whose sampler log-prob is known;
 - fork_share_pos / _neg: share of the gradient mass Σ|A·w| on each response's top-20% entropy tokens in
   its update pass (Wang et al. 2025), per advantage sign;
-- ratio_inactive_frac: share of token rows with |r − 1| < RATIO_INACTIVE_TOL (one update per batch: r ≡ 1);
-- rollout_kl, rollout_logp_diff_max: sampler (rollout_logp) versus trainer (old_logp).
+- ratio_inactive_frac: share of token rows with |r − 1| < RATIO_INACTIVE_TOL (one update per batch: r ≡ 1).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from aspo.losses import kl_k3, logp_adv_cov
-from logs_schema.schema import RATIO_INACTIVE_TOL
+from aspo.losses import cov_sums, kl_k3
+from logs_schema.schema import NEAR_DETERMINISTIC_NATS, RATIO_INACTIVE_TOL
 
 FORK_TOP = 0.2  # Wang et al.: the top 20% entropy tokens carry the useful gradient
+STATE_COLUMNS = ("old_entropy",)  # pass-independent columns a token state carries beside rows.PASS_INDEPENDENT
+_SIGNS = (("", None), ("_pos", 1), ("_neg", -1))
 
 
-def covariance_metrics(old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> dict:
-    """logp_adv_cov and its A > 0 / A < 0 parts; advantages broadcast per token; None with no valid token."""
-    if not mask.bool().any():
-        return {"logp_adv_cov": None, "logp_adv_cov_pos": None, "logp_adv_cov_neg": None}
-    out = logp_adv_cov(old_logp, advantages, mask)
-    return {"logp_adv_cov": float(out.cov), "logp_adv_cov_pos": float(out.pos), "logp_adv_cov_neg": float(out.neg)}
+def _t(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, np.float64))
 
 
-def sampler_metrics(rollout_logp, old_logp, mask) -> dict:
-    """k3 KL(sampler || trainer) (tokens were drawn by the sampler) and the largest |old_logp − rollout_logp|
-    over valid tokens whose sampler log-prob is known (finite); None when there are none."""
-    if rollout_logp is None:
-        return {"rollout_kl": None, "rollout_logp_diff_max": None}
-    r, o = torch.as_tensor(rollout_logp).double(), torch.as_tensor(old_logp).double()
-    m = torch.as_tensor(mask).bool() & torch.isfinite(r)
-    if not m.any():
-        return {"rollout_kl": None, "rollout_logp_diff_max": None}
-    return {"rollout_kl": float(kl_k3(r, o)[m].mean()), "rollout_logp_diff_max": float((o - r).abs()[m].max())}
+def _col(d: dict, name: str, n: int) -> np.ndarray:
+    return np.asarray(d[name], np.float64) if name in d else np.full(n, np.nan)
+
+
+def state_sums(states: dict) -> dict[str, float]:
+    """Additive sums over the token states (each token once): entropy, covariance moments, sampler k3."""
+    n = len(states.get("trained", []))
+    trained = np.asarray(states.get("trained", np.zeros(0, bool)), bool)
+    ent = _col(states, "old_entropy", n)
+    known = np.isfinite(ent)
+    out = {"entropy_mean|n": float(ent[known].sum()), "entropy_mean|d": float(known.sum()),
+           "near_deterministic_frac|n": float((ent[known] < NEAR_DETERMINISTIC_NATS).sum()),
+           "near_deterministic_frac|d": float(known.sum())}
+    x, a = _col(states, "old_logp", n)[trained], _col(states, "advantage", n)[trained]
+    for suffix, sign in _SIGNS:
+        part = np.ones(len(a), bool) if sign is None else np.sign(a) == sign
+        s = cov_sums(_t(x), _t(a), torch.as_tensor(part))
+        out.update({f"cov{suffix}_{k}": float(v) for k, v in s._asdict().items()})
+    r = _col(states, "rollout_logp", n)[trained]
+    ok = np.isfinite(r)
+    k3 = kl_k3(_t(r[ok]), _t(x[ok])) if ok.any() else torch.zeros(0)
+    out.update({"rollout_kl|n": float(k3.sum()), "rollout_kl|d": float(ok.sum()),
+                # reduced by max over ranks (its key ends in _max)
+                "rollout_logp_diff_max": float(np.abs(x[ok] - r[ok]).max()) if ok.any() else -np.inf})
+    return out
 
 
 def fork_mask(tok: dict, top: float = FORK_TOP) -> np.ndarray:
@@ -57,28 +75,33 @@ def fork_mask(tok: dict, top: float = FORK_TOP) -> np.ndarray:
     return rank < k[group]
 
 
-def token_row_metrics(tok: dict) -> dict:
-    """fork_share_pos/_neg and ratio_inactive_frac from one step's token rows (all update passes)."""
-    if not tok or not len(tok["advantage"]):
-        return {}
-    adv = np.asarray(tok["advantage"], np.float64)
-    mass = np.abs(adv * np.asarray(tok["weight"], np.float64))
-    out = {"ratio_inactive_frac": float(np.mean(np.abs(np.asarray(tok["ratio"], np.float64) - 1) < RATIO_INACTIVE_TOL))}
-    fork = fork_mask(tok) if not np.isnan(np.asarray(tok["entropy"], np.float64)).all() else None
+def pass_sums(tok: dict) -> dict[str, float]:
+    """Additive sums over the token rows (each token once per update pass): forking-token mass, inactive ratios."""
+    n = len(tok.get("sample", []))
+    out = {"ratio_inactive_frac|n": 0.0, "ratio_inactive_frac|d": float(n)}
+    adv = _col(tok, "advantage", n)
+    ent = _col(tok, "entropy", n)
+    known = np.isfinite(ent)  # without entropies (a host that does not compute them) no share
+    fork = fork_mask(tok) if known.any() else np.zeros(n, bool)
+    mass = np.abs(adv * _col(tok, "weight", n))
+    if n:
+        out["ratio_inactive_frac|n"] = float(np.sum(np.abs(_col(tok, "ratio", n) - 1) < RATIO_INACTIVE_TOL))
     for sign, where in (("pos", adv > 0), ("neg", adv < 0)):
-        total = mass[where].sum()
-        out[f"fork_share_{sign}"] = float(mass[where & fork].sum() / total) if fork is not None and total > 0 else None
+        out[f"fork_share_{sign}|n"] = float(mass[where & fork & known].sum())
+        out[f"fork_share_{sign}|d"] = float(mass[where & known].sum())
     return out
 
 
-def row_metrics(tok: dict) -> dict:
-    """Every diagnostic from token rows alone (plug-ins): the covariance and sampler metrics on the rows as a
-    (1, n) batch. Each token appears once per update pass, the same number of times, so the covariance of the
-    rows is the covariance of the tokens."""
-    if not tok or not len(tok["advantage"]):
-        return {}
-    as_t = lambda k: torch.as_tensor(np.asarray(tok[k], np.float64))[None]  # noqa: E731
-    mask = torch.ones_like(as_t("old_logp"), dtype=torch.bool)
-    out = covariance_metrics(as_t("old_logp"), as_t("advantage"), mask)
-    out.update(sampler_metrics(as_t("rollout_logp") if "rollout_logp" in tok else None, as_t("old_logp"), mask))
-    return {**out, **token_row_metrics(tok)}
+def finish(sums: dict[str, float]) -> dict:
+    """logp_adv_cov (+ _pos/_neg) and rollout_logp_diff_max from the reduced sums (the ratio metrics are done by
+    `aspo.rows.finish`)."""
+    n, x, a = sums["cov_n"], sums["cov_x"], sums["cov_y"]
+    out = {"rollout_logp_diff_max": sums["rollout_logp_diff_max"] if sums["rollout_kl|d"] > 0 else None}
+    for suffix, _ in _SIGNS:
+        if n <= 0:
+            out[f"logp_adv_cov{suffix}"] = None
+            continue
+        ns, xs, ys, xys = (sums[f"cov{suffix}_{k}"] for k in ("n", "x", "y", "xy"))
+        # Σ over the part of (x − x̄)(a − ā), x̄ and ā the whole step's means, / N: the parts add up to the whole
+        out[f"logp_adv_cov{suffix}"] = (xys - (a / n) * xs - (x / n) * ys + ns * (x / n) * (a / n)) / n
+    return out

@@ -260,6 +260,23 @@ def logp_adv_cov(old_logp: Tensor, advantages: Tensor, mask: Tensor) -> CovOutpu
     return CovOutput(prod.sum() / n, prod[A > 0].sum() / n, prod[A < 0].sum() / n)
 
 
+class CovSums(NamedTuple):
+    n: Tensor  # scalars (float64) over the masked entries: count, Σx, Σy, Σx·y
+    x: Tensor
+    y: Tensor
+    xy: Tensor
+
+
+def cov_sums(x: Tensor, y: Tensor, mask: Tensor) -> CovSums:
+    """The moment sums of a covariance over the masked entries (float64). They add over ranks and micro-batches:
+    Cov = xy/n − (x/n)(y/n) of the totals, and the part of a subset S (masked sums S) of the whole's
+    Σ(x − x̄)(y − ȳ)/n is (xy_S − ȳ·x_S − x̄·y_S + n_S·x̄·ȳ)/n — what logp_adv_cov's pos/neg split is."""
+    m = mask.bool()
+    xs = torch.where(m, x.detach().double(), torch.zeros_like(x, dtype=torch.float64))
+    ys = torch.where(m, y.detach().double(), torch.zeros_like(xs))
+    return CovSums(m.sum().double(), xs.sum(), ys.sum(), (xs * ys).sum())
+
+
 def clip_cov(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, clip_cov_ratio=2e-4,
              clip_cov_lb=1.0, clip_cov_ub=5.0, seed=0, dual_clip=3.0, entropy=None, entropy_clip_top=0.0,
              entropy_clip_eps=0.4) -> LossOutput:

@@ -1,8 +1,20 @@
-"""Pure-Python evaluation metrics (no torch): repetition of token n-grams, pass@k and avg@k."""
+"""Evaluation metrics (no torch): correctness of a reward, repetition of token n-grams, pass@k and avg@k."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+from logs_schema.schema import CORRECT_TOL
+
+
+def correct(rewards) -> np.ndarray:
+    """Whether each reward counts as correct: within CORRECT_TOL of 1 (a weighted sum of reward functions in
+    float32 can land a rounding error away from 1; no partial credit comes that close). NaN: not correct.
+    The one rule behind sequences.correct, steps.accuracy, the held-out pass@k and the warm-up's accuracy."""
+    r = np.asarray(rewards, np.float64)
+    return np.abs(r - 1.0) <= CORRECT_TOL
 
 
 def _repeated_starts(tokens: Sequence[Hashable], n: int) -> list[int]:

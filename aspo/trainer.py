@@ -21,13 +21,12 @@ from aspo.advantages import group_advantages, zero_variance_groups
 from aspo.config import ConfigError, TrainConfig, parse_task_args, validate
 from aspo.logbook import StepLog, make_writer, sequence_columns, step_metrics
 from aspo.losses import LOSS_AGGREGATION, LOSS_DEFAULTS, LOSSES, kl_k3, step_loss
-from aspo.metrics import avg_at_k, pass_at_k
+from aspo.metrics import avg_at_k, correct as is_correct, pass_at_k
 from aspo.model import build_small_model, build_tokenizer, format_prompt, load_local_model, resolve_device
 from aspo.rollout import generate, token_logp_entropy
 from aspo.run_dir import prepare_run_dir
 from aspo.signals import deferred_stop
 from aspo.tasks import get_task
-from aspo.trackers import report_to
 from aspo.warmup import warmup
 from logs_schema.lock import RunLock
 
@@ -307,11 +306,12 @@ def loss_on_micro(run: Run, batch: Batch, idx: torch.Tensor, normalizer: float, 
                                        T, run.cfg.temperature, autocast=run.amp)
     mask = batch.mask[idx].to(dev)
     adv = batch.advantages[idx].to(dev)[:, None].expand_as(logp)
-    out = run.loss_fn(logp, batch.old_logp[idx].to(dev), adv, mask, entropy=entropy.detach(), **run.loss_kwargs)
+    old = batch.old_logp[idx].to(dev)
+    out = run.loss_fn(logp, old, adv, mask, entropy=entropy.detach(), **run.loss_kwargs)
     kl = kl_k3(logp, batch.ref_logp[idx].to(dev)) * mask if batch.ref_logp is not None else None
     loss = step_loss(out, mask, run.aggregation, normalizer, kl, run.cfg.kl_beta)
     run.scaler.scale(loss).backward()
-    log.add_pass(epoch, mb, idx, logp.detach(), entropy.detach(), out, mask, adv, kl, loss.item())
+    log.add_pass(epoch, mb, idx, logp.detach(), old, entropy.detach(), out, mask, adv, kl, loss.item())
 
 
 def clip_gradients(run: Run) -> float:
@@ -337,7 +337,7 @@ def evaluate(run: Run) -> dict:
                       autocast=run.amp)
         texts.extend(ro.texts)
     rewards = run.task.rewards([p for p in problems for _ in range(k)], texts)
-    correct = np.array([r == 1.0 for r in rewards]).reshape(len(problems), k)
+    correct = is_correct(rewards).reshape(len(problems), k)
     return {"eval_avg_at_k": float(np.mean([avg_at_k(k, int(c)) for c in correct.sum(1)])), "eval_k": float(k),
             "eval_pass_at_k": float(np.mean([pass_at_k(k, int(c), k) for c in correct.sum(1)]))}
 
@@ -373,8 +373,7 @@ def should_eval(cfg: TrainConfig, step: int) -> bool:
 def train(cfg: TrainConfig, log=print, on_step=None) -> Path:
     """Run (or resume) one training run; returns its directory. Marks the run's status however it ends."""
     run = setup(cfg, log)
-    # the writer marks the run failed/killed if anything below raises; report_to adds the --report-to trackers
-    with run.writer, report_to(cfg, run.run_dir, run.start_step, on_step) as on_step:
+    with run.writer:  # marks the run failed/killed if anything below raises
         for step in range(run.start_step, cfg.steps):
             metrics = train_step(run, step)
             if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.steps - 1:
@@ -385,3 +384,4 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> Path:
                 on_step(step, metrics)
         run.writer.set_status("finished")
     return run.run_dir
+

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
+from aspo.metrics import correct
 from aspo.model import format_prompt
 from aspo.rollout import generate, position_ids_from_mask
 
@@ -116,7 +117,7 @@ def accuracy(model, tokenizer, task, problems, temperature: float, seed: int) ->
     gen = torch.Generator().manual_seed(seed)
     texts = generate(model, tokenizer, prompts, task.max_new_tokens, temperature, gen).texts
     model.train(was_training)
-    return sum(r == 1.0 for r in task.rewards(problems, texts)) / max(len(problems), 1)
+    return int(correct(task.rewards(problems, texts)).sum()) / max(len(problems), 1)
 
 
 # ----------------------------------------------------------------------------------------------- training

@@ -31,6 +31,9 @@ META_TABLE = b"aspo.table"
 
 # A token is "near-deterministic" when its policy entropy is below this many nats.
 NEAR_DETERMINISTIC_NATS = 0.1
+# A response is correct when its reward is within CORRECT_TOL of 1 (float rounding of a weighted sum of reward
+# functions; no partial credit comes that close).
+CORRECT_TOL = 1e-6
 # A step's ratios are "inactive" when |ratio - 1| < RATIO_INACTIVE_TOL on more than RATIO_INACTIVE_SHARE of its
 # token rows: one update per rollout batch, so every ratio-based loss gives the same update.
 RATIO_INACTIVE_TOL = 1e-3
@@ -87,16 +90,19 @@ RUNS = pa.schema([
 _M = pa.float64()
 STEP_METRICS = {  # name -> (unit, doc); every metric is a nullable float
     "reward_mean": ("reward", "Mean reward of the step's responses (rewards in [0, 1])."),
-    "reward_std": ("reward", "Standard deviation of those rewards."),
-    "accuracy": ("share", "Share of responses that are correct (reward == 1)."),
-    "entropy_mean": ("nats", "Mean policy entropy over the step's valid tokens."),
-    "near_deterministic_frac": ("share", f"Share of tokens with entropy < {NEAR_DETERMINISTIC_NATS} nats."),
+    "reward_std": ("reward", "Population standard deviation (ddof 0) of those rewards."),
+    "accuracy": ("share", f"Share of responses (with a known reward) that are correct (reward within {CORRECT_TOL:g} "
+                 "of 1)."),
+    "entropy_mean": ("nats", "Mean policy entropy before the step's updates (the old-logp forward's, at the sampling "
+                     "temperature) over the step's generated tokens, each token once."),
+    "near_deterministic_frac": ("share", f"Share of those tokens with entropy < {NEAR_DETERMINISTIC_NATS} nats."),
     "clip_frac_pos": ("share", "Hard-clip share among positive-advantage token rows."),
     "clip_frac_neg": ("share", "Hard-clip share among negative-advantage token rows."),
     "dual_clip_frac_pos": ("share", "Dual-clip share among positive-advantage token rows."),
     "dual_clip_frac_neg": ("share", "Dual-clip share among negative-advantage token rows."),
-    "ratio_mean_pos": ("ratio", "Mean response-level ratio of positive-advantage responses."),
-    "ratio_mean_neg": ("ratio", "Mean response-level ratio of negative-advantage responses."),
+    "ratio_mean_pos": ("ratio", "Mean over (update pass, response) of the response's mean token ratio in that pass "
+                       "(the paper's response-level ratio), for positive-advantage rows."),
+    "ratio_mean_neg": ("ratio", "Same as ratio_mean_pos for negative-advantage rows."),
     "weight_mean_pos": ("weight", "Mean token weight of positive-advantage token rows."),
     "weight_mean_neg": ("weight", "Mean token weight of negative-advantage token rows."),
     "kl": ("nats", "KL to the reference policy (k3 estimator), token mean."),
@@ -109,14 +115,14 @@ STEP_METRICS = {  # name -> (unit, doc); every metric is a nullable float
     "response_length_mean": ("tokens", "Mean response length."),
     "truncated_frac": ("share", "Share of responses that hit max_new_tokens without EOS."),
     "repetition_rate": ("share", "Mean per-response repetition rate (repeated n-grams / n-grams)."),
-    "zero_var_group_frac": ("share", "Share of groups whose rewards are all equal (zero advantage)."),
+    "zero_var_group_frac": ("share", "Share of groups whose (known) rewards are all equal (zero advantage)."),
     "seconds": ("s", "Wall time of the step (rollout + updates + logging)."),
     "tokens_per_s": ("tokens/s", "Generated tokens per second of step time."),
     "eval_avg_at_k": ("share", "Held-out avg@k (mean correctness over k samples); null when not evaluated."),
     "eval_pass_at_k": ("share", "Held-out pass@k; null when not evaluated."),
     "eval_k": ("samples", "The k of the held-out evaluation; null when not evaluated."),
     # v2: why entropy moves (Cui et al. 2025; Wang et al. 2025) and whether the ratios act at all
-    "logp_adv_cov": ("nats", "Cov(old_logp, advantage) over ALL valid completion tokens of the step: "
+    "logp_adv_cov": ("nats", "Cov(old_logp, advantage) over ALL trained completion tokens of the step, each once: "
                      "mean((old_logp - mean)(A - mean)). Entropy change ~ -lr * this (positive drains entropy)."),
     "logp_adv_cov_pos": ("nats", "Share of logp_adv_cov from A > 0 tokens: sum over them of the centred "
                          "product / all tokens (pos + neg + zero-A rest = logp_adv_cov)."),
@@ -127,8 +133,8 @@ STEP_METRICS = {  # name -> (unit, doc); every metric is a nullable float
     "ratio_inactive_frac": ("share", f"Share of token rows with |ratio - 1| < {RATIO_INACTIVE_TOL:g}: above "
                             f"{RATIO_INACTIVE_SHARE:g} the ratios do nothing and ratio-based losses (ASPO, GRPO, ...) "
                             "give the same update."),
-    "rollout_kl": ("nats", "k3 KL(sampler || trainer) over the step's tokens, from rollout_logp vs old_logp; "
-                   "null when the sampler's log-probs are unknown."),
+    "rollout_kl": ("nats", "k3 KL(sampler || trainer) over the step's trained tokens (each once) whose sampler "
+                   "log-prob is known, from rollout_logp vs old_logp; null when unknown."),
     "rollout_logp_diff_max": ("nats", "Largest |old_logp - rollout_logp| of the step; null when unknown."),
 }
 STEPS = pa.schema(_KEY + [_f(k, _M, u, d) for k, (u, d) in STEP_METRICS.items()])
@@ -144,7 +150,7 @@ SEQUENCES = pa.schema(_KEY + [
     _f("length", pa.int32(), "tokens", "Completion length in tokens (up to and including EOS)."),
     _f("truncated", pa.bool_(), "-", "True when no EOS within max_new_tokens."),
     _f("repetition_rate", pa.float64(), "share", "Repeated n-gram occurrences / all n-grams."),
-    _f("correct", pa.bool_(), "-", "reward == 1."),
+    _f("correct", pa.bool_(), "-", f"reward within {CORRECT_TOL:g} of 1 (CORRECT_TOL)."),
     _f("tokens_logged", pa.bool_(), "-", "Whether this response's token rows were kept (token budget)."),
 ])
 
@@ -205,7 +211,9 @@ DESCRIPTIONS = {
     "runs": "One row per run and rank; the writer atomically rewrites `runs/rank<R>.parquet` "
             "on every heartbeat and status change (latest wins).",
     "steps": "One row per step: the trainer's metrics. Unknown metric names are rejected; "
-             "missing ones are null.",
+             "missing ones are null. Every producer (the bundled trainer, the TRL and verl plug-ins) computes them "
+             "with one definition (aspo.rows); a multi-rank step logs on every rank the global value, from sums "
+             "over all ranks divided by global counts (never a mean of per-rank means).",
     "sequences": "One row per rolled-out response.",
     "tokens": "One row per valid token per update pass, for the sampled responses only (token budget).",
     "token_hist": "Per step x old-probability bin x advantage sign x clip state, over ALL token rows. "

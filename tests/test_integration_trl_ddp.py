@@ -78,18 +78,22 @@ def raw(log_dir: Path, table: str) -> pd.DataFrame:
 
 
 def recompute(seq: pd.DataFrame, tok: pd.DataFrame) -> dict:
-    """The step metrics of one step from both ranks' raw sequence and token rows."""
+    """The step metrics of one step from both ranks' raw sequence and token rows, by their documented definitions."""
     out = {"reward_mean": seq["reward"].mean(), "reward_std": seq["reward"].std(ddof=0),
            "accuracy": seq["correct"].mean(), "response_length_mean": seq["length"].mean(),
            "truncated_frac": seq["truncated"].mean(), "repetition_rate": seq["repetition_rate"].mean(),
-           "zero_var_group_frac": seq.groupby("group")["reward"].agg(lambda r: r.std(ddof=0) == 0).mean(),
-           "entropy_mean": tok["entropy"].astype(float).mean(),
-           "near_deterministic_frac": (tok["entropy"] < 0.1).mean()}
+           "zero_var_group_frac": seq.groupby("group")["reward"].agg(lambda r: r.nunique() == 1).mean(),
+           "ratio_inactive_frac": ((tok["ratio"].astype(float) - 1).abs() < 1e-3).mean()}
     for sign, t in (("pos", tok[tok["advantage"] > 0]), ("neg", tok[tok["advantage"] < 0])):
         out[f"clip_frac_{sign}"] = t["clipped"].mean()
         out[f"dual_clip_frac_{sign}"] = t["dual_clipped"].mean()
         out[f"weight_mean_{sign}"] = t["weight"].astype(float).mean()
-        out[f"ratio_mean_{sign}"] = t.groupby(["rank", "sample"])["ratio"].mean().mean()
+        out[f"ratio_mean_{sign}"] = t.groupby(["rank", "epoch", "minibatch", "sample"])["ratio"].mean().mean()
+    once = tok.drop_duplicates(["rank", "sample", "position"])  # each token once (its first pass)
+    x, a = once["old_logp"].to_numpy(float), once["advantage"].to_numpy(float)
+    prod = (x - x.mean()) * (a - a.mean())
+    out.update(logp_adv_cov=prod.mean(), logp_adv_cov_pos=prod[a > 0].sum() / len(x),
+               logp_adv_cov_neg=prod[a < 0].sum() / len(x))
     return out
 
 
@@ -118,7 +122,7 @@ def test_step_metrics_are_the_whole_batch_of_both_ranks(ddp_run):
         rank0 = recompute(s[s["rank"] == 0], t[t["rank"] == 0])
         differs |= {k for k in want if not np.isclose(rank0[k], want[k], equal_nan=True)}
     # the check can tell rank 0's own numbers from the whole batch's
-    assert {"reward_mean", "entropy_mean", "zero_var_group_frac"} <= differs
+    assert {"reward_mean", "logp_adv_cov", "zero_var_group_frac"} <= differs
     # throughput counts the tokens of both ranks
     for step in (0, 1):
         row = metrics.loc[step]

@@ -30,8 +30,8 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from aspo.integrations import (merge_rows, pass_rows, prompt_key, sequence_columns, step_metrics,
-                               token_texts, zero_var_group_frac)
+from aspo.rows import (at, merge_rows, pass_rows, prompt_key, sequence_columns, step_metrics, token_texts,
+                       torch_reduce, zero_var_group_frac)
 from aspo.losses import LOSS_DEFAULTS, LOSSES, aggregate
 from logs_schema import RunWriter
 
@@ -96,6 +96,7 @@ class AspoGRPOTrainer(GRPOTrainer):
         self.aspo_new_logp = aspo_new_logp
         self.aspo_run_id = aspo_run_id or (self.aspo_log_dir.name if self.aspo_log_dir else None) or self.args.run_name
         self._aspo_writer, self._aspo_pending, self._aspo_seq_info = None, None, None
+        self._aspo_capture, self._aspo_captured = False, None
         self._aspo_step, self._aspo_grad_norms, self._aspo_kl = 0, [], []
         self.add_callback(_Callback(self))
 
@@ -185,6 +186,31 @@ class AspoGRPOTrainer(GRPOTrainer):
         m["aspo/weight_mean"].append(self._global_mean(out.weight, mask))
 
     # ------------------------------------------------------------------ rollouts
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
+        """TRL's forward; during a logged generation, its old-logp forward (the first no-grad call on the policy,
+        made only when TRL needs old log-probs) also returns the entropies, for old_entropy (TRL's fused head
+        computes them anyway)."""
+        capture = getattr(self, "_aspo_capture", False) and model is self.model and not torch.is_grad_enabled()
+        if capture and len(args) < 5:  # compute_entropy not given positionally
+            self._aspo_capture = False
+            logps, entropies, aux = super()._get_per_token_logps_and_entropies(
+                model, *args, **{**kwargs, "compute_entropy": True})
+            self._aspo_captured = (logps, entropies)
+            return logps, entropies if kwargs.get("compute_entropy") else None, aux
+        return super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
+
+    def _old_entropy(self, output):
+        """(n, T) entropies of the old-logp forward when TRL made one (checked: its log-probs are the batch's
+        old_per_token_logps); None when TRL made none (then every pass runs before the step's first update and
+        each pass's own entropy is the old one)."""
+        captured, self._aspo_captured, self._aspo_capture = self._aspo_captured, None, False
+        old = output.get("old_per_token_logps")
+        if old is None:
+            return None
+        if captured is None or captured[1] is None or not torch.equal(captured[0], old):
+            return torch.full(old.shape, float("nan"))  # old log-probs from elsewhere: entropy unknown
+        return captured[1].detach().float().cpu()
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         if self.model.training and self.aspo_log_dir is not None:
@@ -197,12 +223,16 @@ class AspoGRPOTrainer(GRPOTrainer):
         if training:
             t0 = time.perf_counter()  # `seconds` of a step counts the previous step's logging (done here)
             self._aspo_flush()  # the previous step's updates are all done: log it before new rollouts
+            generate_every = self.args.steps_per_generation * self.num_iterations  # TRL's rule for old log-probs
+            self._aspo_capture = bool(self.args.gradient_accumulation_steps % generate_every
+                                      or (self.use_vllm and self.vllm_importance_sampling_correction))
         output = super()._generate_and_score_completions(inputs)
         if training:
             n = output["completion_ids"].size(0)
             output["aspo_sample"] = torch.arange(n, device=output["completion_ids"].device)
             rewards = self._global_rewards()
             self._aspo_pending = {"step": self._aspo_step, "t0": t0, "batch": output, "passes": [], "losses": [],
+                                  "old_entropy": self._old_entropy(output),
                                   "sequences": self._sequences(output, rewards), "n_pass": 0,
                                   "zero_var_group_frac": zero_var_group_frac(rewards, self.num_generations)}
             self._aspo_step += 1
@@ -239,10 +269,13 @@ class AspoGRPOTrainer(GRPOTrainer):
     def _record_pass(self, inputs, logp, old, out, adv, entropy, mask, loss) -> None:
         p = self._aspo_pending
         spg = self.args.steps_per_generation
-        p["passes"].append(pass_rows(
+        rows = pass_rows(
             epoch=p["n_pass"] // spg, minibatch=p["n_pass"] % spg, sample=inputs["aspo_sample"], mask=mask,
             logp=logp, old_logp=old, out=out, advantages=adv, entropy=entropy, token_ids=inputs["completion_ids"],
-            rollout_logp=inputs.get("sampling_per_token_logps")))  # TRL's sampler logps (vLLM, rollout_func)
+            rollout_logp=inputs.get("sampling_per_token_logps"))  # TRL's sampler logps (vLLM, rollout_func)
+        # before the step's updates: the old-logp forward's entropy, or (no such forward) this pass's own
+        rows["old_entropy"] = at(rows, p["old_entropy"]) if p["old_entropy"] is not None else rows["entropy"]
+        p["passes"].append(rows)
         p["losses"].append(loss.item())
         p["n_pass"] += 1
 
@@ -305,17 +338,19 @@ class AspoGRPOTrainer(GRPOTrainer):
                  "kl": float(np.mean(self._aspo_kl)) if self._aspo_kl else None,
                  "seconds": seconds,
                  "tokens_per_s": float(tokens) / seconds if seconds > 0 else None}
-        metrics = step_metrics(tok, p["sequences"], extra,
-                               reduce_sum=self._reduce_sum if self.accelerator.num_processes > 1 else None)
+        metrics = step_metrics(tok, p["sequences"], extra=extra, reduce=self._reduce())
         # A group may span ranks, so per-rank group counts do not add up: use the gathered batch's.
         metrics["zero_var_group_frac"] = p["zero_var_group_frac"]
+        tok.pop("old_entropy", None)  # not a column before schema v3
         self._aspo_writer.log_step(p["step"], metrics, p["sequences"], tok)
 
+    def _reduce(self):
+        """Sums (and maxima) over the ranks; None for one process."""
+        return torch_reduce(self.accelerator.device) if self.accelerator.num_processes > 1 else None
+
     def _reduce_sum(self, vec: np.ndarray) -> np.ndarray:
-        if self.accelerator.num_processes == 1:
-            return vec
-        t = torch.as_tensor(vec, dtype=torch.float64, device=self.accelerator.device)
-        return self.accelerator.reduce(t, reduction="sum").cpu().numpy()
+        reduce = self._reduce()
+        return vec if reduce is None else reduce(vec, "sum")
 
     def train(self, *args, **kwargs):
         """GRPOTrainer.train, then the last step's logs and the run's final status."""

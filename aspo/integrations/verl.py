@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aspo.integrations import merge_rows, pass_rows, step_metrics
+from aspo.rows import at, merge_rows, pass_rows, step_metrics, torch_reduce
 from aspo.losses import LOSS_DEFAULTS, LOSSES, LossOutput, _prepare
 from logs_schema import RunWriter
 
@@ -153,7 +153,7 @@ class _Recorder:
     def __init__(self):
         self.log_dir, self.run_id, self.token_sample, self.algo = None, None, None, None
         self.writer, self.step, self.passes, self.ctx, self.visits, self.calls = None, 0, [], None, {}, {}
-        self.sequences, self.new_logp = None, False
+        self.sequences, self.new_logp, self.old_entropy = None, False, None
 
     @property
     def active(self) -> bool:
@@ -178,6 +178,10 @@ class _Recorder:
         rows = pass_rows(epoch=epoch, minibatch=minibatch, sample=sample, mask=mask, logp=log_prob,
                          old_logp=old_log_prob, out=out, advantages=advantages, entropy=fits(ctx.get("entropy")),
                          token_ids=fits(ctx.get("responses")), rollout_logp=fits(ctx.get("rollout_logp")))
+        old = self.old_entropy if ctx.get("sample") is not None else None  # indexed by the step's sample ids
+        fits_old = old is not None and len(rows["sample"]) and rows["sample"].max() < old.size(0) \
+            and rows["position"].max() < old.size(1)
+        rows["old_entropy"] = at(rows, old if fits_old else None)
         self.passes.append(rows)
 
     def _writer(self, rank: int) -> RunWriter:
@@ -191,23 +195,25 @@ class _Recorder:
         return self.writer
 
     def flush(self, step: int | None = None, sequences: dict | None = None, metrics: dict | None = None,
-              rank: int | None = None, new_logp: torch.Tensor | None = None) -> int | None:
+              rank: int | None = None, new_logp: torch.Tensor | None = None, reduce=None,
+              write: bool = True) -> int | None:
         """Write the recorded passes as one step (default: the next step number); None when nothing recorded.
-        new_logp: (responses, T) log-probs after the step's updates, indexed by sample id; None: NaN."""
+        new_logp: (responses, T) log-probs after the step's updates, indexed by sample id; None: NaN.
+        reduce: `aspo.rows.Reduce` over the data-parallel ranks (every one of them must flush: it is collective);
+        write=False: take part in the reduction only (a model-parallel rank holding a copy of another's data)."""
         passes, seqs = self.passes, sequences or self.sequences
-        self.passes, self.visits, self.calls, self.sequences = [], {}, {}, None
+        self.passes, self.visits, self.calls, self.sequences, self.old_entropy = [], {}, {}, None, None
         if not self.active or not passes:
             return None
-        writer = self._writer(_rank() if rank is None else rank)
         step = self.step if step is None else int(step)
         tok = merge_rows(passes)
-        if new_logp is None:
-            tok["new_logp"] = np.full(len(tok["sample"]), np.nan, np.float32)
-        else:
-            tok["new_logp"] = new_logp.float().cpu().numpy()[tok["sample"], tok["position"]].astype(np.float32)
+        tok["new_logp"] = at(tok, new_logp)
         if seqs is None:
             seqs = _sequences_from_tokens(tok)
-        writer.log_step(step, step_metrics(tok, seqs, metrics), seqs, tok)
+        row = step_metrics(tok, seqs, extra=metrics, reduce=reduce)
+        tok.pop("old_entropy", None)  # not a column before schema v3
+        if write:
+            self._writer(_rank() if rank is None else rank).log_step(step, row, seqs, tok)
         self.step = step + 1
         return step
 
@@ -298,16 +304,77 @@ def wrap_train_mini_batch(orig):
         RECORDER.passes, RECORDER.visits, RECORDER.calls = [], {}, {}
         try:
             RECORDER.sequences = _sequences_from_batch(data)
+            RECORDER.old_entropy = _old_entropy(self, data)
         except Exception as exc:  # noqa: BLE001 - logs must never stop a multi-node run
             _LOG.warning("aspo: sequences not logged this step (%s)", exc)
         result = orig(self, data)
         try:
-            RECORDER.flush(new_logp=_new_logp(self, data) if RECORDER.new_logp else None)
+            rank, reduce, write = _parallel(self)
+            RECORDER.flush(new_logp=_new_logp(self, data) if RECORDER.new_logp else None, rank=rank, reduce=reduce,
+                           write=write)
         except Exception as exc:  # noqa: BLE001
             _LOG.warning("aspo: step not logged (%s)", exc)
         return result
 
     return train_mini_batch
+
+
+def wrap_infer_batch(orig):
+    """The actor's `infer_batch` (verl's compute_log_prob: the old-log-prob forward, with entropy) keeps its
+    padded log-probs and entropies on the worker, for the next `train_mini_batch`'s old_entropy."""
+
+    @functools.wraps(orig)
+    def infer_batch(self, data):
+        out = orig(self, data)
+        if RECORDER.active and out is not None:
+            try:
+                self._aspo_old = _padded_outputs(out, data)
+            except Exception as exc:  # noqa: BLE001
+                self._aspo_old = None
+                _LOG.warning("aspo: old entropies not kept (%s)", exc)
+        return out
+
+    return infer_batch
+
+
+def _padded_outputs(out, data):
+    """(log_probs, entropy) of an infer_batch output, padded (responses, T); None without entropy."""
+    from verl.utils import tensordict_utils as tu  # noqa: PLC0415
+    from verl.workers.utils.padding import no_padding_2_padding  # noqa: PLC0415
+    logp, ent = tu.get(out, "log_probs"), tu.get(out, "entropy")
+    if logp is None or ent is None:
+        return None
+    return no_padding_2_padding(logp, data).float().cpu(), no_padding_2_padding(ent, data).float().cpu()
+
+
+def _old_entropy(worker, data) -> torch.Tensor | None:
+    """The entropies of the forward that produced this batch's old_log_probs (verl's compute_log_prob always
+    asks for them; kept by `wrap_infer_batch`), checked by its log-probs being exactly the batch's on every
+    response token; None otherwise (bypass mode's old_log_probs are the rollout's: no such forward)."""
+    kept, worker._aspo_old = getattr(worker, "_aspo_old", None), None
+    if kept is None:
+        return None
+    logp, ent = kept
+    old, mask = _padded(data["old_log_probs"]).float().cpu(), _padded(data["response_mask"]).bool().cpu()
+    T = min(old.size(1), logp.size(1))
+    same = logp.size(0) == old.size(0) and not mask[:, T:].any() and torch.equal(
+        torch.where(mask[:, :T], logp[:, :T], 0.0), torch.where(mask[:, :T], old[:, :T], 0.0))
+    return ent[:, :T] if same else None
+
+
+def _parallel(worker):
+    """(rank to log as, reduce over the data-parallel group or None, whether this rank writes) of an engine
+    worker: its data-parallel rank; of the ranks that share one data shard (tensor/sequence parallel), only the
+    one that holds the outputs writes, so no token row is written twice."""
+    engine = getattr(worker, "engine", None)
+    if engine is None or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None, None, True
+    group = engine.get_data_parallel_group()
+    device = None
+    if torch.distributed.get_backend(group) == "nccl":
+        device = torch.device("cuda", torch.cuda.current_device())
+    reduce = torch_reduce(device, group) if engine.get_data_parallel_size() > 1 else None
+    return engine.get_data_parallel_rank(), reduce, bool(engine.is_mp_src_rank_with_outputs())
 
 
 def _new_logp(worker, data) -> torch.Tensor | None:
@@ -358,6 +425,7 @@ def install_actor_hooks() -> bool:
     wrapped = wrap_train_mini_batch(ew.TrainingWorker.train_mini_batch)
     wrapped._aspo_wrapped = True
     ew.TrainingWorker.train_mini_batch = wrapped
+    ew.TrainingWorker.infer_batch = wrap_infer_batch(ew.TrainingWorker.infer_batch)
     return True
 
 
