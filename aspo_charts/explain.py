@@ -86,8 +86,19 @@ def mass_shift(m: pd.DataFrame, other: str) -> go.Figure:
     return fig
 
 
-def mismatch_curve(df: pd.DataFrame, by: str) -> go.Figure:
-    """Sampler vs trainer |old_logp − rollout_logp| (mean and max) by position or by probability bin."""
+def add_levels(fig: go.Figure, x, levels) -> go.Figure:
+    """Published reference levels [(y, label, colour)] (logs_schema.reference_levels.chart_lines) as dotted lines
+    across x, named in the legend: traces, so they sit right on a log axis too."""
+    lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+    for y, label, color in levels:
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[y, y], mode="lines", name=label, hovertemplate=f"{label}<extra></extra>",
+                                 line=dict(color=color, dash="dot", width=1)))
+    return fig
+
+
+def mismatch_curve(df: pd.DataFrame, by: str, levels=()) -> go.Figure:
+    """Sampler vs trainer |old_logp − rollout_logp| (mean and max) by position or by probability bin; `levels`:
+    published mean-|Δlogp| levels drawn across it."""
     if df.empty:
         return empty_figure("no rollout_logp logged (sampler log-probs unknown for this run)")
     x = df["key"] if by == "position" else (df["prob_lo"] + df["prob_hi"]) / 2
@@ -95,6 +106,7 @@ def mismatch_curve(df: pd.DataFrame, by: str) -> go.Figure:
     fig.add_trace(go.Scatter(x=x, y=df["abs_diff_mean"], name="mean |Δlogp|", mode="lines+markers"))
     fig.add_trace(go.Scatter(x=x, y=df["abs_diff_max"], name="max |Δlogp|", mode="lines+markers",
                              line=dict(dash="dot")))
+    add_levels(fig, x, levels)
     fig.update_layout(title=f"sampler vs trainer log-prob by {'position' if by == 'position' else 'old probability'}",
                       xaxis_title="position in the response" if by == "position" else "exp(old_logp)",
                       yaxis_title="|old_logp − rollout_logp| (nats)")

@@ -157,15 +157,29 @@ def test_watch_follows_a_live_run_until_it_ends(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "aspo.cli", "health", str(tmp_path), "--watch", "0.3", "--json"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(4)  # a few rounds while it runs
+        first = proc.stdout.readline()  # the first round, while the run is still running
+        time.sleep(1)
         assert proc.poll() is None, proc.stderr.read()
         w.log_step(3, *synthetic_step(rng, "grpo", 0.3, seqs_per_step=8))
         w.set_status("finished")
         w.close()
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    rounds = [json.loads(line) for line in out.splitlines()]
+    rounds = [json.loads(line) for line in [first, *out.splitlines()]]
     assert len(rounds) >= 2 and rounds[0]["runs"][0]["status"] == "running"
     assert rounds[-1]["runs"][0]["status"] == "finished" and rounds[-1]["runs"][0]["steps"] == 4
+
+
+def test_mismatch_charts_draw_the_published_levels():
+    import aspo_charts as charts
+    from logs_schema.reference_levels import chart_lines
+    df = pd.DataFrame({"run_id": "r", "key": [0, 1, 2], "prob_lo": None, "prob_hi": None, "n": 5,
+                       "diff_mean": 0.0, "abs_diff_mean": [0.01, 0.02, 0.015], "abs_diff_max": [0.05, 0.2, 0.1]})
+    fig = charts.mismatch_curve(df, "position", chart_lines("rollout_logp_abs_diff_mean"))
+    drawn = {t.name: tuple(t.y) for t in fig.data}
+    for ref in ("slime_ci", "miles_bf16", "miles_fp8"):
+        r = BY_KEY[ref]
+        assert drawn[r.label] == (r.high, r.high)
+    assert fig.layout.yaxis.type == "log"  # the lines are traces: they sit right on the log axis

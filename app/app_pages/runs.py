@@ -3,7 +3,7 @@ import pandas as pd
 import streamlit as st
 
 import aspo_charts as charts
-from aspo_dashboard import data
+from aspo_dashboard import data, health
 from aspo_dashboard.app_pages import common
 
 ctx = common.context("Runs")
@@ -53,6 +53,8 @@ def body() -> None:
     alerts = badges[badges["badges"] != "✓ healthy"] if len(badges) else badges
     for r in alerts.itertuples(index=False):
         st.warning(f"**{common.md(r.run_id)}**: {r.badges}")
+    if len(alerts) and alerts["badges"].str.contains("sampler KL|entropy ratio").any():
+        st.caption("Badge levels, with their sources:  \n" + health.reference_notes(["rollout_kl", "entropy_ratio_same"]))
     for r in table[table["logs"] != "✓"].itertuples(index=False):
         st.warning(f"**{common.md(r.run_id)}** logs: {r.logs}")
     if (table["status"].str.contains("stale")).any():

@@ -4,7 +4,7 @@ whether the ratios act at all; then the sampler-versus-trainer mismatch."""
 import streamlit as st
 
 import aspo_charts as charts
-from aspo_dashboard import data
+from aspo_dashboard import data, health
 from aspo_dashboard.app_pages import common
 
 ctx, run_ids = common.context_with_steps("Why entropy falls")
@@ -78,9 +78,13 @@ if not steps.empty:
     a, b = st.columns(2)
     for col, by in ((a, "position"), (b, "prob")):
         with col:
-            common.plot(charts.mismatch_curve(data.sampler_mismatch(ctx.root, focus, lo, hi, by), by),
-                        key=f"mismatch_{by}")
+            common.plot(charts.mismatch_curve(data.sampler_mismatch(ctx.root, focus, lo, hi, by), by,
+                                              health.chart_lines("rollout_logp_abs_diff_mean")), key=f"mismatch_{by}")
     drv = data.entropy_drivers(ctx.root, [focus])
-    common.plot(charts.step_curves(drv, ["rollout_kl", "rollout_logp_diff_max"], colors=colors,
-                                   title="k3 KL(sampler ‖ trainer) and max |Δlogp| per step", y_title="nats"),
+    fig = charts.step_curves(drv, ["rollout_kl", "rollout_logp_diff_max"], colors=colors,
+                             title="k3 KL(sampler ‖ trainer) and max |Δlogp| per step", y_title="nats")
+    common.plot(charts.add_levels(fig, drv["step"], health.chart_lines("rollout_kl")) if len(drv) else fig,
                 key="mismatch_steps")
+    st.caption("Dotted lines: published levels (red: a limit `aspo health` fails on, orange: a warning, grey: a "
+               "magnitude measured elsewhere; the KL lines apply to the KL curve). Sources:  \n"
+               + health.reference_notes(["rollout_logp_abs_diff_mean", "rollout_kl"]))
