@@ -26,6 +26,8 @@ CHECKS = ("run_status", "entropy_collapse", "entropy_ratio_same", "repetition_ri
           "inactive_ratios", "sampler_kl", "sampler_is", "sampler_logp_diff", "nonfinite_metrics", "log_problems")
 STEP_CHECKS = CHECKS[1:7]  # the ones a steps frame alone decides (badges, tracker alerts)
 STATUS_ORDER = ("fired", "warn", "ok", "no_data")
+STEP_COLUMNS = ("step", "entropy_mean", "entropy_ratio_same", "repetition_rate", "clip_frac_pos", "clip_frac_neg",
+                "ratio_inactive_frac", "rollout_kl")
 
 
 # ---------------------------------------------------------------- rules (also used by the Entropy page, notebooks)
@@ -160,7 +162,7 @@ def check_inactive(g: pd.DataFrame) -> dict:
 
 def step_checks(g: pd.DataFrame, fraction=ENTROPY_COLLAPSE_FRACTION, first=ENTROPY_BASELINE_STEPS) -> list[dict]:
     """The checks one run's steps frame decides (STEP_CHECKS order)."""
-    g = g.sort_values("step")
+    g = g[[c for c in STEP_COLUMNS if c in g.columns]].sort_values("step")  # only what they read: cheap per step
     rep = _series(g, "repetition_rate")
     return [check_entropy_collapse(g, fraction, first),
             check_reference("entropy_ratio_same", _series(g, "entropy_ratio_same"), "entropy_ratio_same",
