@@ -29,6 +29,7 @@ Every function takes a root or a `Listing` of it: a query lists the tree once an
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 import threading
 from collections import Counter
@@ -66,7 +67,7 @@ def _checked(e: walk.Entry) -> Part | str:
     while True:
         hit = _CACHE.get(e.path)
         if hit and hit[0] == e.key:
-            return hit[1]
+            return _as_listed(hit[1], e)
         with _LOCK:
             busy = _CHECKING.get(e.path)
             if busy is None:
@@ -78,11 +79,19 @@ def _checked(e: walk.Entry) -> Part | str:
         if result is not VANISHED:
             with _LOCK:
                 _CACHE[e.path] = (e.key, result)
-        return result
+        return _as_listed(result, e)
     finally:
         with _LOCK:
             del _CHECKING[e.path]
         done.set()
+
+
+def _as_listed(result: Part | str, e: walk.Entry) -> Part | str:
+    """The verdict for this entry: a file linked into two runs is a part of each (never twice of one)."""
+    if isinstance(result, Part) and (result.run_dir != e.run_dir or result.segment != e.segment):
+        return dataclasses.replace(result, run_dir=e.run_dir, step=e.step, last=e.last, rank=e.rank,
+                                   segment=e.segment)
+    return result
 
 
 def _verdict(e: walk.Entry) -> Part | str | None:
@@ -156,7 +165,10 @@ def _scan_dir(tree: Listing, d: str, table: str, step_min, step_max):
             if r is VANISHED:
                 vanished = True
                 break
-            (parts if isinstance(r, Part) else bad).append(r if isinstance(r, Part) else (e.path, table, r))
+            if isinstance(r, Part):
+                parts.append(r)
+            else:
+                bad.append((e.listed or e.path, table, r))
         if not vanished:
             break
         walk.relist(tree, d, table)
@@ -194,8 +206,9 @@ def _own_rows(tree: Listing, d: str, table: str, parts: list[Part], bad: list):
     own, other = [], []
     for p in parts:
         (own if p.ids is None or p.ids == (rid, rid) else other).append(p)
-    return own, bad + [(p.path, table, f"holds rows of run {_ids_text(p.ids)}, but its directory holds run {rid!r} "
-                        "(copied from another run?): skipped") for p in other]
+    listed = {e.path: e.listed or e.path for e in tree.files(d, table)}
+    return own, bad + [(listed.get(p.path, p.path), table, f"holds rows of run {_ids_text(p.ids)}, but its "
+                        f"directory holds run {rid!r} (copied from another run?): skipped") for p in other]
 
 
 def _ids_text(ids: tuple) -> str:
@@ -285,7 +298,8 @@ def problems(root, defer=()) -> list[tuple[str, str, str, str, str]]:
         for t in ("runs",) + PART_TABLES:
             verdicts = [_verdict(e) for e in tree.files(d, t)] if t in defer else []
             if None in verdicts:  # some still unchecked: the problems known so far
-                out += [(e.path, t, v, d, "file") for e, v in zip(tree.files(d, t), verdicts) if isinstance(v, str)]
+                out += [(e.listed or e.path, t, v, d, "file") for e, v in zip(tree.files(d, t), verdicts)
+                        if isinstance(v, str)]
                 continue
             parts, bad = _scan_dir(tree, d, t, None, None)
             out += [(*b, d, "file") for b in bad]

@@ -53,19 +53,22 @@ STATES = ("running", "done")
 
 def read_warmup(path) -> dict | None:
     """The record, or None when it cannot be read (being replaced on a system without atomic rename,
-    or not ours)."""
-    rec = _record(path)
-    return rec if isinstance(rec, dict) else None
+    or not ours). A value of another type than its field's reads as missing."""
+    raw = _raw_record(path)
+    return None if isinstance(raw, str) else {k: _typed(raw.get(k), _TYPES[k]) for k in FIELDS}
 
 
 def warmup_problem(path) -> str | None:
-    """Why `path` is not a warm-up progress record, or None when it is one."""
-    rec = _record(path)
-    return rec if isinstance(rec, str) else None
+    """Why `path` is not a warm-up progress record (or values in it are read as missing), or None."""
+    raw = _raw_record(path)
+    if isinstance(raw, str):
+        return raw
+    wrong = [k for k in FIELDS if raw.get(k) is not None and _typed(raw[k], _TYPES[k]) is None]
+    return f"field(s) {', '.join(wrong)} of another type than a warm-up record's: read as missing" if wrong else None
 
 
-def _record(path) -> dict | str:
-    """The record with every field of its type (a value of another type reads as missing), or why not."""
+def _raw_record(path) -> dict | str:
+    """The JSON object at `path`, bounded in size and depth, or why there is none."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never blocks on a FIFO
         with os.fdopen(fd, "rb") as f:
@@ -78,7 +81,7 @@ def _record(path) -> dict | str:
         return f"not a warm-up progress record: {e}"
     if not isinstance(record, dict) or record.get("state") not in STATES:
         return "not a warm-up progress record: no state 'running' or 'done'"
-    return {k: _typed(record.get(k), _TYPES[k]) for k in FIELDS}
+    return record
 
 
 def _typed(v, typ):

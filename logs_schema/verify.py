@@ -84,8 +84,10 @@ def _inspect_open(f, size: int, path, table, run_dir, step, last, rank, segment)
     version = int(md.metadata[S.META_VERSION])
     try:
         data, ids = _key_columns(f, md, table)
-    except (OSError, pa.ArrowException, ValueError) as e:
+    except (OSError, pa.ArrowException) as e:
         return f"damaged data (page checksum or encoding): {str(e).splitlines()[0][:200]}"
+    except ValueError as e:
+        return str(e)
     if table == "runs":
         row = _runs_row(data, rank)
         return row if isinstance(row, str) else Part(path, table, run_dir, None, None, rank, version, md.num_rows,
@@ -187,19 +189,40 @@ def _columns(table: str) -> list[str]:
 def _key_columns(f, md, table: str) -> tuple[pa.Table, tuple | None]:
     """The columns the checks need (all of a runs file) once every page is known intact, and the run_id
     column's (min, max): by the fast CRC walk and the footer's statistics, else by pyarrow's verified
-    read, batch by batch (files without checksums, or damage: pyarrow raises and has the last word)."""
-    cols = _columns(table)
+    read, batch by batch (files without checksums, or damage: pyarrow raises and has the last word).
+    Text columns are checked to be UTF-8 either way (DuckDB refuses to read a file that is not)."""
+    cols, text = _columns(table), _text_columns(md, table)
     if table != "runs" and pages_match(f, md) is True:
-        bounds = _bounds(md, cols)
-        if bounds is not None and table != "steps":
+        bounds = _bounds(md, cols) if table != "steps" else None
+        if text:
+            f.seek(0)
+            _check_text(pq.ParquetFile(f).read(columns=text))
+        if bounds is not None:
             return bounds, _id_bounds(md)
         f.seek(0)
         return pq.ParquetFile(f).read(columns=cols), _id_bounds(md)
     f.seek(0)
     pf = pq.ParquetFile(f, page_checksum_verification=True)
-    batches = [b.select(cols) if cols else b for b in pf.iter_batches(batch_size=1 << 16)]  # every page decoded
+    batches = []
+    for b in pf.iter_batches(batch_size=1 << 16):  # every page decoded
+        _check_text(b.select(text))
+        batches.append(b.select(cols) if cols else b)
     schema = pf.schema_arrow if not cols else pa.schema([pf.schema_arrow.field(c) for c in cols])
     return pa.Table.from_batches(batches, schema=schema), _id_bounds(md)
+
+
+def _text_columns(md, table: str) -> list[str]:
+    """The text columns DuckDB may decode (run_id is replaced by the run's name, never read)."""
+    sch = md.schema.to_arrow_schema()
+    return [f.name for f in sch if _kind(f.type) == "string" and f.name != "run_id" and table != "runs"]
+
+
+def _check_text(data) -> None:
+    for name in data.column_names:
+        try:
+            data[name].validate(full=True)
+        except pa.ArrowInvalid:
+            raise ValueError(f"column {name!r} holds text that is not valid UTF-8") from None
 
 
 def _bounds(md, cols: list[str]) -> pa.Table | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ from .writer import PART_RE, PART_TABLES, RUNS_RE, SEG_RE, part_name, segment_na
 LIST_ORDER = ("runs",) + tuple(reversed(PART_TABLES))  # steps before the tables published before it
 _REFUSED_CHARS = "*?[\\"
 _RELIST = 20  # listings of one directory while files vanish under it (a compaction running)
+_NEAR_PART = re.compile(r"(step-|seg-|rank).*\.parquet", re.S)  # meant as a part: reported when not one
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Entry:
     rank: int
     segment: bool
     key: tuple            # (size, mtime_ns, inode) of the file itself (a link's target)
+    listed: str = ""      # where the listing found it (a link's own path), for problem rows
 
 
 @dataclass
@@ -315,10 +318,15 @@ def _list_table(out: Listing, tdir: str, table: str, d: str, real_root: str) -> 
     for name in names:
         r = name_range(name, table)
         if r is None:
-            continue  # temp files and strangers
+            if _NEAR_PART.match(name):
+                out.problems.append((shown(os.path.join(tdir, name)), table, "named like a part but not as the writer "
+                                     "names them (step-<8 digits>-rank<R>.parquet, seg-<A>-<B>-rank<R>.parquet, "
+                                     "rank<R>.parquet): not read", d, "file"))
+            continue  # temp files (.name.tmp-...) and strangers
         checked = _follow(out, os.path.join(tdir, name), table, d, real_root, want_dir=False)
         if checked is not None:
-            files.append(Entry(checked[0], table, d, r[0], r[1], r[2], r[3], checked[1]))
+            files.append(Entry(checked[0], table, d, r[0], r[1], r[2], r[3], checked[1],
+                               os.path.join(d, table, name)))
     return files
 
 
