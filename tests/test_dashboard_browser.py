@@ -229,7 +229,7 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.goto(dashboard)  # "/" opens Runs under its own path, the URL shared links use
-            page.wait_for_url(re.compile(r"/runs$"), timeout=60_000)
+            page.wait_for_url(re.compile(r"/runs(\?|$)"), timeout=60_000)  # the selection follows in the query
             for name, path in PAGES.items():
                 took = open_page(page, dashboard, path)
                 print(f"{name}: first chart after {took:.2f} s")

@@ -30,8 +30,13 @@ c1, c2, c3, c4 = st.columns(4)
 other = c1.selectbox("Counterfactual loss", [n for n in names if n != algo] or names, key="cf_loss",
                      index=([n for n in names if n != algo] or names).index("aspo") if algo != "aspo" else 0)
 custom = c2.checkbox("Adjust ε and c (all losses)", key="cf_custom")
-eps = c3.number_input("ε (low = high)", 0.0, 5.0, 0.2, 0.01, disabled=not custom, key="cf_eps")
-c = c4.number_input("dual clip c", 1.01, 20.0, 3.0, 0.5, disabled=not custom, key="cf_c")
+used = data.loss_settings(ctx.root, focus, algo if algo in names else "grpo")  # recorded settings: the knobs start there
+eps = c3.number_input("ε (low = high)", 0.0, 5.0, float(used.get("eps_low", 0.2)), 0.01, disabled=not custom,
+                      key="cf_eps")
+c = c4.number_input("dual clip c", 1.01, 20.0, max(float(used.get("dual_clip", 3.0)), 1.01), 0.5, disabled=not custom,
+                    key="cf_c")
+
+
 def body() -> None:
     options = steps["step"].tolist()
     step = st.select_slider("Step", options, value=options[-1], key="cf_step")
