@@ -24,13 +24,11 @@ from . import catalog, progress
 from . import schema as S
 from .compare import config_diff, group_keys, run_configs, run_groups, seed_bands, with_progress_axes  # noqa: F401
 from .engine import DEDUP, ids, query, run_sql, sign
+from .run_status import DEFAULT_STALE_AFTER_S, RANK_STATUS_ORDER, process_gone, runs_frame, with_status  # noqa: F401
 # The entropy diagnostics (schema v2) live in their own module to keep this one readable; one namespace for callers.
 from .queries_explain import (covariance_by_bin, entropy_driver_correlation, entropy_drivers,  # noqa: F401
                               inactive_ratio_steps, logp_adv_cov_from_tokens, sampler_mismatch,
                               top_covariance_tokens)
-
-DEFAULT_STALE_AFTER_S = 300.0
-
 
 _METRICS = ", ".join(S.STEP_METRICS)
 
@@ -72,10 +70,10 @@ def list_runs(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: datetime 
     sql = f"""SELECT run_id, max(step) AS last_step, count(DISTINCT step) AS n_steps, {last}
               FROM {{steps}} GROUP BY run_id"""
     now, tree = now or datetime.now(timezone.utc), catalog.listing(root)
-    df = _runs_frame(tree, now, stale_after_s).merge(query(sql, ("steps",), tree), on="run_id", how="outer")
+    df = runs_frame(tree, now, stale_after_s).merge(query(sql, ("steps",), tree), on="run_id", how="outer")
     paths = {key: d for d, key in catalog.run_keys(tree).items()}  # runs without a runs file
     df["path"] = df["path"].fillna(df["run_id"].map(paths))
-    df = _with_status(df, now)
+    df = with_status(df, now)
     for c in ("seed", "last_step", "n_steps"):
         df[c] = df[c].astype("Int64")
     df["n_steps"] = df["n_steps"].fillna(0)
@@ -86,73 +84,7 @@ def run_statuses(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: dateti
     """run_id, status (as list_runs reports it) of every run with a runs file, from the runs files
     alone: no step query, so a live view can poll it to see a run finish, fail or go stale."""
     now = now or datetime.now(timezone.utc)
-    return _with_status(_runs_frame(root, now, stale_after_s), now)[["run_id", "status"]]
-
-
-def _with_status(df: pd.DataFrame, now: datetime) -> pd.DataFrame:
-    """heartbeat_age_s of the lowest rank; 'unknown' for runs without a runs file."""
-    df["heartbeat_age_s"] = pd.Series([_age(now, u) for u in df["updated_at"]], index=df.index, dtype=float)
-    df["status"] = df["status"].fillna("unknown")
-    return df
-
-
-RANK_STATUS_ORDER = ("failed", "killed", "stale", "unknown", "running", "finished")  # worst first
-
-
-def _runs_frame(root, now: datetime, stale_after_s: float) -> pd.DataFrame:
-    """One row per run (directory, named as in catalog.run_keys): the lowest rank's runs row, with
-    status / status_written combined over ranks."""
-    ranks: dict[str, list[dict]] = {}
-    tree = catalog.listing(root)
-    keys = catalog.run_keys(tree)
-    for p in sorted(catalog.scan(tree, "runs")[0], key=lambda p: p.rank):
-        ranks.setdefault(p.run_dir, []).append(
-            {**p.row, "run_id": keys.get(p.run_dir, p.row["run_id"]), "path": p.run_dir})
-    cols = ["run_id", "path", "algo", "task", "model", "seed", "started_at", "updated_at",
-            "finished_at", "pid", "host", "config_json"]
-    rows = []
-    for rs in ranks.values():
-        for r in rs:
-            r["heartbeat_age_s"] = _age(now, r.get("updated_at"))
-        rows.append({**{c: rs[0].get(c) for c in cols},
-                     "status": _worst(_status(r, stale_after_s) for r in rs),
-                     "status_written": _worst(r["status"] for r in rs if r.get("status")) or None})
-    df = pd.DataFrame(rows, columns=cols + ["status", "status_written"])
-    for c in ("started_at", "updated_at", "finished_at"):
-        df[c] = pd.to_datetime(df[c], utc=True, errors="coerce")
-    return df
-
-
-def _age(now: datetime, updated) -> float | None:
-    return None if updated is None or pd.isna(updated) else (now - pd.Timestamp(updated)).total_seconds()
-
-
-def _worst(statuses) -> str:
-    """The first of RANK_STATUS_ORDER among `statuses` ('' when empty; another writer's own word last)."""
-    found = set(statuses)
-    return next((s for s in RANK_STATUS_ORDER if s in found), min(found, default=""))
-
-
-def _status(r: dict, stale_after_s: float) -> str:
-    if r.get("status") is None or pd.isna(r.get("status")):
-        return "unknown"
-    if r["status"] != "running":
-        return r["status"]
-    if r["heartbeat_age_s"] is not None and r["heartbeat_age_s"] > stale_after_s:
-        return "stale"
-    return "stale" if _process_gone(r.get("pid"), r.get("host")) else "running"
-
-
-def _process_gone(pid, host) -> bool:
-    if not isinstance(pid, int) or pid <= 0 or host != socket.gethostname():  # pid 0, -1: groups, not a process
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):
-        return False
-    return False
+    return with_status(runs_frame(root, now, stale_after_s), now)[["run_id", "status"]]
 
 
 _HIST_MEANS = """sum(count)::BIGINT AS count,
@@ -407,7 +339,7 @@ def warmup_progress(root) -> pd.DataFrame:
     for path, _ in catalog.listing(root).warmups:
         rec = progress.read_warmup(path)
         if rec is not None:
-            if rec["state"] == "running" and _process_gone(rec["pid"], rec["host"]):
+            if rec["state"] == "running" and process_gone(rec["pid"], rec["host"]):
                 rec["state"] = "interrupted"
             rows.append({"path": os.path.dirname(path), **rec})
     return pd.DataFrame(rows, columns=["path", *progress.FIELDS])

@@ -31,7 +31,7 @@ from .writer import PART_RE, PART_TABLES, RUNS_RE, SEG_RE, part_name, segment_na
 LIST_ORDER = ("runs",) + tuple(reversed(PART_TABLES))  # steps before the tables published before it
 _REFUSED_CHARS = "*?[\\"
 _RELIST = 20  # listings of one directory while files vanish under it (a compaction running)
-_NEAR_PART = re.compile(r"(step-|seg-|rank).*\.parquet", re.S)  # meant as a part: reported when not one
+_NEAR_PART = re.compile(r"(step-|seg-|rank).*\.parquet\s*\Z", re.S)  # meant as a part: reported when not one
 
 
 @dataclass(frozen=True)
