@@ -53,9 +53,11 @@ def check_report_to(text: str) -> None:
                                f"pip install 'aspo[{EXTRAS[name]}]'")
 
 
-def _metrics(metrics: dict) -> dict[str, float]:
-    """aspo/<column> -> value for every metric the step logged (None: not measured, left out)."""
-    return {f"aspo/{k}": float(v) for k, v in metrics.items() if v is not None}
+def tracker_metrics(metrics: dict, prefix: str = "aspo/") -> dict[str, float]:
+    """<prefix><column> -> value for every steps metric the step measured (None: not measured, left out, never
+    sent as 0). One naming rule for every producer: the bundled trainer and the TRL plug-in use "aspo/", the
+    verl plug-in "actor/aspo_" (DESIGN: the tracker key is the Parquet column)."""
+    return {f"{prefix}{k}": float(v) for k, v in metrics.items() if v is not None}
 
 
 class Alerts:
@@ -122,7 +124,7 @@ def report_to(cfg, run_dir: Path, start_step: int, on_step=None):
         fired = alerts.new(step, metrics)
         for name in list(sinks):
             try:
-                sinks[name].log(step, _metrics(metrics))
+                sinks[name].log(step, tracker_metrics(metrics))
                 for c in fired:
                     sinks[name].alert(step, c["check"], *alert_text(c))
             except Exception as exc:  # a tracker must not end a training run

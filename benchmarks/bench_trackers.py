@@ -41,7 +41,7 @@ def replay(name: str, run_dir: Path, metrics: list[dict]) -> float:
     sink = tracker_backends.open_all([name], cfg, d, 0)[name]
     t0 = time.perf_counter()
     for step, m in enumerate(metrics):
-        sink.log(step, trackers._metrics(m))
+        sink.log(step, trackers.tracker_metrics(m))
     spent = time.perf_counter() - t0
     tracker_backends.close_all({name: sink}, "finished")
     return spent / len(metrics)
