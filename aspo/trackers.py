@@ -92,7 +92,8 @@ class Alerts:
 def alert_text(c: dict) -> tuple[str, str]:
     """(title, text) of a fired or warned check."""
     ref = c["reference"]
-    thr = c["threshold"] if not isinstance(c["threshold"], list) else f"[{c['threshold'][0]}, {c['threshold'][1]}]"
+    t = c["threshold"]
+    thr = f"[{t[0]:g}, {t[1]:g}]" if isinstance(t, list) else f"{t:.4g}" if isinstance(t, float) else t
     text = (f"{c['check']} {c['status']} at step {c['step']}: value {c['value']:.4g} {c['op']} {thr}. {c['detail']}"
             + (f" Level: {ref['label']} ({ref['url']})." if ref else ""))
     return f"aspo: {c['check']} ({c['status']})", text
