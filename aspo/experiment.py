@@ -1,18 +1,20 @@
 """`aspo experiment`: a grid of runs (loss x task x model x seed) from one warm-up per task and model, in parallel.
 
 Every run is a plain `aspo train` process with one CPU thread, so a grid uses all cores without
-oversubscription, a killed experiment resumes run by run (`--resume` is passed), and every run's logs are the
-usual contract under OUT/<task>/<algo>-s<seed> (OUT/<task>@<model>/<algo>-s<seed> for a model other than tiny).
+oversubscription, and every run's logs are the usual contract under OUT/<task>/<algo>-s<seed>
+(OUT/<task>@<model>/<algo>-s<seed> for a model other than tiny). The runs are supervised (aspo.supervise):
+Ctrl-C, kill or a closed terminal stops every running child, each marks its run "killed" and frees its lock, and
+the same command again resumes the grid run by run (`--resume` is passed).
 """
 from __future__ import annotations
 
 import itertools
 import os
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from aspo.supervise import Child, supervised
+from aspo.train_options import checked_train_config, train_command
 
 DEFAULT = dict(algos="grpo,aspo,no_is,pos_mean_is", tasks="split,math,code", seeds="0,1,2", models="tiny")
 # The default grid is sized for about an hour on 2 CPU cores (per step on one core: split and math ~0.6-1 s,
@@ -57,33 +59,27 @@ def jobs(args) -> list[Job]:
     return [Job(t, a, s, Path(args.out), m) for t, m, a, s in grid]
 
 
-def train_command(job: Job, args) -> list[str]:
+def train_args(job: Job, args) -> list[str]:
+    """The `aspo train` options of one run of the grid (--extra last, so it can override any of them)."""
     steps = args.steps or STEPS["quick" if args.quick else "full"]
-    cmd = [sys.executable, "-m", "aspo.cli", "train", "--preset", "demo", "--algo", job.algo, "--task", job.task,
-           "--seed", str(job.seed), "--steps", str(steps), "--out", str(job.out / job.name), "--run-name",
-           job.name.replace("/", ":"), "--threads", "1", "--no-progress", "--resume",
-           "--warmup-seed", "0", "--model", job.model]
+    argv = ["--preset", "demo", "--algo", job.algo, "--task", job.task, "--seed", str(job.seed), "--steps", str(steps),
+            "--out", str(job.out / job.name), "--run-name", job.name.replace("/", ":"), "--threads", "1",
+            "--no-progress", "--resume", "--warmup-seed", "0", "--model", job.model]
     if TASK_ARGS.get(job.task):
-        cmd += ["--task-args", TASK_ARGS[job.task]]
+        argv += ["--task-args", TASK_ARGS[job.task]]
     if args.quick:
-        cmd += ["--eval-every", "4", "--eval-problems", "50"]
-    return cmd + args.extra.split()
+        argv += ["--eval-every", "4", "--eval-problems", "50"]
+    return argv + args.extra.split()
 
 
-def checked_config(job: Job, args):
-    from aspo.cli import checked_train_config  # noqa: PLC0415
-    return checked_train_config(train_command(job, args)[3:])
+def warm_up_all(configs) -> None:
+    """One warm-up per task and model, before the grid starts, so every run of a task starts from the same weights.
 
-
-def warm_up_all(args, grid: list[Job]) -> None:
-    """One warm-up per task, before the grid starts, so every run of a task starts from the same weights.
-
-    The config is parsed from the very command line each run gets (--extra included), so the warm-up cache key
+    The configs are parsed from the very command lines the runs get (--extra included), so the warm-up cache key
     the runs compute is the one filled here."""
-    from aspo.trainer import prepare_warmup  # noqa: PLC0415
+    from aspo.trainer import prepare_warmup  # noqa: PLC0415  (torch)
     seen = set()
-    for job in grid:
-        cfg = checked_config(job, args)
+    for cfg in configs:
         if (cfg.task, cfg.task_args, cfg.model) in seen:
             continue
         seen.add((cfg.task, cfg.task_args, cfg.model))
@@ -92,34 +88,26 @@ def warm_up_all(args, grid: list[Job]) -> None:
 
 
 def run(args) -> int:
+    return supervised("aspo experiment", lambda sup: _run(args, sup),
+                      "every run keeps complete logs; the same `aspo experiment` command resumes the grid")
+
+
+def _run(args, sup) -> int:
     grid = jobs(args)
     if not grid:
         raise ValueError("empty grid: give at least one of each of --algos, --tasks, --seeds")
-    from aspo.losses import LOSSES  # noqa: PLC0415
+    from aspo.losses import LOSSES  # noqa: PLC0415  (torch)
     unknown = sorted({j.algo for j in grid} - set(LOSSES))
     if unknown:  # before any warm-up or run is started
         raise ValueError(f"unknown algo(s) {', '.join(unknown)} in --algos: choose from {', '.join(LOSSES)}")
-    for job in grid:  # every run's options (--extra included) before any directory or warm-up
-        checked_config(job, args)
+    # every run's options (--extra included) before any directory or warm-up
+    configs = [checked_train_config(train_args(job, args)) for job in grid]
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    warm_up_all(args, grid)
-    parallel = args.parallel or os.cpu_count() or 1
-    pending, running, failed = list(grid), {}, []
-    started = time.time()
-    while pending or running:
-        while pending and len(running) < parallel:
-            job = pending.pop(0)
-            with open(Path(args.out) / f"{job.name.replace('/', '_')}.log", "w") as log:  # the child keeps its copy
-                running[job] = subprocess.Popen(train_command(job, args), stdout=log, stderr=subprocess.STDOUT)
-        for job, proc in list(running.items()):
-            if proc.poll() is not None:
-                del running[job]
-                if proc.returncode:
-                    failed.append(job.name)
-                print(f"aspo experiment: {job.name} {'failed' if proc.returncode else 'done'} "
-                      f"({len(grid) - len(pending) - len(running)}/{len(grid)}, {time.time() - started:.0f} s)",
-                      flush=True)
-        time.sleep(0.5)
-    print(f"aspo experiment: {len(grid) - len(failed)}/{len(grid)} runs finished under {args.out}; "
-          f"report: aspo report {args.out}", flush=True)
-    return 1 if failed else 0
+    warm_up_all(configs)
+    children = [Child(job.name, train_command(train_args(job, args)),
+                      Path(args.out) / f"{job.name.replace('/', '_')}.log") for job in grid]
+    codes = sup.run_all(children, args.parallel or os.cpu_count() or 1)
+    done = sum(c == 0 for c in codes)
+    print(f"aspo experiment: {done}/{len(grid)} runs finished under {args.out}; report: aspo report {args.out}",
+          flush=True)
+    return 0 if done == len(grid) else 1

@@ -3,43 +3,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from logs_schema import queries
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+from process_helpers import free_port, processes_mentioning, serving
 
 
 def steps_of(out: Path, algo: str) -> int:
@@ -56,11 +29,11 @@ def test_demo_serves_trains_both_and_stops_cleanly(tmp_path, stop):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and not (answers(f"http://127.0.0.1:{port}/_stcore/health")
+        while time.time() < deadline and not (serving(f"http://127.0.0.1:{port}")
                                               and min(steps_of(out, "grpo"), steps_of(out, "aspo")) >= 2):
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.5)
-        assert answers(f"http://127.0.0.1:{port}/_stcore/health"), "dashboard never answered"
+        assert serving(f"http://127.0.0.1:{port}"), "dashboard never answered"
         first = {a: steps_of(out, a) for a in ("grpo", "aspo")}
         assert min(first.values()) >= 2
         time.sleep(4)
@@ -94,7 +67,7 @@ def test_demo_serves_the_warmup_before_training(tmp_path, monkeypatch):
                             start_new_session=True)
     try:
         warming = lambda: (w := queries.warmup_progress(out)).shape[0] == 1 and w["state"].iloc[0] == "running"
-        while not (answers(f"http://127.0.0.1:{port}/_stcore/health") and warming()):
+        while not (serving(f"http://127.0.0.1:{port}") and warming()):
             assert proc.poll() is None and queries.warmup_progress(out)["state"].ne("done").all(), \
                 "the warm-up ended before the dashboard answered"
             time.sleep(0.2)

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from logs_schema import queries
+from logs_schema.lock import check_free
+from process_helpers import kill_strays, processes_mentioning, wait_for
 
 
 @pytest.mark.slow
@@ -32,3 +37,41 @@ def test_experiment_grid_shares_one_warmup_and_reports(tmp_path):
     assert rep.returncode == 0, rep.stderr
     summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert "math" in json.dumps(summary) and (tmp_path / "rep" / "report.html").stat().st_size > 100_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_a_stopped_experiment_stops_its_runs_marks_them_and_exits_130(tmp_path, stop):
+    """As `aspo demo` stops: every running child stopped (no orphan keeps its run lock), each run marked
+    "killed" with readable logs, one line, exit 130. Ctrl-C from a terminal reaches the whole foreground
+    process group; `kill PID` reaches the parent alone."""
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "aspo.cli", "experiment", "--tasks", "math", "--algos", "grpo,aspo", "--seeds", "0",
+           "--steps", "1000", "--parallel", "2", "--out", str(out),  # 1000 steps: the stop finds both training
+           "--extra", "--preset tiny --task-args digits=1,n_train=80,n_heldout=20 --eval-every 0"]
+    runs = [out / "math" / "grpo-s0", out / "math" / "aspo-s0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or all(len(queries.step_metrics(r)) >= 1 for r in runs), 600,
+                 "both runs' first step")
+        assert proc.poll() is None, proc.stdout.read()
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        text, _ = proc.communicate(timeout=90)
+        time.sleep(1)
+        left = processes_mentioning(str(out))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_strays(str(out))
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text
+    assert [line for line in text.splitlines() if "stopping" in line] == [
+        "aspo experiment: stopping; every run keeps complete logs; the same `aspo experiment` command resumes the grid"]
+    assert left == []  # no orphaned trainer
+    for run in runs:
+        assert queries.list_runs(run)["status"].tolist() == ["killed"]
+        assert len(queries.step_metrics(run)) >= 1 and queries.problems(run).empty  # complete, readable logs
+        check_free(run)  # the lock is free: the same command resumes
