@@ -55,7 +55,7 @@ class TrainConfig:
     eps_low: float = _f(-1.0, "lower clip range epsilon (-1 = the loss's default, 0.2)")
     eps_high: float = _f(-1.0, "upper clip range epsilon (-1 = the loss's default: 0.2; dapo 0.28)")
     dual_clip: float = _f(3.0, "dual-clip constant c (hard for grpo/dapo, soft for aspo)")
-    entropy_clip: bool = _f(False, "aspo only: widen epsilon to 0.4 for each response's top-20% entropy tokens (the authors' code)")
+    entropy_clip: bool = _f(False, "widen epsilon to 0.4 for each response's top-20% entropy tokens (the ASPO authors' code); losses with a per-token clip range only: grpo, dapo, aspo, no_is, pos_mean_is, cispo")
     aggregation: str = _f("", "loss aggregation: token-mean or seq-mean-token-mean (default: the loss's own; gspo uses seq-mean-token-mean)")
     kl_beta: float = _f(0.001, "weight of the k3 KL penalty to the frozen initial policy (0 = no reference model)")
     drop_zero_var_groups: bool = _f(False, "drop groups whose rewards are all equal (DAPO dynamic sampling, without refill)")
@@ -153,18 +153,38 @@ def check_numbers(cfg: TrainConfig) -> None:
             raise ConfigError(f"{flag} must be {rule} (got {value})")
 
 
-def validate(cfg: TrainConfig, loss_names) -> None:
-    """Raise ConfigError with one actionable line for input that cannot work."""
-    if cfg.algo not in loss_names:
-        raise ConfigError(f"unknown algo {cfg.algo!r}: choose one of {', '.join(sorted(loss_names))}")
+# Why a loss does not take one of its options (which loss takes which: aspo.losses.LOSS_OPTIONS).
+_NOT_TAKEN = {"eps_low": "it has no clip range", "eps_high": "it has no clip range", "dual_clip": "it has no dual clip",
+              "entropy_clip": "it has no per-token clip range to widen"}
+
+
+def check_loss_options(cfg: TrainConfig, loss_options) -> None:
+    """An option set away from its default that the run's loss does not act on is refused, not ignored: the
+    recorded config must not claim a setting the run never used (and --entropy-clip would crash the first
+    update, after the warm-up)."""
+    default = TrainConfig()
+    for name, why in _NOT_TAKEN.items():
+        if getattr(cfg, name) == getattr(default, name) or name in loss_options[cfg.algo]:
+            continue
+        if cfg.algo == "gspo" and name == "entropy_clip":
+            why = "gspo clips whole sequences, not tokens"
+        takers = ", ".join(n for n, opts in loss_options.items() if name in opts)
+        raise ConfigError(f"--{name.replace('_', '-')} does not apply to {cfg.algo} ({why}): drop it, "
+                          f"or choose a loss that takes it ({takers})")
+
+
+def validate(cfg: TrainConfig, loss_options) -> None:
+    """Raise ConfigError with one actionable line for input that cannot work. `loss_options`: loss name ->
+    the options it acts on (aspo.losses.LOSS_OPTIONS; this module stays torch-free)."""
+    if cfg.algo not in loss_options:
+        raise ConfigError(f"unknown algo {cfg.algo!r}: choose one of {', '.join(sorted(loss_options))}")
     check_numbers(cfg)
+    check_loss_options(cfg, loss_options)
     if cfg.dtype not in DTYPE_NAMES:
         raise ConfigError(f"unknown --dtype {cfg.dtype!r}: choose one of {', '.join(DTYPE_NAMES)}")
     if cfg.prompts_per_step % cfg.minibatch_prompts:
         raise ConfigError(f"--prompts-per-step {cfg.prompts_per_step} is not a multiple of --minibatch-prompts "
                           f"{cfg.minibatch_prompts}: every mini-batch must hold whole groups")
-    if cfg.entropy_clip and cfg.algo == "gspo":
-        raise ConfigError("--entropy-clip widens a token clip, and gspo clips whole sequences: drop one of them")
     if cfg.aggregation not in ("", "token-mean", "seq-mean-token-mean"):
         raise ConfigError(f"unknown --aggregation {cfg.aggregation!r}: token-mean or seq-mean-token-mean")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):

@@ -17,12 +17,13 @@ exactly that one): the dashboard itself never needs torch unless this view is op
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import torch
 
-from aspo.losses import LOSS_DEFAULTS, LOSSES
+from aspo.losses import ENTROPY_CLIP, LOSS_DEFAULTS, LOSS_OPTIONS, LOSSES, kwargs_from_options
 from logs_schema import queries
 from logs_schema.schema import PROB_BINS
 
@@ -32,27 +33,31 @@ KNOBS = ("eps_low", "eps_high", "dual_clip")
 
 
 def run_loss(root, run_id: str) -> tuple[str, dict, int | None]:
-    """(loss name, its kwargs as the run used them, micro_batch_seqs) from the run's recorded config:
-    the bundled trainer's eps/dual_clip/entropy_clip fields, the TRL plug-in's loss_kwargs, else defaults."""
+    """(loss name, its kwargs as the run used them, micro_batch_seqs) from the run's config record: the
+    `loss_kwargs` the bundled trainer and the TRL plug-in record; for an older bundled run without them, the
+    one derivation from its recorded options (aspo.losses.kwargs_from_options); else the loss's defaults."""
     runs = queries.list_runs(root)
     row = runs[runs["run_id"] == run_id]
     algo = str(row["algo"].iloc[0]) if len(row) and isinstance(row["algo"].iloc[0], str) else "grpo"
     algo = algo if algo in LOSSES else "grpo"
     try:
         cfg = json.loads(row["config_json"].iloc[0]) if len(row) else {}
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         cfg = {}
-    kw = dict(LOSS_DEFAULTS[algo])
-    kw.update({k: v for k, v in (cfg.get("loss_kwargs") or {}).items() if k in kw or k.startswith("entropy_")})
-    for k in ("eps_low", "eps_high"):
-        if isinstance(cfg.get(k), (int, float)) and cfg[k] >= 0:
-            kw[k] = float(cfg[k])
-    if isinstance(cfg.get("dual_clip"), (int, float)) and "dual_clip" in kw:
-        kw["dual_clip"] = float(cfg["dual_clip"])
-    if cfg.get("entropy_clip"):
-        kw.update(entropy_clip_top=0.2, entropy_clip_eps=0.4)
+    cfg = cfg if isinstance(cfg, dict) else {}
+    recorded = cfg.get("loss_kwargs")
+    kw = recorded_kwargs(algo, recorded) if isinstance(recorded, dict) else kwargs_from_options(algo, cfg)
     micro = cfg.get("micro_batch_seqs")
     return algo, kw, int(micro) if isinstance(micro, int) and micro > 0 else None
+
+
+def recorded_kwargs(algo: str, recorded: dict) -> dict:
+    """A recorded `loss_kwargs` over the loss's defaults, keeping only the numbers the loss takes (a record
+    from another version or tool must not crash the call)."""
+    takes = set(LOSS_DEFAULTS[algo]) | (set(ENTROPY_CLIP) if "entropy_clip" in LOSS_OPTIONS[algo] else set())
+    ok = {k: float(v) for k, v in recorded.items() if k in takes and isinstance(v, (int, float))
+          and not isinstance(v, bool) and math.isfinite(v)}
+    return {**LOSS_DEFAULTS[algo], **ok}
 
 
 def _calls(rows: pd.DataFrame, micro: int | None):
@@ -66,9 +71,15 @@ def _calls(rows: pd.DataFrame, micro: int | None):
 
 
 def _tensors(g: pd.DataFrame):
-    """The (B, T) float32 tensors of one loss call, from its rows (position = column)."""
+    """The (B, T) float32 tensors of one loss call, from its rows: a row per response, its logged tokens in
+    position order. T is the most rows one response has, never the largest position: every loss reads only a
+    response's valid tokens (their order for ties), so the gaps a token budget or a hostile position leaves
+    (2**31 - 1 would ask torch for hundreds of GB) carry nothing."""
     samples, b = np.unique(g["sample"].to_numpy(), return_inverse=True)
-    t = g["position"].to_numpy().copy()  # pandas hands out read-only arrays; torch indexing warns on those
+    order = np.lexsort((g["position"].to_numpy(), b))  # by response, then position
+    starts = np.flatnonzero(np.r_[True, np.diff(b[order]) != 0])
+    t = np.empty(len(b), dtype=np.int64)
+    t[order] = np.arange(len(b)) - np.repeat(starts, np.diff(np.r_[starts, len(b)]))  # rank within the response
     shape = (len(samples), int(t.max()) + 1)
     out = {}
     for col in ("logp", "old_logp", "advantage", "entropy"):

@@ -55,6 +55,35 @@ LOSS_DEFAULTS: dict[str, dict] = {
 LOSS_AGGREGATION: dict[str, str] = {name: "token-mean" for name in LOSS_DEFAULTS} | {
     "gspo": "seq-mean-token-mean"
 }
+# Which of the trainer's loss options (TrainConfig fields) each loss acts on. aspo.config.validate refuses any
+# other one set on the command line, before a directory is written: an option a loss would silently ignore,
+# or one it cannot do at all (the entropy-aware clip widens a per-token clip range: gspo clips whole
+# sequences, clip_cov and kl_cov refuse it, kl_cov has no clip range at all).
+_CLIP, _DUAL, _ENTROPY = ("eps_low", "eps_high"), ("dual_clip",), ("entropy_clip",)
+LOSS_OPTIONS: dict[str, frozenset[str]] = {
+    "grpo": frozenset(_CLIP + _DUAL + _ENTROPY), "dapo": frozenset(_CLIP + _DUAL + _ENTROPY),
+    "aspo": frozenset(_CLIP + _DUAL + _ENTROPY), "no_is": frozenset(_CLIP + _ENTROPY),
+    "pos_mean_is": frozenset(_CLIP + _DUAL + _ENTROPY), "cispo": frozenset(_CLIP + _ENTROPY),
+    "gspo": frozenset(_CLIP), "clip_cov": frozenset(_CLIP), "kl_cov": frozenset(),
+}
+# --entropy-clip as the ASPO authors' released code does it: epsilon 0.4 for each response's top-20% entropy tokens.
+ENTROPY_CLIP = {"entropy_clip_top": 0.2, "entropy_clip_eps": 0.4}
+
+
+def kwargs_from_options(algo: str, options) -> dict:
+    """The keyword arguments `LOSSES[algo]` is called with, from a run's options (a TrainConfig as a dict:
+    eps_low / eps_high, -1 = the loss's default; dual_clip; entropy_clip). The one derivation: the trainer
+    records its result in config.json (`loss_kwargs`); readers of an older run without that record call this
+    on its recorded config. Only what the loss acts on is set; non-numbers (a damaged record) are skipped."""
+    accepts, kw = LOSS_OPTIONS[algo], dict(LOSS_DEFAULTS[algo])
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    for name in ("eps_low", "eps_high", "dual_clip"):
+        value = options.get(name)
+        if name in accepts and number(value) and 0 <= value < float("inf"):
+            kw[name] = float(value)
+    if "entropy_clip" in accepts and options.get("entropy_clip") is True:
+        kw.update(ENTROPY_CLIP)
+    return kw
 
 
 # ---------------------------------------------------------------- shared pieces

@@ -42,11 +42,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def checked_train_config(train_argv: list[str]) -> TrainConfig:
     """The validated config that `aspo train <train_argv>` would run: lets demo and experiment refuse bad
     options (their --extra included) before they create a directory or start a warm-up."""
-    from aspo.losses import LOSSES  # noqa: PLC0415  (torch: only once a command really checks a run)
+    from aspo.losses import LOSS_OPTIONS  # noqa: PLC0415  (torch: only once a command really checks a run)
     parser = OneLineParser(prog="aspo train")
     add_config_options(parser)
     cfg = config_from_args(parser.parse_args(train_argv))
-    validate(cfg, LOSSES)
+    validate(cfg, LOSS_OPTIONS)
     return cfg
 
 

@@ -20,7 +20,7 @@ from aspo import checkpoint, device as dev_policy
 from aspo.advantages import group_advantages, zero_variance_groups
 from aspo.config import ConfigError, TrainConfig, parse_task_args, validate
 from aspo.logbook import StepLog, make_writer, sequence_columns, step_metrics
-from aspo.losses import LOSS_AGGREGATION, LOSS_DEFAULTS, LOSSES, kl_k3, step_loss
+from aspo.losses import LOSS_AGGREGATION, LOSS_OPTIONS, LOSSES, kl_k3, kwargs_from_options, step_loss
 from aspo.metrics import avg_at_k, correct as is_correct, pass_at_k
 from aspo.model import build_small_model, build_tokenizer, format_prompt, load_local_model, resolve_device
 from aspo.rollout import generate, token_logp_entropy
@@ -31,9 +31,10 @@ from aspo.warmup import warmup
 from logs_schema.lock import RunLock
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
-    """Everything the loop needs, built once by `setup`."""
+    """Everything the loop needs, built once by `setup` (by keyword: two generators sit among these fields,
+    and swapping them would break reproducibility without an error)."""
     cfg: TrainConfig
     run_dir: Path
     device: torch.device
@@ -45,14 +46,14 @@ class Run:
     tokenizer: object
     optimizer: torch.optim.Optimizer
     scheduler: object
-    generator: torch.Generator
+    generator: torch.Generator        # mini-batch order, on the CPU
+    sampler: torch.Generator          # rollouts' generator: on the device (CPU: the run's one generator)
     loss_fn: object
     loss_kwargs: dict
     writer: object
     start_step: int
     max_new_tokens: int
     aggregation: str
-    sampler: torch.Generator          # rollouts' generator: on the device (CPU: the run's one generator)
     amp: torch.dtype | None = None    # autocast dtype of the forwards (None: float32)
     scaler: object = None             # fp16 loss scaling (a pass-through otherwise)
     budgets: dict | None = None       # tokens per micro-batch on CUDA (None: fixed sequence counts)
@@ -125,16 +126,8 @@ def load_task(cfg: TrainConfig):
 
 
 def loss_kwargs(cfg: TrainConfig) -> dict:
-    kw = {k: v for k, v in LOSS_DEFAULTS.get(cfg.algo, {}).items() if k != "aggregation"}
-    if cfg.eps_low >= 0:
-        kw["eps_low"] = cfg.eps_low
-    if cfg.eps_high >= 0:
-        kw["eps_high"] = cfg.eps_high
-    kw["dual_clip"] = cfg.dual_clip
-    if cfg.entropy_clip:
-        kw["entropy_clip_top"] = 0.2
-        kw["entropy_clip_eps"] = 0.4
-    return kw
+    """What the run's loss is called with; recorded in config.json as `loss_kwargs` for every reader."""
+    return kwargs_from_options(cfg.algo, cfg.to_dict())
 
 
 def make_optimizer(cfg: TrainConfig, model):
@@ -145,7 +138,7 @@ def make_optimizer(cfg: TrainConfig, model):
 
 
 def setup(cfg: TrainConfig, log=print) -> Run:
-    validate(cfg, LOSSES)
+    validate(cfg, LOSS_OPTIONS)
     transformers.utils.logging.disable_progress_bar()  # our own progress bar is the one to watch
     task = load_task(cfg)
     device = resolve_device(cfg.device)
@@ -174,13 +167,17 @@ def _setup_locked(cfg: TrainConfig, task, run_dir: Path, lock: RunLock, log, dev
     scaler = dev_policy.grad_scaler(device, amp)
     start = resume_state(cfg, run_dir, model, opt, sched, gen, device, sampler, scaler)
     budgets = dev_policy.token_budgets(model, device, amp)
-    record = {**cfg.to_dict(), "runtime": dev_policy.runtime_record(device, tf32, budgets)}
+    kwargs, aggregation = loss_kwargs(cfg), cfg.aggregation or LOSS_AGGREGATION.get(cfg.algo, "token-mean")
+    record = {**cfg.to_dict(), "loss_kwargs": kwargs, "loss_aggregation": aggregation,
+              "runtime": dev_policy.runtime_record(device, tf32, budgets)}
     (run_dir / "config.json").write_text(json.dumps(record, indent=2))
     train, heldout = task.splits(cfg.warmup_seed)  # one split per start model: held-out stays unseen
     writer = make_writer(cfg, run_dir, resume_step=start - 1 if cfg.resume else None, lock=lock, record=record)
-    return Run(cfg, run_dir, device, task, train, heldout, model, ref, tokenizer, opt, sched, gen,
-               LOSSES[cfg.algo], loss_kwargs(cfg), writer, start, cfg.max_new_tokens or task.max_new_tokens,
-               cfg.aggregation or LOSS_AGGREGATION.get(cfg.algo, "token-mean"), sampler, amp, scaler, budgets)
+    return Run(cfg=cfg, run_dir=run_dir, device=device, task=task, train_problems=train, heldout=heldout,
+               model=model, ref_model=ref, tokenizer=tokenizer, optimizer=opt, scheduler=sched, generator=gen,
+               sampler=sampler, loss_fn=LOSSES[cfg.algo], loss_kwargs=kwargs, aggregation=aggregation,
+               writer=writer, start_step=start, max_new_tokens=cfg.max_new_tokens or task.max_new_tokens,
+               amp=amp, scaler=scaler, budgets=budgets)
 
 
 def load_reference(cfg: TrainConfig, run_dir: Path, device):

@@ -53,16 +53,33 @@ def test_every_numeric_option_has_a_rule():
     assert numeric == set(NUMBER_RULES)
 
 
-def test_entropy_clip_with_gspo_is_refused(tmp_path, capsys):
-    code, err = run_cli(["train", "--preset", "tiny", "--out", str(tmp_path / "r"), "--algo", "gspo",
-                         "--entropy-clip"], capsys)
-    assert_one_line(code, err, "gspo clips whole sequences")
+@pytest.mark.parametrize("algo, option, needle", [
+    ("gspo", ["--entropy-clip"], "--entropy-clip does not apply to gspo (gspo clips whole sequences"),
+    ("clip_cov", ["--entropy-clip"], "--entropy-clip does not apply to clip_cov"),
+    ("kl_cov", ["--entropy-clip"], "--entropy-clip does not apply to kl_cov"),
+    ("kl_cov", ["--eps-low", "0.1"], "--eps-low does not apply to kl_cov (it has no clip range)"),
+    ("no_is", ["--dual-clip", "2"], "--dual-clip does not apply to no_is (it has no dual clip)"),
+])
+def test_an_option_the_loss_cannot_do_is_refused_before_anything_is_written(algo, option, needle, tmp_path, capsys):
+    """Until the capability table, clip_cov/kl_cov with --entropy-clip passed the checks and failed at the first
+    loss call, after the run directory, the warm-up and config.json existed."""
+    code, err = run_cli(["train", "--preset", "tiny", "--task-args", TASK, "--out", str(tmp_path / "r"),
+                         "--algo", algo, "--no-progress", *option], capsys)
+    assert_one_line(code, err, needle)
     assert not (tmp_path / "r").exists()
+
+
+def test_the_entropy_clip_help_names_the_losses_that_take_it():
+    from aspo.losses import LOSS_OPTIONS
+    helped = dataclasses.fields(TrainConfig)[[f.name for f in dataclasses.fields(TrainConfig)].index("entropy_clip")]
+    takers = helped.metadata["help"].split("only: ")[1].split(", ")
+    assert takers == [name for name, options in LOSS_OPTIONS.items() if "entropy_clip" in options]
 
 
 @pytest.mark.parametrize("command", [["demo", "--no-dashboard"], ["experiment", "--quick", "--tasks", "math"]])
 @pytest.mark.parametrize("extra, needle", [("--lr nan", "--lr must be"), ("--dual-clip 0.9", "--dual-clip must be"),
-                                           ("--no-such-option 1", "unrecognized arguments")])
+                                           ("--no-such-option 1", "unrecognized arguments"),
+                                           ("--algo kl_cov --entropy-clip", "--entropy-clip does not apply to kl_cov")])
 def test_demo_and_experiment_check_extra_before_writing(command, extra, needle, tmp_path, capsys):
     out = tmp_path / "grid"
     code, err = run_cli(command + ["--out", str(out), "--extra", extra], capsys)

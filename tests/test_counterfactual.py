@@ -2,16 +2,22 @@
 under the loss that was used, and other losses' weights follow their own rules on the same rows."""
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from aspo import trainer
-from aspo.config import make_config
-from aspo.counterfactual import counterfactual, mass_by_bin, run_loss
+from aspo.config import TrainConfig, make_config
+from aspo.counterfactual import counterfactual, mass_by_bin, recompute, run_loss
+from aspo.losses import ENTROPY_CLIP, LOSS_DEFAULTS, kwargs_from_options
+from logs_schema import RunWriter
 from logs_schema import queries as q
 
 KEYS = ["rank", "epoch", "minibatch", "sample", "position"]
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +78,53 @@ def test_overrides_move_the_clip_and_mass_by_bin_adds_up(root):
     assert m["grad_mass"].sum() == pytest.approx(nonzero["grad_mass"].sum())
     assert m["rows"].sum() == len(nonzero)
     assert m.groupby("loss")["mass_share"].sum().tolist() == pytest.approx([1.0])
+
+
+def test_the_trainer_records_the_loss_kwargs_it_called_the_loss_with(root):
+    """config.json and the runs table's config_json hold what the loss was called with (issue 21, item 5)."""
+    want = {"grpo": {"eps_low": 0.2, "eps_high": 0.2, "dual_clip": 3.0},
+            "aspo": {"eps_low": 0.2, "eps_high": 0.25, "dual_clip": 2.5}}
+    for run_id, kwargs in want.items():
+        record = json.loads((root / run_id / "config.json").read_text())
+        row = json.loads(q.list_runs(root / run_id)["config_json"].iloc[0])
+        assert record["loss_kwargs"] == row["loss_kwargs"] == kwargs
+        assert record["loss_kwargs"] == trainer.loss_kwargs(make_config(**{k: v for k, v in record.items()
+                                                                            if k in CONFIG_FIELDS}))
+
+
+def recorded_run(root, run_id: str, config: dict) -> None:
+    """A run whose runs row is written by the real writer with this config record (no steps needed)."""
+    with RunWriter(root / run_id, run_id=run_id, meta={"algo": config.get("algo", "aspo"), "config": config}):
+        pass
+
+
+def test_run_loss_reads_the_record_and_derives_only_for_older_runs(tmp_path):
+    # the record wins over the options (a TRL run records kwargs that no TrainConfig option produced)
+    recorded_run(tmp_path, "new", {"algo": "aspo", "eps_high": 0.3, "entropy_clip": False,
+                                   "loss_kwargs": {"eps_low": 0.1, "eps_high": 0.15, "dual_clip": 4.0}})
+    assert run_loss(tmp_path, "new")[1] == {"eps_low": 0.1, "eps_high": 0.15, "dual_clip": 4.0}
+    # an older bundled run (no loss_kwargs): the one derivation the trainer uses, entropy clip included
+    recorded_run(tmp_path, "old", {"algo": "aspo", "eps_low": -1.0, "eps_high": 0.3, "dual_clip": 2.0,
+                                   "entropy_clip": True})
+    assert run_loss(tmp_path, "old")[1] == kwargs_from_options("aspo", {"eps_high": 0.3, "dual_clip": 2.0,
+                                                                        "entropy_clip": True})
+    assert run_loss(tmp_path, "old")[1] == {"eps_low": 0.2, "eps_high": 0.3, "dual_clip": 2.0, **ENTROPY_CLIP}
+    # a damaged record never reaches the loss call: non-numbers and unknown keys are dropped
+    recorded_run(tmp_path, "bad", {"algo": "grpo", "loss_kwargs": {"eps_low": "x", "dual_clip": True,
+                                                                   "bogus": 1.0, "eps_high": float("nan")}})
+    assert run_loss(tmp_path, "bad")[1] == LOSS_DEFAULTS["grpo"]
+
+
+def test_a_huge_token_position_does_not_size_the_arrays(root):
+    """Issue 20: one row at position 2**31 - 1 made the loss call's tensors (B, 2**31) (hundreds of GB). The
+    arrays hold each response's logged rows in order, so moving a response's last row far out changes nothing."""
+    rows = q.step_tokens(root, "grpo", 0)
+    last = rows.groupby(["epoch", "minibatch", "sample"])["position"].idxmax()
+    far = rows.copy()
+    far.loc[last.to_numpy(), "position"] = 2**31 - 1
+    kw = LOSS_DEFAULTS["grpo"]
+    want, got = recompute(rows, "grpo", kw), recompute(far, "grpo", kw)
+    assert len(got) == len(rows)
+    cols = ["weight", "clipped", "dual_clipped"]
+    assert (got[cols].to_numpy() == want[cols].to_numpy()).all()
+    assert (got["position"] == 2**31 - 1).sum() == len(last) > 0  # the rows keep their logged position
