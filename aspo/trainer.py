@@ -27,6 +27,7 @@ from aspo.rollout import generate, token_logp_entropy
 from aspo.run_dir import prepare_run_dir
 from aspo.signals import deferred_stop
 from aspo.tasks import get_task
+from aspo.trackers import report_to
 from aspo.warmup import warmup
 from logs_schema.lock import RunLock
 
@@ -370,7 +371,8 @@ def should_eval(cfg: TrainConfig, step: int) -> bool:
 def train(cfg: TrainConfig, log=print, on_step=None) -> Path:
     """Run (or resume) one training run; returns its directory. Marks the run's status however it ends."""
     run = setup(cfg, log)
-    with run.writer:  # marks the run failed/killed if anything below raises
+    # the writer marks the run failed/killed if anything below raises; report_to adds the --report-to trackers
+    with run.writer, report_to(cfg, run.run_dir, run.start_step, on_step) as on_step:
         for step in range(run.start_step, cfg.steps):
             metrics = train_step(run, step)
             if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.steps - 1:
@@ -381,4 +383,3 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> Path:
                 on_step(step, metrics)
         run.writer.set_status("finished")
     return run.run_dir
-
