@@ -16,6 +16,7 @@ import string
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from logs_schema.writer import RunWriter
 
@@ -223,3 +224,14 @@ def grpo_and_aspo(root, steps: int, seqs_per_step: int) -> Path:
     for algo in ("grpo", "aspo"):
         make_synthetic_run(root / algo, algo, steps=steps, seqs_per_step=seqs_per_step)
     return root
+
+
+def flip(path, column: str, n: int = 64) -> None:
+    """XOR n bytes in the middle of one column chunk of row group 0: the footer stays intact."""
+    c = next(c for c in (pq.read_metadata(path).row_group(0).column(i)
+                         for i in range(pq.read_metadata(path).num_columns)) if c.path_in_schema == column)
+    start = (c.dictionary_page_offset or c.data_page_offset) + c.total_compressed_size // 2 - n // 2
+    data = bytearray(path.read_bytes())
+    for i in range(start, start + n):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))

@@ -3,8 +3,6 @@ asserting on the charts' data (the plotly figure JSON), and on empty / partial /
 newer-schema logs: a clear message, never an exception."""
 from __future__ import annotations
 
-import base64
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,71 +11,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from streamlit.testing.v1 import AppTest
 
 import aspo_charts as charts
+from apptest_helpers import figure, figures, messages, open_page, panels, response_picker, traces
 from aspo_dashboard import data
 from logs_helpers import grpo_and_aspo, make_synthetic_run
 from logs_schema import RunWriter, progress, queries
 from logs_schema import schema as S
 
-APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 PAGES = ["runs", "overview", "rich_get_richer", "entropy", "repetition", "samples", "why_entropy", "counterfactual"]
-
-
-# ---------------------------------------------------------------- helpers
-def decode(obj):
-    """Figure JSON -> plain Python: plotly 7 writes arrays as {"dtype", "bdata" (base64), "shape"}."""
-    if isinstance(obj, dict):
-        if "bdata" in obj and "dtype" in obj:
-            arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
-            if "shape" in obj:
-                arr = arr.reshape([int(s) for s in str(obj["shape"]).split(",")])
-            return arr
-        return {k: decode(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [decode(v) for v in obj]
-    return obj
-
-
-def figures(at) -> list[dict]:
-    return [decode(json.loads(el.proto.spec)) for el in at.get("plotly_chart")]
-
-
-def title(fig) -> str:
-    t = fig["layout"].get("title", {})
-    return t.get("text", "") if isinstance(t, dict) else str(t)
-
-
-def figure(at, text: str) -> dict:
-    found = [f for f in figures(at) if text in title(f)]
-    assert found, f"no chart titled like {text!r}: {[title(f) for f in figures(at)]}"
-    return found[0]
-
-
-def traces(fig, kind=None) -> dict:
-    return {t.get("name"): t for t in fig["data"] if kind is None or t.get("type") == kind}
-
-
-def open_page(root, page: str, monkeypatch, state=None) -> AppTest:
-    monkeypatch.setenv("ASPO_LOGS", str(root))
-    at = AppTest.from_file(APP, default_timeout=60)
-    for k, v in (state or {}).items():
-        at.session_state[k] = v
-    at.run()
-    if page != "runs":
-        at.switch_page(f"app_pages/{page}.py")
-        at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def response_picker(at):
-    return next(s for s in at.selectbox if s.label.startswith("Response ("))
-
-
-def messages(at) -> str:
-    return " ".join(str(e.value) for kind in ("info", "warning", "error", "success") for e in getattr(at, kind))
 
 
 @pytest.fixture(scope="module")
@@ -99,16 +41,6 @@ def test_runs_page_table_badges_and_curves(logs, monkeypatch):
         t = traces(fig)[run]
         want = steps[steps["run_id"] == run]
         assert list(t["x"]) == list(want["step"]) and np.allclose(t["y"], want["reward_mean"])
-
-
-def panels(fig) -> dict:
-    """{metric: {trace name: trace}} of a stacked-panel figure (panel = y axis, titled by its metric)."""
-    titles = {k.replace("axis", ""): v["title"]["text"] for k, v in fig["layout"].items() if k.startswith("yaxis")}
-    out = {}
-    for t in fig["data"]:
-        if not t.get("name", "").endswith(" band"):
-            out.setdefault(titles[t.get("yaxis", "y")], {})[t["name"]] = t
-    return out
 
 
 def test_overview_metric_picker_shared_x_and_smoothing(logs, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from logs_helpers import make_synthetic_run
 from logs_schema import RunWriter, queries
-from test_app import figure, figures, open_page, panels, traces
+from apptest_helpers import figure, figures, open_page, panels, traces
 
 RUNS = [f"{algo}-s{seed}" for algo in ("grpo", "aspo") for seed in range(3)]
 
@@ -34,7 +34,7 @@ def grouped(at) -> None:
 def test_url_selects_runs_groups_and_band(seeds, monkeypatch):
     monkeypatch.setenv("ASPO_LOGS", str(seeds))
     from streamlit.testing.v1 import AppTest
-    from test_app import APP
+    from apptest_helpers import APP
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params.update({"run": ["grpo-s1", "aspo-s2", "nope"], "group": ["algo"], "band": "bootstrap"})
     at.run()

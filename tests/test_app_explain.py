@@ -8,7 +8,7 @@ import pytest
 from aspo.counterfactual import counterfactual, mass_by_bin
 from logs_helpers import grpo_and_aspo, make_synthetic_run
 from logs_schema import RunWriter, queries
-from test_app import figure, figures, open_page, traces
+from apptest_helpers import figure, figures, open_page, traces
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import aspo_charts as charts
 from logs_helpers import make_synthetic_run, synthetic_step
 from logs_schema import RunWriter, queries
 from logs_schema import schema as S
-from test_app import figure, messages, open_page, response_picker, title
+from apptest_helpers import figure, messages, open_page, response_picker, title
 
 
 def write_run(run_dir: Path, algo="grpo", steps=3, mutate=None, seqs=16, seed=0) -> Path:
@@ -166,7 +166,7 @@ def test_rich_get_richer_run_picker_follows_the_sidebar(tmp_path, monkeypatch):
 
 
 def at_figures(at):
-    from test_app import figures
+    from apptest_helpers import figures
     return figures(at)
 
 

@@ -8,10 +8,9 @@ import threading
 import pytest
 
 from aspo_dashboard import data
-from logs_helpers import make_synthetic_run
+from logs_helpers import flip, make_synthetic_run
 from logs_schema import catalog, queries
-from test_app import messages, open_page
-from test_queries_trust import flip
+from apptest_helpers import messages, open_page
 
 
 @pytest.fixture

@@ -13,19 +13,19 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from aspo_dashboard.data import LIVE_EVERY_S
 from aspo.serve import dashboard_command
+from browser_helpers import screenshot, shots_dir
 from logs_helpers import make_synthetic_run
 from logs_schema import progress
+from process_helpers import free_port, serving, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -94,30 +94,6 @@ def live_timeout_s() -> float:
     return 180.0 if os.environ.get("ASPO_E2E_WRITER", "train") == "train" else 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, every: float = 0.25):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def serving(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def live_logs(tmp_path):
     """A finished GRPO run to compare with, and an ASPO run being written by another process."""
@@ -157,12 +133,6 @@ def dashboard(live_logs):
         yield url
 
 
-def shots_dir(tmp_path: Path) -> Path:
-    out = ROOT / "docs" / "screenshots" if os.environ.get("ASPO_UPDATE_SCREENSHOTS") == "1" else tmp_path / "shots"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def steps_logged(page, run_id: str) -> int:
     text = page.locator('[data-testid="stCaptionContainer"]', has_text="steps logged").first.inner_text()
     m = re.search(re.escape(run_id) + r":?\s*(\d+) steps logged", text)
@@ -182,16 +152,6 @@ def open_page(page, url: str, path: str) -> float:
     took = time.time() - t0
     assert page.locator('[data-testid="stException"]').count() == 0, page.inner_text("body")[:2000]
     return took
-
-
-def screenshot(page, path: Path) -> None:
-    """The whole main area: the viewport is grown to its scroll height (Streamlit scrolls inside
-    stMain, so a full-page screenshot alone would stop at the window)."""
-    time.sleep(1.5)  # let the page's other charts draw
-    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
-    page.set_viewport_size({"width": 1500, "height": int(min(max(height, 900), 4000))})
-    time.sleep(0.5)
-    page.screenshot(path=str(path))
 
 
 # bounding boxes of the parts of one drawn chart (the stPlotlyChart whose title contains `title`)

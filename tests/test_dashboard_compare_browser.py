@@ -17,7 +17,8 @@ import pytest
 from aspo.serve import dashboard_command
 from logs_helpers import make_synthetic_run
 from logs_schema import queries
-from test_dashboard_browser import free_port, screenshot, serving, shots_dir, wait_for
+from browser_helpers import screenshot, shots_dir
+from process_helpers import free_port, serving, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -21,7 +21,7 @@ pytest.importorskip("trl")
 pytest.importorskip("accelerate")
 
 from logs_schema import queries  # noqa: E402
-from test_integration_trl import save_tiny_model  # noqa: E402
+from model_helpers import save_tiny_model  # noqa: E402
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).with_name("trl_ddp_worker.py")

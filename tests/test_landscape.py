@@ -18,7 +18,7 @@ from aspo.losses import LOSS_DEFAULTS, LOSSES
 from aspo_dashboard import data
 from logs_helpers import synthetic_step
 from logs_schema import RunWriter
-from test_app import APP, figure, open_page, traces
+from apptest_helpers import APP, figure, open_page, traces
 
 GRID = np.linspace(0.005, 1.0, 23)
 

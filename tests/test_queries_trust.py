@@ -7,21 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from logs_helpers import make_synthetic_run, raw_rows
+from logs_helpers import flip, make_synthetic_run, raw_rows
 from logs_schema import queries as q
 from logs_schema import writer as W
 from logs_schema.writer import RunWriter
-
-
-def flip(path, column: str, n: int = 64) -> None:
-    """XOR n bytes in the middle of one column chunk of row group 0: the footer stays intact."""
-    c = next(c for c in (pq.read_metadata(path).row_group(0).column(i)
-                         for i in range(pq.read_metadata(path).num_columns)) if c.path_in_schema == column)
-    start = (c.dictionary_page_offset or c.data_page_offset) + c.total_compressed_size // 2 - n // 2
-    data = bytearray(path.read_bytes())
-    for i in range(start, start + n):
-        data[i] ^= 0x5A
-    path.write_bytes(bytes(data))
 
 
 def test_bit_flips_in_a_tokens_file_are_reported_and_never_served(tmp_path):
