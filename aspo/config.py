@@ -194,8 +194,6 @@ def validate(cfg: TrainConfig, loss_options) -> None:
     if cfg.resume and cfg.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: pick one")
     parse_task_args(cfg.task_args)
-    from aspo.trackers import check_report_to  # noqa: PLC0415  (finds the packages, imports none)
-    check_report_to(cfg.report_to)
 
 
 def make_config(preset: str | None = None, **overrides) -> TrainConfig:

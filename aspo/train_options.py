@@ -39,15 +39,23 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return make_config(args.preset, **overrides)
 
 
-def checked_train_config(train_argv: list[str]) -> TrainConfig:
-    """The validated config that `aspo train <train_argv>` would run: lets demo and experiment refuse bad
-    options (their --extra included) before they create a directory or start a warm-up."""
+def checked_config(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` if a run can start from it, else ConfigError (one line), before anything is written: the config's
+    own rules with the losses' capability table, and the --report-to trackers' packages (found, not imported).
+    The trainer's set-up and every command that starts runs check here."""
     from aspo.losses import LOSS_OPTIONS  # noqa: PLC0415  (torch: only once a command really checks a run)
+    from aspo.trackers import check_report_to  # noqa: PLC0415
+    validate(cfg, LOSS_OPTIONS)
+    check_report_to(cfg.report_to)
+    return cfg
+
+
+def checked_train_config(train_argv: list[str]) -> TrainConfig:
+    """The checked config that `aspo train <train_argv>` would run: lets demo and experiment refuse bad
+    options (their --extra included) before they create a directory or start a warm-up."""
     parser = OneLineParser(prog="aspo train")
     add_config_options(parser)
-    cfg = config_from_args(parser.parse_args(train_argv))
-    validate(cfg, LOSS_OPTIONS)
-    return cfg
+    return checked_config(config_from_args(parser.parse_args(train_argv)))
 
 
 def train_command(train_argv: list[str]) -> list[str]:

@@ -18,9 +18,9 @@ import transformers
 
 from aspo import checkpoint, device as dev_policy
 from aspo.advantages import group_advantages, zero_variance_groups
-from aspo.config import ConfigError, TrainConfig, parse_task_args, validate
+from aspo.config import ConfigError, TrainConfig, parse_task_args
 from aspo.logbook import StepLog, make_writer, sequence_columns, step_metrics
-from aspo.losses import LOSS_AGGREGATION, LOSS_OPTIONS, LOSSES, kl_k3, kwargs_from_options, step_loss
+from aspo.losses import LOSS_AGGREGATION, LOSSES, kl_k3, kwargs_from_options, step_loss
 from aspo.metrics import avg_at_k, correct as is_correct, pass_at_k
 from aspo.model import build_small_model, build_tokenizer, format_prompt, load_local_model, resolve_device
 from aspo.rollout import generate, token_logp_entropy
@@ -28,6 +28,7 @@ from aspo.run_dir import prepare_run_dir
 from aspo.signals import deferred_stop
 from aspo.tasks import get_task
 from aspo.trackers import report_to
+from aspo.train_options import checked_config
 from aspo.warmup import warmup
 from logs_schema.lock import RunLock
 
@@ -139,7 +140,7 @@ def make_optimizer(cfg: TrainConfig, model):
 
 
 def setup(cfg: TrainConfig, log=print) -> Run:
-    validate(cfg, LOSS_OPTIONS)
+    checked_config(cfg)
     transformers.utils.logging.disable_progress_bar()  # our own progress bar is the one to watch
     task = load_task(cfg)
     device = resolve_device(cfg.device)

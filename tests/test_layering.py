@@ -1,5 +1,6 @@
 """The dependency direction of DESIGN.md: aspo -> logs_schema; app -> logs_schema; never the reverse."""
 import ast
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +59,94 @@ def test_app_never_imports_the_trainer():
 def test_trainer_never_imports_the_app():
     for path, names in imported_modules("aspo").items():
         assert not names & {"aspo_dashboard", "streamlit"}, path
+
+
+# ---------------------------------------------------------------- no import circles
+def product_modules() -> dict[str, Path]:
+    """Every module of every package the wheel installs (pyproject's packages and package-dir), by import name:
+    new packages are covered as soon as they are packaged."""
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    dirs = setup.get("package-dir", {})
+    found = {}
+    for package in setup["packages"]:
+        top, _, rest = package.partition(".")
+        folder = ROOT / dirs.get(top, top) / rest.replace(".", "/")
+        for path in folder.glob("*.py"):
+            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    return found
+
+
+def import_edges(name: str, path: Path, modules) -> set[str]:
+    """The product modules `name` imports anywhere in its file: module level, inside functions (a lazy import
+    hides a circle, it does not open it) and relative imports alike."""
+    package = name if path.stem == "__init__" else name.rpartition(".")[0]
+    edges = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        else:
+            continue
+        edges |= {t for t in targets if t in modules and t != name}
+    return edges
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while not part or part[-1] != v:
+                part.append(stack.pop())
+                on_stack.discard(part[-1])
+            if len(part) > 1:
+                circles.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return circles
+
+
+def test_the_circle_finder_finds_a_lazy_circle(tmp_path):
+    (tmp_path / "a.py").write_text("import b\n")
+    (tmp_path / "b.py").write_text("def f():\n    from a import g  # a function-level import\n")
+    (tmp_path / "c.py").write_text("import a\n")
+    modules = {p.stem: p for p in tmp_path.glob("*.py")}
+    graph = {m: import_edges(m, p, modules) for m, p in modules.items()}
+    assert import_circles(graph) == [["a", "b"]]
+
+
+# Circles another change still has open (each with its way out); a new circle anywhere fails the test, and so does
+# an entry here once its circle is gone (the list only shrinks).
+KNOWN_CIRCLES = [
+    # tracker_backends imports TrackerError from trackers inside a function while trackers imports the backends:
+    # TrackerError belongs beside the backends that raise it
+    ["aspo.tracker_backends", "aspo.trackers"],
+]
+
+
+def test_no_import_circle_between_product_modules():
+    modules = product_modules()
+    assert {"aspo.cli", "aspo.trainer", "logs_schema.queries", "aspo_dashboard.data"} <= set(modules)
+    graph = {m: import_edges(m, p, modules) for m, p in modules.items()}
+    assert import_circles(graph) == KNOWN_CIRCLES
 
 
 # ---------------------------------------------------------------- charts, report, dashboard (issue 21)
