@@ -20,6 +20,12 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from aspo.config import ConfigError
+
+
+class TrackerError(ConfigError):
+    """A tracker that cannot be used: one line for the user (aspo train prints it and exits 2)."""
+
 
 class Sink(NamedTuple):
     log: Callable[[int, dict], None]
@@ -156,7 +162,6 @@ OPEN = {"tensorboard": open_tensorboard, "wandb": open_wandb, "trackio": open_tr
 def open_all(names, cfg, run_dir: Path, start: int) -> dict[str, Sink]:
     """Open every tracker in `names` (the run's config.json is the hyperparameter record); one that cannot start
     closes the ones already open and raises TrackerError (one line)."""
-    from aspo.trackers import TrackerError  # noqa: PLC0415
     record = json.loads((run_dir / "config.json").read_text())
     sinks: dict[str, Sink] = {}
     for name in names:

@@ -11,7 +11,8 @@ needs a network: W&B runs offline unless an API key is configured or WANDB_MODE 
 a local file store in the run directory unless MLFLOW_TRACKING_URI points elsewhere, Trackio keeps its local
 SQLite store, TensorBoard writes event files in <run>/tensorboard.
 
-This module imports no tracker and no torch at import time: `aspo.config` calls `check_report_to`.
+This module imports no tracker and no torch at import time: `aspo.train_options.checked_config` calls
+`check_report_to`.
 """
 from __future__ import annotations
 
@@ -21,14 +22,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from aspo.config import ConfigError
+from aspo.tracker_backends import TrackerError  # noqa: F401  (re-exported: callers catch it from here)
 
 BACKENDS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}  # -> module
 EXTRAS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}
-
-
-class TrackerError(ConfigError):
-    """A tracker that cannot be used: one line for the user (aspo train prints it and exits 2)."""
 
 
 def parse_report_to(text: str) -> tuple[str, ...]:

@@ -11,7 +11,6 @@ import struct
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +20,7 @@ import pytest
 from aspo import trackers, trainer
 from aspo.config import ConfigError, make_config
 from logs_schema.schema import STEP_METRICS
+from tracker_helpers import fake_run_dir, feed
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # the readers below open the same file store
@@ -102,21 +102,6 @@ def test_mlflow_file_store_has_the_metrics_config_and_run_dir(tracked_run):
         assert [v for _, v in hist] == pytest.approx([v for _, v in points], rel=1e-6, abs=1e-9), key
 
 
-def fake_run_dir(tmp_path: Path) -> Path:
-    run_dir = tmp_path / "r"
-    run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"algo": "grpo", "seed": 0, "runtime": {"device": "cpu"}}))
-    return run_dir
-
-
-def feed(run_dir: Path, report_to: str, steps: int = 8) -> None:
-    """Step metrics whose entropy collapses at step 4 through the real trackers (real files, synthetic values)."""
-    cfg = types.SimpleNamespace(run_id="r", report_to=report_to)
-    with trackers.report_to(cfg, run_dir, 0) as hook:
-        for step in range(steps):
-            hook(step, {"entropy_mean": 1.0 if step < 4 else 0.3, "reward_mean": step / 10, "rollout_kl": None})
-
-
 def test_alerts_reach_tensorboard_and_mlflow_once(tmp_path):
     run_dir = fake_run_dir(tmp_path)
     feed(run_dir, "tensorboard,mlflow")
@@ -131,7 +116,7 @@ def test_alerts_reach_tensorboard_and_mlflow_once(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("trackio") is None, reason="trackio not installed (aspo[trackio])")
 def test_trackio_local_store(tmp_path, monkeypatch):
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
-    code = ("import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from test_trackers import feed; "
+    code = ("import sys; sys.path.insert(0, 'tests'); from pathlib import Path; from tracker_helpers import feed; "
             f"feed(Path({str(fake_run_dir(tmp_path))!r}), 'trackio')")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=os.environ, capture_output=True)
     reader = ("from trackio.sqlite_storage import SQLiteStorage as S; import json; "
