@@ -44,8 +44,9 @@ class StepLog:
     def columns(self) -> dict[str, np.ndarray]:
         return rows.merge_rows(self.rows)
 
-    def token_columns(self, batch, new_logp: torch.Tensor) -> dict[str, np.ndarray]:
-        """The `tokens` columns: every pass's rows with the pass-independent values of the batch."""
+    def token_columns(self, batch, new_logp: torch.Tensor, new_entropy: torch.Tensor | None = None) -> dict:
+        """The `tokens` columns: every pass's rows with the pass-independent values of the batch and of the
+        forward after the step's updates (new_logp, new_entropy; NaN where not given)."""
         cols = self.columns()
         if not cols:
             return cols
@@ -54,6 +55,8 @@ class StepLog:
         cols["token"] = rows.token_texts(self.tokenizer.decode, ids)
         cols["new_logp"] = rows.at(cols, new_logp)
         cols["rollout_logp"] = rows.at(cols, batch.rollout_logp)
+        cols["old_entropy"] = rows.at(cols, batch.old_entropy)
+        cols["new_entropy"] = rows.at(cols, new_entropy)
         return cols
 
 
@@ -70,20 +73,22 @@ def sequence_columns(batch, cfg) -> dict:
         repetition_n=cfg.repetition_ngram)
 
 
-def token_states(batch) -> dict[str, np.ndarray]:
-    """Each generated token of the batch once (dropped zero-variance groups included, flagged not trained)."""
+def token_states(batch, new_entropy: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Each generated token of the batch once (dropped zero-variance groups included, flagged not trained),
+    from the batch's tensors: ALL its tokens, whatever the token rows keep."""
     adv = batch.advantages.cpu()[:, None].expand_as(batch.old_logp)
     return rows.token_states(batch.completion_mask, batch.mask, old_logp=batch.old_logp, advantage=adv,
-                             old_entropy=batch.old_entropy, rollout_logp=batch.rollout_logp)
+                             old_entropy=batch.old_entropy, new_entropy=new_entropy, rollout_logp=batch.rollout_logp)
 
 
-def step_metrics(batch, log: StepLog, tok: dict, seqs: dict) -> dict:
+def step_metrics(batch, log: StepLog, tok: dict, seqs: dict, new_entropy: torch.Tensor | None = None) -> dict:
     """The `steps` row of one step: `aspo.rows.step_metrics` over every update pass's rows (`tok`), the batch's
-    token states and the sequences, plus the trainer's own per-update numbers."""
+    token states (with new_entropy: the entropies after the step's updates) and the sequences, plus the
+    trainer's own per-update numbers."""
     extra = {
         "grad_norm": float(np.mean(log.grad_norm)) if log.grad_norm else None,
         "lr": log.lr[-1] if log.lr else None,
         "loss": float(np.mean(list(log.losses.values()))) if log.losses else None,
         "kl": float(np.concatenate(log.kl).mean()) if log.kl else None,
     }
-    return rows.step_metrics(tok, seqs, token_states(batch), extra)
+    return rows.step_metrics(tok, seqs, token_states(batch, new_entropy), extra)

@@ -298,12 +298,57 @@ class CovSums(NamedTuple):
 
 def cov_sums(x: Tensor, y: Tensor, mask: Tensor) -> CovSums:
     """The moment sums of a covariance over the masked entries (float64). They add over ranks and micro-batches:
-    Cov = xy/n − (x/n)(y/n) of the totals, and the part of a subset S (masked sums S) of the whole's
-    Σ(x − x̄)(y − ȳ)/n is (xy_S − ȳ·x_S − x̄·y_S + n_S·x̄·ȳ)/n — what logp_adv_cov's pos/neg split is."""
+    `cov_from_sums` of the totals is the covariance, `cov_part` a subset's share of it (logp_adv_cov's
+    pos/neg split)."""
     m = mask.bool()
     xs = torch.where(m, x.detach().double(), torch.zeros_like(x, dtype=torch.float64))
     ys = torch.where(m, y.detach().double(), torch.zeros_like(xs))
     return CovSums(m.sum().double(), xs.sum(), ys.sum(), (xs * ys).sum())
+
+
+def cov_from_sums(s: CovSums) -> Tensor:
+    """Σ(x − x̄)(y − ȳ)/n from the moment sums (NaN when n = 0)."""
+    return s.xy / s.n - (s.x / s.n) * (s.y / s.n)
+
+
+def cov_part(whole: CovSums, part: CovSums) -> Tensor:
+    """A subset's share of the whole's covariance: Σ over the subset of (x − x̄)(y − ȳ), the means the whole's,
+    / the whole's n; the shares of a partition add up to cov_from_sums(whole)."""
+    xm, ym = whole.x / whole.n, whole.y / whole.n
+    return (part.xy - ym * part.x - xm * part.y + part.n * xm * ym) / whole.n
+
+
+# ---------------------------------------------------------------- predictors of the same-state entropy change
+def effective_advantage(weight: Tensor, advantages: Tensor) -> Tensor:
+    """w·A: what the loss pushes each token's logp by (its gradient is −w·A·∇logp / N)."""
+    return weight * advantages
+
+
+def logp_wadv_cov(old_logp: Tensor, weight: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+    """Cov(old_logp, w·A) over the masked token rows (float64 scalar): Cui et al.'s covariance with the advantage
+    replaced by the loss's effective advantage, so clipped tokens (w = 0) and ASPO's 1/r weights count as the
+    loss applies them. Under the same argument as logp_adv_cov the entropy change is about −η·this."""
+    return cov_from_sums(cov_sums(old_logp, effective_advantage(weight, advantages), mask))
+
+
+def entropy_slope(logp: Tensor, entropy: Tensor) -> Tensor:
+    """∂H/∂z_a = −p_a·(log p_a + H): how the entropy H of a softmax changes per unit raise of the logit z_a of
+    the sampled token a (p_a = exp(logp), both at the same temperature as H). Negative when the token is more
+    probable than typical (log p_a > −H): pushing it up sharpens the distribution."""
+    return -torch.exp(logp) * (logp + entropy)
+
+
+def entropy_first_order(logp: Tensor, entropy: Tensor, weight: Tensor, advantages: Tensor,
+                        mask: Tensor) -> Tensor:
+    """Per token row, w·A·∂H/∂z_a (0 off the mask), with the row's own logp and entropy. A policy-gradient
+    update raises the sampled token's logit by ∝ w·A (the push its loss gives it), so the entropy at that
+    position changes, to first order and counting only that push, by ∝ this; the mean over a step's rows is the
+    step's first-order estimate of its same-state entropy change (scale: the unknown η·|∂z/∂θ|², so read
+    correlations, not magnitudes). Dropped: the softmax's −p coupling to the other logits and the cross-state
+    coupling through shared parameters."""
+    m = mask.bool()
+    term = effective_advantage(weight, advantages) * entropy_slope(logp, entropy)
+    return torch.where(m, term, torch.zeros_like(term))
 
 
 def clip_cov(logp, old_logp, advantages, mask, *, eps_low=0.2, eps_high=0.2, clip_cov_ratio=2e-4,

@@ -5,8 +5,8 @@ TRL and verl plug-ins (`aspo.integrations`). Each `steps` metric is defined here
 A step is three tables of plain columns:
 - token rows (`pass_rows`, `merge_rows`): one row per valid token per update pass, in the contract's vocabulary;
 - token states (`tokens_once`, `token_states`): one row per token of the step, its pass-independent values
-  (old_logp, advantage, old_entropy, rollout_logp) and whether it trained (the bundled trainer also keeps the
-  generated tokens of groups it dropped);
+  (old_logp, advantage, old_entropy, new_entropy, rollout_logp) and whether it trained (the bundled trainer
+  also keeps the generated tokens of groups it dropped);
 - sequences (`sequence_columns`): one row per response.
 
 Every metric is a ratio of sums that add over ranks (`step_sums`), so a multi-rank step reduces one vector and
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from aspo import diagnostics
+from aspo.losses import entropy_slope
 from aspo.metrics import correct, repetition_rate
 
 __all__ = ["pass_rows", "merge_rows", "at", "tokens_once", "token_states", "token_texts", "prompt_key",
@@ -40,7 +41,8 @@ def pass_rows(*, epoch: int, minibatch: int, sample, mask, logp, old_logp, out, 
     """Token rows of one update pass: one row per valid token (mask != 0), in the contract's vocabulary.
 
     sample: (B,) response index of each row of the batch; out: the loss's `LossOutput`; advantages (B, T).
-    `logp` is the pass's own forward (not a substituted sequence-level value); entropy NaN when unknown.
+    `logp` is the pass's own forward (not a substituted sequence-level value); entropy NaN when unknown;
+    entropy_slope = ∂H/∂z_a of the token at this pass (`aspo.losses.entropy_slope`, NaN without entropy).
     rollout_logp: the sampler's own per-token log-probs (e.g. vLLM's) when the framework has them; without
     them the column is left out (null), never filled from old_logp."""
     valid = mask.bool()
@@ -54,7 +56,7 @@ def pass_rows(*, epoch: int, minibatch: int, sample, mask, logp, old_logp, out, 
         "old_logp": _np(old_logp, valid), "logp": _np(logp, valid), "ratio": _np(out.ratio, valid),
         "weight": _np(out.weight, valid), "clipped": _np(out.clipped, valid, bool),
         "dual_clipped": _np(out.dual_clipped, valid, bool), "advantage": _np(advantages, valid),
-        "entropy": _np(ent, valid),
+        "entropy": _np(ent, valid), "entropy_slope": _np(entropy_slope(logp.detach(), ent.detach()), valid),
     }
     if rollout_logp is not None:
         cols["rollout_logp"] = _np(rollout_logp, valid)

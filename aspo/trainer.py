@@ -351,10 +351,12 @@ def train_step(run: Run, step: int) -> dict:
         update_policy(run, batch, log)
     run.writer.heartbeat()
     with run.clock("new_logp"):
-        new_logp, _ = forward_all(run, run.model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1])
+        # after ALL the step's updates, at the same positions: new_logp and new_entropy (same-state entropy)
+        new_logp, new_ent = forward_all(run, run.model, batch.input_ids, batch.attention_mask,
+                                        batch.completion_ids.shape[1])
     with run.clock("log_columns"):
-        tokens, seqs = log.token_columns(batch, new_logp), sequence_columns(batch, run.cfg)
-        metrics = step_metrics(batch, log, tokens, seqs)
+        tokens, seqs = log.token_columns(batch, new_logp, new_ent), sequence_columns(batch, run.cfg)
+        metrics = step_metrics(batch, log, tokens, seqs, new_ent)
     if should_eval(run.cfg, step):
         run.writer.heartbeat()
         metrics.update(evaluate(run))

@@ -9,6 +9,9 @@
    median warm latency over --repeats calls. Target: < 1 s each on 2 cores.
 3. Prints RunWriter.log_step's median cost for a demo-sized step (~5k tokens x 3 passes) in ms and
    as a share of a 1.5 s training step (target < 5%).
+4. Prints the cost of schema v3's same-state entropy columns (tokens.old_entropy, new_entropy,
+   entropy_slope; token_hist's three entropy sums; the six step metrics): bytes per token row on disk
+   and milliseconds per demo-sized step (metrics + writer), with and without them (--v3-only: just this).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from aspo.diagnostics import row_metrics  # noqa: E402
+from aspo import rows  # noqa: E402
 from logs_helpers import synthetic_step  # noqa: E402
 from logs_schema import catalog, queries as q  # noqa: E402
 from logs_schema.writer import RunWriter  # noqa: E402
@@ -48,12 +51,29 @@ def generate(run_dir: Path, steps: int, rows_per_step: int, compact_every: int) 
     for step in range(start, steps):
         m, seq, tok = synthetic_step(np.random.default_rng(step), "grpo", step / max(steps - 1, 1),
                                      64, 8, mean_len, 3, 4)
-        w.log_step(step, {**m, **row_metrics(tok)}, seq, tok)  # + the diagnostics aspo's trainer logs per step
+        w.log_step(step, {**m, **diagnostics(tok, seq, m)}, seq, tok)
         total += len(tok["sample"])
         if step % 100 == 0:
             print(f"  step {step}/{steps}  {total / 1e6:.1f}M rows  {time.perf_counter() - t0:.0f} s", flush=True)
     w.set_status("finished")
     return total
+
+
+def diagnostics(tok: dict, seq: dict, metrics: dict) -> dict:
+    """What aspo's trainer logs per step beyond the synthetic metrics (the entropy diagnostics, aspo.rows)."""
+    return {k: v for k, v in rows.step_metrics(tok, seq).items() if k not in metrics and v is not None}
+
+
+def with_v3_columns(tok: dict, rng) -> dict:
+    """A synthetic step's token rows plus schema v3's columns, as a trainer fills them: old_entropy and
+    new_entropy pass-independent (one value per token), entropy_slope from each row's logp and entropy."""
+    key = tok["sample"].astype(np.int64) * 10_000 + tok["position"]
+    uniq, inv = np.unique(key, return_inverse=True)
+    old = np.abs(rng.normal(1.0, 0.5, len(uniq))).astype(np.float32)
+    new = (old * rng.normal(0.98, 0.02, len(uniq))).astype(np.float32)
+    logp, ent = np.asarray(tok["logp"], np.float64), np.asarray(tok["entropy"], np.float64)
+    return {**tok, "old_entropy": old[inv], "new_entropy": new[inv],
+            "entropy_slope": (-np.exp(logp) * (logp + ent)).astype(np.float32)}
 
 
 def next_step(run_dir: Path) -> int | None:
@@ -133,6 +153,63 @@ def bench_writer(steps: int = 200) -> None:
                   f"mean {mean:.1f} ms = {mean / 1500 * 100:.2f}% of a 1.5 s step (target < 5%), worst {worst:.0f} ms")
 
 
+def bench_v3_columns(steps: int = 60) -> None:
+    """Bytes per token row and ms per step of schema v3's columns: the same demo-sized synthetic steps written
+    without them (as schema v2 had) and with them, interleaved step by step (a loaded machine drifts); the step
+    metrics (aspo.rows.step_metrics) and writer.log_step timed apart."""
+    drop = ("old_entropy", "new_entropy", "entropy_slope")
+    labels = ("without", "with")
+    with tempfile.TemporaryDirectory() as d:
+        writers = {k: RunWriter(Path(d) / k, run_id=k, meta={"algo": "grpo"}, compact_every=None) for k in labels}
+        times = {(k, part): [] for k in labels for part in ("metrics", "writer")}
+        n = 0
+        for step in range(steps):
+            rng = np.random.default_rng(step)
+            m, seq, full = synthetic_step(rng, "grpo", 0.5, 192, 8, 26, 3, 4)
+            full = with_v3_columns(full, rng)
+            n += len(full["sample"])
+            for k in labels:
+                tok = full if k == "with" else {c: v for c, v in full.items() if c not in drop}
+                t0 = time.perf_counter()
+                metrics = {**m, **diagnostics(tok, seq, m)}
+                t1 = time.perf_counter()
+                writers[k].log_step(step, metrics, seq, tok)
+                times[(k, "metrics")].append(t1 - t0)
+                times[(k, "writer")].append(time.perf_counter() - t1)
+        size = {(k, t): sum(p.stat().st_size for p in (Path(d) / k / t).glob("*.parquet"))
+                for k in labels for t in ("tokens", "token_hist", "steps")}
+    med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    print(f"v3 columns over {steps} demo-sized steps ({n // steps} token rows/step, every row kept):")
+    a, b = size[("without", "tokens")] / n, size[("with", "tokens")] / n
+    print(f"  tokens      {a:6.2f} -> {b:6.2f} bytes per token row (+{b - a:.2f}, +{(b / a - 1) * 100:.0f}%)")
+    for t in ("token_hist", "steps"):
+        print(f"  {t:11s} {size[('without', t)] / steps / 1e3:6.1f} -> {size[('with', t)] / steps / 1e3:6.1f} kB/step")
+    for part in ("metrics", "writer"):
+        x, y = med[("without", part)], med[("with", part)]
+        print(f"  {part:11s} median {x:6.1f} -> {y:6.1f} ms per step (+{y - x:.1f} ms = "
+              f"{(y - x) / 1500 * 100:.2f}% of a 1.5 s step)")
+    v3 = statistics.median(v3_metric_seconds(full) for _ in range(20)) * 1e3
+    print(f"  the v3 metrics alone (same-state sums, logp_wadv_cov, entropy_first_order): {v3:.1f} ms per step")
+
+
+def v3_metric_seconds(tok: dict) -> float:
+    """Time of what schema v3 adds to a step's metrics: its sums over the token states (each token once, built
+    for the v2 metrics anyway) and over the token rows."""
+    import torch
+
+    from aspo.losses import cov_sums, effective_advantage, entropy_first_order
+    once = rows.tokens_once(tok)
+    f = {k: torch.as_tensor(np.asarray(tok[k], np.float64)) for k in ("old_logp", "weight", "advantage", "logp",
+                                                                      "entropy")}
+    every = torch.ones(len(tok["sample"]), dtype=torch.bool)
+    t0 = time.perf_counter()
+    both = np.isfinite(once["old_entropy"]) & np.isfinite(once["new_entropy"])
+    _ = (once["old_entropy"][both].sum(), once["new_entropy"][both].sum())
+    cov_sums(f["old_logp"], effective_advantage(f["weight"], f["advantage"]), every)
+    entropy_first_order(f["logp"], f["entropy"], f["weight"], f["advantage"], torch.isfinite(f["entropy"])).sum()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "aspo_bench_logs")
@@ -143,10 +220,14 @@ def main() -> None:
     ap.add_argument("--compact-every", type=int, default=100,
                     help="writer compaction period; 0 = one file per step (the slow layout, for comparison)")
     ap.add_argument("--skip-writer", action="store_true")
+    ap.add_argument("--v3-only", action="store_true", help="only the cost of schema v3's entropy columns")
     ap.add_argument("--generate-only", action="store_true",
                     help="write (or finish writing) the log, then stop: for the long 100M-row log, run in the "
                          "background once and reuse (e.g. --out /root/aspo-bench/rows100M --rows-per-step 100000)")
     args = ap.parse_args()
+    if args.v3_only:
+        bench_v3_columns()
+        return
     args.out = args.out / f"compact{args.compact_every}"
     run_dir = args.out / RUN
     if args.regenerate and run_dir.exists():
@@ -166,6 +247,8 @@ def main() -> None:
     if not args.skip_writer:
         print()
         bench_writer()
+        print()
+        bench_v3_columns()
 
 
 if __name__ == "__main__":

@@ -16,13 +16,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CHANGELOG = {
     1: "Initial contract: runs, steps, sequences, tokens, token_hist, value_hist; one part per "
        "(table, step, rank), small tables compacted into per-rank segments of steps A..B.",
     2: "Entropy diagnostics (additive): steps.logp_adv_cov (+ _pos/_neg), fork_share_pos/neg, "
        "ratio_inactive_frac, rollout_kl, rollout_logp_diff_max; tokens.rollout_logp; token_hist "
        "old_logp_sum, advantage_sum, old_logp_adv_sum. v1 files read with these columns null.",
+    3: "Same-state entropy and its predictors (additive): tokens.old_entropy, new_entropy, entropy_slope; "
+       "steps.entropy_before, entropy_after, entropy_change_same, entropy_ratio_same, logp_wadv_cov, "
+       "entropy_first_order; token_hist old_entropy_sum, new_entropy_sum, entropy_first_order_sum. v1 and v2 "
+       "files read with these columns null.",
 }
 
 # Parquet key-value metadata keys present in every part file.
@@ -136,6 +140,26 @@ STEP_METRICS = {  # name -> (unit, doc); every metric is a nullable float
     "rollout_kl": ("nats", "k3 KL(sampler || trainer) over the step's trained tokens (each once) whose sampler "
                    "log-prob is known, from rollout_logp vs old_logp; null when unknown."),
     "rollout_logp_diff_max": ("nats", "Largest |old_logp - rollout_logp| of the step; null when unknown."),
+    # v3: same-state entropy (the entropy at the step's trained positions before vs after ALL its updates) and
+    # three predictors of its change, on trial. One token set for the four entropy metrics: the step's trained
+    # tokens, each once, whose old_entropy and new_entropy are both known (ALL of them, not only the kept rows).
+    "entropy_before": ("nats", "Mean old_entropy over the step's trained tokens (each once): the policy's entropy "
+                       "at those positions before the step's updates."),
+    "entropy_after": ("nats", "Mean new_entropy over the same tokens: at the same positions after ALL the step's "
+                      "updates. Null when the host did not measure new_entropy."),
+    "entropy_change_same": ("nats", "entropy_after - entropy_before: the step's entropy change on the states it "
+                            "trained on (negative drains). Unlike the next step's entropy_mean minus this one's, "
+                            "it compares the same prompts and positions."),
+    "entropy_ratio_same": ("ratio", "entropy_after / entropy_before (the entropy-ratio trust-region meter of ERC, "
+                           "arXiv 2512.05591)."),
+    "logp_wadv_cov": ("nats", "Predictor (b): Cov(old_logp, weight * advantage) over ALL the step's token rows "
+                      "(each token once per update pass): Cui et al.'s covariance with the loss's effective "
+                      "advantage (clipped rows weigh 0, ASPO's 1/r as applied). Predicted change ~ -lr * this."),
+    "entropy_first_order": ("nats", "Predictor (c): mean over ALL the step's token rows of weight * advantage * "
+                            "entropy_slope, entropy_slope = dH/dz_a = -p (log p + H) with the row's own logp and "
+                            "entropy: the first-order softmax-entropy change when each row raises its token's logit "
+                            "by ~ w*A. Same sign as entropy_change_same; its scale (lr, logit gradients) is unknown, "
+                            "so read correlations. Only the token's own logit is counted."),
 }
 STEPS = pa.schema(_KEY + [_f(k, _M, u, d) for k, (u, d) in STEP_METRICS.items()])
 
@@ -174,6 +198,15 @@ TOKENS = pa.schema(_KEY + [
     _f("entropy", _F32, "nats", "Policy entropy at this position in this pass.", True),
     _f("rollout_logp", _F32, "nats", "v2: log-prob the sampler gave the token when it generated it (vLLM's or "
        "SGLang's in TRL and verl runs); null when unknown, never a copy of old_logp.", False),
+    _f("old_entropy", _F32, "nats", "v3: policy entropy at this position before the step's updates (the old-logp "
+       "forward's; pass-independent like old_logp). NaN when the host cannot measure it."),
+    _f("new_entropy", _F32, "nats", "v3: the same after ALL the step's updates (the new_logp forward's; "
+       "pass-independent like new_logp). new_entropy - old_entropy is the token's same-state entropy change. NaN "
+       "when not measured (TRL aspo_new_logp=False, verl without ASPO_NEW_LOGP=1)."),
+    _f("entropy_slope", _F32, "nats", "v3: dH/dz_a = -exp(logp) * (logp + entropy) at this pass: how this "
+       "position's entropy moves per unit raise of the token's logit. weight * advantage * entropy_slope is the "
+       "row's first-order term (mean over a step's rows: entropy_first_order); summed over the token's rows (its "
+       "passes) it is the token's first-order predicted new_entropy - old_entropy. NaN without entropy."),
 ])
 
 _SIGN_DOC = "Advantage sign: pos (A > 0), neg (A < 0), zero (A == 0)."
@@ -192,6 +225,15 @@ TOKEN_HIST = pa.schema(_KEY + [
     _f("advantage_sum", pa.float64(), "-", "v2: sum of advantage."),
     _f("old_logp_adv_sum", pa.float64(), "nats", "v2: sum of old_logp * advantage. Per step, with N, X, A, XA "
        "the totals over cells: logp_adv_cov = XA/N - X*A/N^2 (each token counts once per update pass)."),
+    _f("old_entropy_sum", pa.float64(), "nats", "v3: sum of old_entropy over the cell's rows. A token counts once "
+       "per update pass, each time in the clip state of that pass (a token clipped in one pass and not in another "
+       "puts part of its change in each cell); every token of a step has the same number of passes (bundled "
+       "trainer: epochs; TRL: num_iterations; verl: ppo_epochs), so per step sum(new_entropy_sum - old_entropy_sum) "
+       "/ sum(count) over the cells is entropy_change_same and a cell's (new - old) / the step's sum(count) is its "
+       "share of it: the cells add up. Null when not measured."),
+    _f("new_entropy_sum", pa.float64(), "nats", "v3: sum of new_entropy (same rule as old_entropy_sum)."),
+    _f("entropy_first_order_sum", pa.float64(), "nats", "v3: sum of weight * advantage * entropy_slope; per step "
+       "sum over cells / sum(count) is entropy_first_order, a cell's / the step's sum(count) its share of it."),
 ])
 
 VALUE_HIST = pa.schema(_KEY + [

@@ -14,7 +14,7 @@ from . import schema as S
 # Files carry plain schemas: docs live in schema.py/README, keeping every footer small.
 FILE_SCHEMAS = {n: pa.schema([pa.field(f.name, f.type) for f in s]) for n, s in S.TABLES.items()}
 AGG_COLUMNS = ("sample", "old_logp", "new_logp", "ratio", "weight", "clipped", "dual_clipped",
-               "advantage", "entropy")
+               "advantage", "entropy", "old_entropy", "new_entropy", "entropy_slope")
 
 
 # ---------------------------------------------------------------- column conversion
@@ -79,12 +79,27 @@ def token_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:
             for k, v in (("weight", tok["weight"]), ("ratio", tok["ratio"]),
                          ("delta_logp", delta), ("entropy", tok["entropy"]),
                          ("old_logp", old), ("advantage", adv), ("old_logp_adv", old * adv))}
+    sums.update(_measured_sums(tok, cell, size, adv))
     idx = np.nonzero(count)[0]
     b, s, c = idx // 9, (idx // 3) % 3, idx % 3
     cols = {"prob_bin": b, "prob_lo": b / S.PROB_BINS, "prob_hi": (b + 1) / S.PROB_BINS,
             "adv_sign": np.asarray(S.ADV_SIGNS, object)[s], "clip_state": np.asarray(S.CLIP_STATES, object)[c],
-            "count": count[idx], **{k: v[idx] for k, v in sums.items()}}
+            "count": count[idx], **{k: v[idx] for k, v in sums.items() if v is not None}}  # left out: null
     return build_table("token_hist", cols, run_id, step, rank)
+
+
+def _measured_sums(tok: dict, cell: np.ndarray, size: int, adv: np.ndarray) -> dict:
+    """v3 cell sums of what a host may not measure: null (None) for a step where it is unknown everywhere (or
+    absent, as in older inputs), else the sums (NaN in a cell with an unknown value, as the other sums)."""
+    nan = np.full(len(cell), np.nan)
+    values = {"old_entropy": tok.get("old_entropy", nan), "new_entropy": tok.get("new_entropy", nan),
+              "entropy_first_order": np.asarray(tok["weight"], np.float64) * adv
+              * np.asarray(tok.get("entropy_slope", nan), np.float64)}
+    out = {}
+    for k, v in values.items():
+        v = np.asarray(v, np.float64)
+        out[f"{k}_sum"] = None if np.isnan(v).all() else np.bincount(cell, weights=v, minlength=size)
+    return out
 
 
 def value_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:

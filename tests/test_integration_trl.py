@@ -106,13 +106,52 @@ def test_grpo_weights_are_the_ratio(tmp_path, model_dir, dataset):
     log_dir, _ = run(tmp_path, model_dir, dataset, "grpo", {"aspo_new_logp": False, "aspo_token_sample": 3},
                      max_steps=4)
     t = step_tokens(log_dir, 0)
-    assert t["new_logp"].isna().all()  # no extra forward asked for
+    assert t["new_logp"].isna().all() and t["new_entropy"].isna().all()  # no extra forward asked for
+    assert t["old_entropy"].notna().all()
+    m = queries.step_metrics(log_dir)
+    assert m["entropy_after"].isna().all() and m["entropy_change_same"].isna().all() and m["entropy_mean"].notna().all()
     assert t["sample"].nunique() == 3  # token budget: 3 responses' rows kept ...
     hist = queries.rich_get_richer(log_dir)  # ... while the histograms count every token
     assert hist["count"].sum() > len(t)
     live = t[(t["advantage"] != 0) & ~t["clipped"] & ~t["dual_clipped"]]
     assert len(live) and (live["ratio"] - 1).abs().max() > 1e-3
     np.testing.assert_allclose(live["weight"], live["ratio"], rtol=1e-5)
+
+
+SAME_STATE = ["entropy_before", "entropy_after", "entropy_change_same", "entropy_ratio_same"]
+
+
+def test_same_state_entropy_and_predictors_are_logged(aspo_run):
+    """TRL makes an old-logp forward here (gradient_accumulation_steps 1 is not a multiple of steps_per_generation
+    x num_iterations): old_entropy is that forward's entropy, new_entropy the extra forward's after the updates."""
+    log_dir, _ = aspo_run
+    t = step_tokens(log_dir, 1)
+    assert t["old_entropy"].notna().all() and t["new_entropy"].notna().all() and t["entropy_slope"].notna().all()
+    per_token = t.groupby(["sample", "position"])
+    assert (per_token["old_entropy"].nunique() == 1).all() and (per_token["new_entropy"].nunique() == 1).all()
+    t0 = step_tokens(log_dir, 0)
+    first = t0[(t0["epoch"] == 0) & (t0["minibatch"] == 0)]  # before any update of the step: the old policy
+    assert len(first)
+    np.testing.assert_allclose(first["entropy"], first["old_entropy"], atol=1e-4)
+    later = t0[t0["epoch"] == 1]
+    assert (later["entropy"] - later["old_entropy"]).abs().max() > 1e-5  # what old_entropy is not
+    m = queries.step_metrics(log_dir).set_index("step")
+    for name in SAME_STATE + ["logp_wadv_cov", "entropy_first_order"]:
+        assert m[name].notna().all(), name
+    once = [step_tokens(log_dir, s).drop_duplicates(["sample", "position"]) for s in (0, 1)]
+    for step, o in enumerate(once):  # every response's rows kept: the step values are the token rows' means
+        assert m.loc[step, "entropy_mean"] == pytest.approx(o["old_entropy"].mean(), rel=1e-5)
+        assert m.loc[step, "entropy_change_same"] == pytest.approx((o["new_entropy"] - o["old_entropy"]).mean(),
+                                                                   rel=1e-4, abs=1e-7)
+
+
+def test_on_policy_steps_take_old_entropy_from_the_pass(tmp_path, model_dir, dataset):
+    """num_iterations 1, steps_per_generation 1: TRL makes no old-logp forward (every pass precedes the step's one
+    update), so the pass's own entropy is the old one."""
+    log_dir, _ = run(tmp_path, model_dir, dataset, "grpo", num_iterations=1, steps_per_generation=1, max_steps=2)
+    t = step_tokens(log_dir, 1)
+    assert len(t) and (t["old_entropy"] == t["entropy"]).all() and t["new_entropy"].notna().all()
+    assert queries.step_metrics(log_dir)["entropy_change_same"].notna().all()
 
 
 def trl_batch(trainer, seed=1):

@@ -94,6 +94,13 @@ def recompute(seq: pd.DataFrame, tok: pd.DataFrame) -> dict:
     prod = (x - x.mean()) * (a - a.mean())
     out.update(logp_adv_cov=prod.mean(), logp_adv_cov_pos=prod[a > 0].sum() / len(x),
                logp_adv_cov_neg=prod[a < 0].sum() / len(x))
+    old, new = once["old_entropy"].to_numpy(float), once["new_entropy"].to_numpy(float)
+    out.update(entropy_mean=old.mean(), near_deterministic_frac=(old < 0.1).mean(), entropy_before=old.mean(),
+               entropy_after=new.mean(), entropy_change_same=(new - old).mean(),
+               entropy_ratio_same=new.mean() / old.mean())
+    x, wa = tok["old_logp"].to_numpy(float), (tok["weight"] * tok["advantage"]).to_numpy(float)
+    out.update(logp_wadv_cov=np.mean((x - x.mean()) * (wa - wa.mean())),
+               entropy_first_order=np.mean(wa * tok["entropy_slope"].to_numpy(float)))
     return out
 
 
@@ -122,7 +129,7 @@ def test_step_metrics_are_the_whole_batch_of_both_ranks(ddp_run):
         rank0 = recompute(s[s["rank"] == 0], t[t["rank"] == 0])
         differs |= {k for k in want if not np.isclose(rank0[k], want[k], equal_nan=True)}
     # the check can tell rank 0's own numbers from the whole batch's
-    assert {"reward_mean", "logp_adv_cov", "zero_var_group_frac"} <= differs
+    assert {"reward_mean", "logp_adv_cov", "entropy_mean", "entropy_change_same", "zero_var_group_frac"} <= differs
     # throughput counts the tokens of both ranks
     for step in (0, 1):
         row = metrics.loc[step]

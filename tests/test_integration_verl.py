@@ -178,9 +178,32 @@ class StandInActor:
         return "done"
 
     def infer_batch(self, data):
-        """verl's compute_log_prob output: the updated policy's log-probs in the no-padding layout."""
+        """verl's compute_log_prob output: the current policy's log-probs and entropies in the no-padding layout
+        (the stand-in's entropy moves with its parameters, from 1 + 0.1 x position)."""
         with torch.no_grad():
-            return TensorDict({"log_probs": flat(data["old_log_probs"] + self.params, data)}, batch_size=[])
+            ent = 1.0 + 0.1 * torch.arange(self.params.size(1)) + self.params
+            logp = flat(data["old_log_probs"] + self.params, data)
+            return TensorDict({"log_probs": logp, "entropy": flat(ent, data)}, batch_size=[])
+
+
+class StandInEngine:
+    """What the hook reads of verl's engine on a data-parallel rank: rank, size, group, and whether this rank
+    holds the outputs (one of the tensor/sequence-parallel ranks of a shard)."""
+
+    def __init__(self, rank: int, size: int, src: bool = True):
+        self.rank, self.size, self.src = rank, size, src
+
+    def get_data_parallel_rank(self):
+        return self.rank
+
+    def get_data_parallel_size(self):
+        return self.size
+
+    def get_data_parallel_group(self):
+        return None  # the default group
+
+    def is_mp_src_rank_with_outputs(self):
+        return self.src
 
 
 def test_actor_hook_writes_one_step_per_train_mini_batch(tmp_path):
@@ -237,3 +260,81 @@ def test_without_log_dir_nothing_is_recorded(tmp_path):
     old, logp, adv, mask = batch()
     call("aspo", old, logp, adv, mask, config)
     assert av.flush() is None and not list(tmp_path.iterdir())
+
+
+def one_step(actor, data):
+    """verl's order on the actor: compute_log_prob (the old-log-prob forward, through the hooked infer_batch), then
+    update_actor (the hooked train_mini_batch)."""
+    av.wrap_infer_batch(StandInActor.infer_batch)(actor, data)
+    return av.wrap_train_mini_batch(StandInActor.train_mini_batch)(actor, data)
+
+
+def test_actor_hook_logs_same_state_entropy(tmp_path):
+    """old_entropy: the old-log-prob forward's entropies (kept by the infer_batch hook, checked against the batch's
+    old_log_probs); new_entropy: the opt-in forward after the updates; the step's same-state metrics from them."""
+    run = tmp_path / "verl-run"
+    av.configure(log_dir=run, token_sample=None, new_logp=True)
+    data = actor_data()
+    actor = StandInActor(actor_config(policy_loss={"loss_mode": "aspo"}), torch.zeros(4, 5, requires_grad=True))
+    base = 1.0 + 0.1 * torch.arange(5)
+    one_step(actor, data)
+    after = (base + actor.params).detach().numpy()
+    t = tokens(run, 0)
+    np.testing.assert_allclose(t["old_entropy"], base.numpy()[t["position"]], rtol=1e-6)
+    np.testing.assert_allclose(t["new_entropy"], after[t["sample"], t["position"]], rtol=1e-6)
+    once = t.drop_duplicates(["sample", "position"])
+    m = queries.step_metrics(run).iloc[0]
+    assert m["entropy_mean"] == pytest.approx(once["old_entropy"].mean(), rel=1e-6)
+    assert m["entropy_change_same"] == pytest.approx((once["new_entropy"] - once["old_entropy"]).mean(), rel=1e-5)
+    assert m["entropy_change_same"] != 0 and pd.notna(m["entropy_first_order"]) and pd.notna(m["logp_wadv_cov"])
+    bypass = actor_data(seed=1)  # old_log_probs that are not the kept forward's (bypass mode: the rollout's)
+    av.wrap_infer_batch(StandInActor.infer_batch)(actor, actor_data(seed=2))
+    av.wrap_train_mini_batch(StandInActor.train_mini_batch)(actor, bypass)
+    t1 = tokens(run, 1)
+    assert len(t1) and t1["old_entropy"].isna().all() and pd.isna(queries.step_metrics(run).iloc[1]["entropy_mean"])
+
+
+def _verl_rank(rank: int, port: int, run_dir: str) -> None:
+    """One data-parallel rank of a 2-rank verl actor step (gloo), every rank writing one run directory."""
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        av.configure(log_dir=run_dir, token_sample=None, new_logp=True)
+        actor = StandInActor(actor_config(policy_loss={"loss_mode": "aspo"}), torch.zeros(4, 5, requires_grad=True))
+        actor.engine = StandInEngine(rank, 2)
+        one_step(actor, actor_data(seed=10 + rank))
+        av.configure(log_dir=None)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes, each importing verl
+def test_two_data_parallel_ranks_log_the_whole_batchs_metrics(tmp_path):
+    """The step metrics are reduced over the data-parallel group (sums over global counts): both ranks' rows hold
+    the values recomputed from both ranks' raw token and sequence rows."""
+    import socket
+
+    import pyarrow.parquet as pq
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = tmp_path / "dp"
+    mp.start_processes(_verl_rank, args=(port, str(run)), nprocs=2, start_method="spawn")
+    def raw(table):  # every row of every file, straight from Parquet
+        return pd.concat([pq.read_table(f).to_pandas() for f in sorted((run / table).glob("*.parquet"))])
+
+    steps, tok, seq = raw("steps").set_index("rank"), raw("tokens"), raw("sequences")
+    assert sorted(steps.index) == [0, 1] and set(tok["rank"]) == {0, 1}
+    once = tok.drop_duplicates(["rank", "sample", "position"])
+    x, a = once["old_logp"].to_numpy(float), once["advantage"].to_numpy(float)
+    old, new = once["old_entropy"].to_numpy(float), once["new_entropy"].to_numpy(float)
+    want = {"reward_mean": seq["reward"].mean(), "entropy_mean": old.mean(),
+            "entropy_change_same": (new - old).mean(),
+            "logp_adv_cov": np.mean((x - x.mean()) * (a - a.mean())),
+            "weight_mean_pos": tok.loc[tok["advantage"] > 0, "weight"].astype(float).mean(),
+            "entropy_first_order": np.mean((tok["weight"] * tok["advantage"] * tok["entropy_slope"]).astype(float))}
+    for name, value in want.items():
+        for rank in (0, 1):
+            assert steps.loc[rank, name] == pytest.approx(value, rel=1e-5), (rank, name)
+    mine = once[once["rank"] == 0]
+    assert abs(mine["old_entropy"].mean() - want["entropy_mean"]) > 1e-6  # rank 0 alone differs

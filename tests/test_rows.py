@@ -22,7 +22,8 @@ def one_pass(g, epoch, mb, sample, B=4, T=6, spread=0.3):
     r = rows.pass_rows(epoch=epoch, minibatch=mb, sample=torch.as_tensor(sample), mask=mask, logp=logp,
                        old_logp=old, out=out, advantages=adv, entropy=ent,
                        rollout_logp=old + 0.01 * torch.randn(B, T, generator=g, dtype=torch.float64))
-    r["old_entropy"] = r["entropy"] + 0.1
+    r["old_entropy"] = (ent + 0.1)[mask].numpy().astype(np.float32)
+    r["new_entropy"] = (ent * 0.9)[mask].numpy().astype(np.float32)
     return r
 
 
@@ -95,6 +96,16 @@ def test_metrics_recomputed_by_hand():
     assert m["ratio_mean_pos"] == pytest.approx(np.mean(means))  # over (update pass, response)
     assert m["clip_frac_neg"] == pytest.approx(t["clipped"][t["advantage"] < 0].mean())
     assert m["reward_std"] == pytest.approx(np.std(s["reward"]))  # population std
+    old_h, new_h = once["old_entropy"], once["new_entropy"]
+    assert m["entropy_before"] == pytest.approx(old_h.mean()) and m["entropy_after"] == pytest.approx(new_h.mean())
+    assert m["entropy_change_same"] == pytest.approx((new_h - old_h).mean())
+    assert m["entropy_ratio_same"] == pytest.approx(new_h.mean() / old_h.mean())
+    f = lambda c: np.asarray(t[c], np.float64)  # noqa: E731
+    wa = f("weight") * f("advantage")
+    assert m["logp_wadv_cov"] == pytest.approx(np.mean((f("old_logp") - f("old_logp").mean()) * (wa - wa.mean())))
+    slope = -np.exp(f("logp")) * (f("logp") + f("entropy"))
+    np.testing.assert_allclose(t["entropy_slope"], slope, rtol=1e-5, atol=1e-7)
+    assert m["entropy_first_order"] == pytest.approx(np.mean(wa * slope), rel=1e-6)
     assert m["accuracy"] == pytest.approx(np.mean(s["reward"] == 1.0))
 
 

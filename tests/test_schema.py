@@ -6,7 +6,8 @@ from pathlib import Path
 from logs_schema import schema as S
 
 CONTRACT_TOKENS = ["epoch", "minibatch", "sample", "position", "token_id", "token", "old_logp", "logp",
-                   "new_logp", "ratio", "weight", "clipped", "dual_clipped", "advantage", "entropy", "rollout_logp"]
+                   "new_logp", "ratio", "weight", "clipped", "dual_clipped", "advantage", "entropy", "rollout_logp",
+                   "old_entropy", "new_entropy", "entropy_slope"]
 CONTRACT_SEQUENCES = ["sample", "prompt_id", "group", "prompt", "completion", "reward", "advantage",
                       "length", "truncated", "repetition_rate", "correct"]
 CONTRACT_METRICS = [
@@ -16,7 +17,9 @@ CONTRACT_METRICS = [
     "truncated_frac", "repetition_rate", "zero_var_group_frac", "seconds", "tokens_per_s",
     "eval_avg_at_k", "eval_pass_at_k", "eval_k",
     "logp_adv_cov", "logp_adv_cov_pos", "logp_adv_cov_neg", "fork_share_pos", "fork_share_neg", "ratio_inactive_frac",
-    "rollout_kl", "rollout_logp_diff_max"]
+    "rollout_kl", "rollout_logp_diff_max",
+    "entropy_before", "entropy_after", "entropy_change_same", "entropy_ratio_same", "logp_wadv_cov",
+    "entropy_first_order"]
 
 
 def test_version_and_changelog():

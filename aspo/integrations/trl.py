@@ -17,8 +17,10 @@ What changes against `GRPOTrainer` (written against TRL 1.16; see docs/integrati
   not describe (top_entropy_quantile < 1, off_policy_mask_threshold, entropy bonus, delta) are refused.
 - with `aspo_log_dir`, every rank writes the `logs_schema` tables (runs, steps, sequences, tokens,
   token_hist, value_hist) into that run directory, rank = `accelerator.process_index`. One aspo step is one
-  TRL generation batch and all the updates that reuse it; `new_logp` comes from one extra forward at the next
-  generation (after the step's optimizer updates), or at the end of `train()`.
+  TRL generation batch and all the updates that reuse it; `new_logp` and `new_entropy` come from one extra
+  forward at the next generation (after the step's optimizer updates), or at the end of `train()`;
+  `old_entropy` from TRL's old-logp forward (or the pass itself when TRL makes none: all passes then precede
+  the step's first update).
 """
 from __future__ import annotations
 
@@ -78,8 +80,9 @@ class AspoGRPOTrainer(GRPOTrainer):
     aspo_token_sample: responses per step (int) or share (float) whose token rows are kept; None = all.
     aspo_run_id: run id (same on every rank); default `args.run_name` or the log directory's name.
     aspo_repetition_n: token n-gram size of the per-response repetition rate.
-    aspo_new_logp: measure new_logp with one extra forward over the step's batch after its updates (about a
-        sixth of the update compute with 2 epochs x 2 mini-batches); False: new_logp is NaN, no extra forward.
+    aspo_new_logp: measure new_logp and new_entropy with one extra forward over the step's batch after its
+        updates (about a sixth of the update compute with 2 epochs x 2 mini-batches); False: both NaN (and the
+        same-state entropy metrics null), no extra forward.
     """
 
     def __init__(self, *args, aspo_loss: str = "aspo", aspo_loss_kwargs: dict | None = None,
@@ -307,14 +310,18 @@ class AspoGRPOTrainer(GRPOTrainer):
                 "trl": {k: v for k, v in self.args.to_dict().items() if not k.endswith("_token")}}
 
     @torch.no_grad()
-    def _new_logp(self, batch) -> torch.Tensor:
+    def _new_logp(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(new_logp, new_entropy), (n, T): one forward of the updated policy over the step's batch (its fused head
+        gives the entropies with the log-probs); NaN when not asked for (aspo_new_logp=False) or multimodal."""
+        nan = torch.full(batch["completion_ids"].shape, float("nan"))
         if not self.aspo_new_logp or any(k in batch for k in ("pixel_values", "token_type_ids", "mm_token_type_ids")):
-            return torch.full(batch["completion_ids"].shape, float("nan"))  # multimodal: not re-scored
+            return nan, nan  # multimodal: not re-scored
         ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
         att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-        logp, _, _ = self._get_per_token_logps_and_entropies(
-            self.model, ids, att, batch["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size)
-        return logp.float().cpu()
+        logp, ent, _ = self._get_per_token_logps_and_entropies(
+            self.model, ids, att, batch["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size,
+            compute_entropy=True)
+        return logp.float().cpu(), (nan if ent is None else ent.float().cpu())
 
     def _aspo_flush(self) -> None:
         """Write the pending step (every rank at the same moment: the new_logp forward and the metric
@@ -324,8 +331,8 @@ class AspoGRPOTrainer(GRPOTrainer):
             return
         tok = merge_rows(p["passes"])
         if tok:
-            new = self._new_logp(p["batch"])
-            tok["new_logp"] = new[tok["sample"], tok["position"]].numpy().astype(np.float32)
+            new_logp, new_entropy = self._new_logp(p["batch"])
+            tok["new_logp"], tok["new_entropy"] = at(tok, new_logp), at(tok, new_entropy)
             tok["token"] = token_texts(self._tokenizer.decode, tok["token_id"])
         seconds = time.perf_counter() - p["t0"]
         # Whole-batch values on every rank: loss summed over all ranks' passes (DDP averages the ranks'
@@ -341,7 +348,6 @@ class AspoGRPOTrainer(GRPOTrainer):
         metrics = step_metrics(tok, p["sequences"], extra=extra, reduce=self._reduce())
         # A group may span ranks, so per-rank group counts do not add up: use the gathered batch's.
         metrics["zero_var_group_frac"] = p["zero_var_group_frac"]
-        tok.pop("old_entropy", None)  # not a column before schema v3
         self._aspo_writer.log_step(p["step"], metrics, p["sequences"], tok)
 
     def _reduce(self):

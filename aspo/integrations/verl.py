@@ -16,8 +16,9 @@ import when ASPO_LOG_DIR is set and verl's engine workers import) wraps verl's a
 `train_mini_batch` (one RL step's ppo_epochs x mini-batches on this rank) is one aspo step, with token ids,
 entropy (when the actor computes it), sample ids and, when the rollout returns its own log-probs
 (`actor_rollout_ref.rollout.calculate_log_probs=True`), `rollout_logp` with the sampler-mismatch metrics
-rollout_kl and rollout_logp_diff_max. `new_logp` needs one extra forward of the actor after
-the step's updates: opt in with ASPO_NEW_LOGP=1 (else NaN).
+rollout_kl and rollout_logp_diff_max. `old_entropy` comes from verl's own old-log-prob forward (kept by a hook
+on the actor's `infer_batch`); `new_logp` and `new_entropy` need one extra forward of the actor after the
+step's updates: opt in with ASPO_NEW_LOGP=1 (else NaN, and the same-state entropy metrics null).
 """
 from __future__ import annotations
 
@@ -196,9 +197,10 @@ class _Recorder:
 
     def flush(self, step: int | None = None, sequences: dict | None = None, metrics: dict | None = None,
               rank: int | None = None, new_logp: torch.Tensor | None = None, reduce=None,
-              write: bool = True) -> int | None:
+              write: bool = True, new_entropy: torch.Tensor | None = None) -> int | None:
         """Write the recorded passes as one step (default: the next step number); None when nothing recorded.
-        new_logp: (responses, T) log-probs after the step's updates, indexed by sample id; None: NaN.
+        new_logp, new_entropy: (responses, T) log-probs and entropies after the step's updates, indexed by
+        sample id; None: NaN (and the same-state entropy metrics null).
         reduce: `aspo.rows.Reduce` over the data-parallel ranks (every one of them must flush: it is collective);
         write=False: take part in the reduction only (a model-parallel rank holding a copy of another's data)."""
         passes, seqs = self.passes, sequences or self.sequences
@@ -207,11 +209,10 @@ class _Recorder:
             return None
         step = self.step if step is None else int(step)
         tok = merge_rows(passes)
-        tok["new_logp"] = at(tok, new_logp)
+        tok["new_logp"], tok["new_entropy"] = at(tok, new_logp), at(tok, new_entropy)
         if seqs is None:
             seqs = _sequences_from_tokens(tok)
         row = step_metrics(tok, seqs, extra=metrics, reduce=reduce)
-        tok.pop("old_entropy", None)  # not a column before schema v3
         if write:
             self._writer(_rank() if rank is None else rank).log_step(step, row, seqs, tok)
         self.step = step + 1
@@ -259,9 +260,9 @@ def configure(log_dir=None, run_id: str | None = None, token_sample: int | float
 
 
 def flush(step: int | None = None, sequences: dict | None = None, metrics: dict | None = None,
-          new_logp: torch.Tensor | None = None) -> int | None:
+          new_logp: torch.Tensor | None = None, new_entropy: torch.Tensor | None = None) -> int | None:
     """Write what the losses recorded since the last flush as one step (for custom actors/trainers)."""
-    return RECORDER.flush(step, sequences, metrics, new_logp=new_logp)
+    return RECORDER.flush(step, sequences, metrics, new_logp=new_logp, new_entropy=new_entropy)
 
 
 # ------------------------------------------------------------------ actor hooks
@@ -310,8 +311,8 @@ def wrap_train_mini_batch(orig):
         result = orig(self, data)
         try:
             rank, reduce, write = _parallel(self)
-            RECORDER.flush(new_logp=_new_logp(self, data) if RECORDER.new_logp else None, rank=rank, reduce=reduce,
-                           write=write)
+            new_logp, new_entropy = _new_logp(self, data) if RECORDER.new_logp else (None, None)
+            RECORDER.flush(new_logp=new_logp, new_entropy=new_entropy, rank=rank, reduce=reduce, write=write)
         except Exception as exc:  # noqa: BLE001
             _LOG.warning("aspo: step not logged (%s)", exc)
         return result
@@ -377,14 +378,23 @@ def _parallel(worker):
     return engine.get_data_parallel_rank(), reduce, bool(engine.is_mp_src_rank_with_outputs())
 
 
-def _new_logp(worker, data) -> torch.Tensor | None:
+def _new_logp(worker, data) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """One forward of the updated actor over the step's batch (the worker's own infer_batch, as verl's
-    compute_log_prob does): padded (responses, T) log-probs; None on ranks that hold no outputs."""
+    compute_log_prob does, entropy on): padded (responses, T) log-probs and entropies after the step's updates;
+    (None, None) on ranks that hold no outputs."""
     from verl.utils import tensordict_utils as tu  # noqa: PLC0415
-    from verl.workers.utils.padding import no_padding_2_padding  # noqa: PLC0415
-    tu.assign_non_tensor(data, calculate_entropy=False, compute_loss=False)
-    out = worker.infer_batch(data)
-    return None if out is None else no_padding_2_padding(tu.get(out, "log_probs"), data)
+    tu.assign_non_tensor(data, calculate_entropy=True, compute_loss=False)
+    try:
+        out = worker.infer_batch(data)
+    finally:
+        worker._aspo_old = None  # what `wrap_infer_batch` kept of this forward is not an old-log-prob forward
+    if out is None:
+        return None, None
+    kept = _padded_outputs(out, data)
+    if kept is None:  # an engine that returned no entropy
+        from verl.workers.utils.padding import no_padding_2_padding  # noqa: PLC0415
+        return no_padding_2_padding(tu.get(out, "log_probs"), data), None
+    return kept
 
 
 def _sequences_from_batch(data) -> dict | None:
