@@ -1,7 +1,8 @@
 """One rule for every long-running `aspo` command: kill, hang-up and Ctrl-C all stop it the same way.
 
 They raise KeyboardInterrupt, so `finally` blocks run: trainers mark their run "killed" with complete logs,
-and `aspo demo` / `aspo dashboard` stop their children (which live in their own sessions and would be orphaned).
+and `aspo demo` / `aspo experiment` (aspo.supervise) and `aspo dashboard` stop their children (which live in their
+own sessions and would be orphaned).
 
 A stop must never land inside a file being written: torch.save interrupted half-way raises a RuntimeError
 from its own clean-up, which hides the KeyboardInterrupt and marks a stopped run "failed". `deferred_stop`

@@ -96,11 +96,11 @@ class Supervisor:
                 signal.signal(s, handler)
 
 
-def supervised(prog: str, body, on_stop: str) -> int:
+def supervised(prog: str, body, on_stop: str, grace: float = 20.0) -> int:
     """Run `body(supervisor)` and return its exit code; however it ends, every child it started is stopped.
     A stop (kill, hang-up, Ctrl-C) prints one line, `on_stop`, and returns 130."""
     stop_on_termination()
-    sup = Supervisor(prog)
+    sup = Supervisor(prog, grace)
     try:
         return body(sup)
     except KeyboardInterrupt:
