@@ -338,3 +338,30 @@ def test_two_data_parallel_ranks_log_the_whole_batchs_metrics(tmp_path):
             assert steps.loc[rank, name] == pytest.approx(value, rel=1e-5), (rank, name)
     mine = once[once["rank"] == 0]
     assert abs(mine["old_entropy"].mean() - want["entropy_mean"]) > 1e-6  # rank 0 alone differs
+
+
+class ReportingActor(StandInActor):
+    """Returns what verl's engine TrainingWorker.train_mini_batch returns: a TensorDict whose non-tensor `metrics`
+    holds lists of values, which verl's trainer averages and hands to its Tracking (wandb, tensorboard, ...)."""
+
+    def train_mini_batch(self, data):
+        super().train_mini_batch(data)
+        return tu.get_tensordict(tensor_dict={}, non_tensor_dict={"metrics": {"actor/pg_loss": [0.1, 0.2]}})
+
+
+def test_train_mini_batch_returns_aspo_metrics_for_verls_tracking(tmp_path):
+    """Every measured steps metric of the step as actor/aspo_<column> beside verl's own actor/* metrics, equal to
+    what the step wrote to its Parquet row; nothing else under actor/aspo_."""
+    run = tmp_path / "verl-tracking"
+    av.configure(log_dir=run, token_sample=None, new_logp=True)
+    actor = ReportingActor(actor_config(policy_loss={"loss_mode": "aspo"}), torch.zeros(4, 5, requires_grad=True))
+    out = av.wrap_train_mini_batch(ReportingActor.train_mini_batch)(actor, actor_data())
+    av.configure(log_dir=None)
+    metrics = tu.get(out, "metrics")
+    assert metrics["actor/pg_loss"] == [0.1, 0.2]  # verl's own, untouched
+    row = queries.step_metrics(run).iloc[0]
+    measured = {c for c in row.index if c not in ("run_id", "step") and pd.notna(row[c])}
+    assert {k for k in metrics if k.startswith("actor/aspo_")} == {f"actor/aspo_{c}" for c in measured}
+    for column in ("logp_adv_cov", "fork_share_pos", "ratio_inactive_frac", "clip_frac_pos", "reward_mean"):
+        assert metrics[f"actor/aspo_{column}"] == pytest.approx([row[column]]), column
+

@@ -29,12 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback
 from trl import GRPOTrainer
 
 from aspo.rows import (at, merge_rows, pass_rows, prompt_key, sequence_columns, step_metrics, token_texts,
                        torch_reduce, zero_var_group_frac)
 from aspo.losses import LOSS_DEFAULTS, LOSSES, aggregate
+from aspo.trackers import tracker_metrics
 from logs_schema import RunWriter
 
 __all__ = ["AspoGRPOTrainer", "trl_aggregation"]
@@ -140,7 +141,7 @@ class AspoGRPOTrainer(GRPOTrainer):
         if self.aux_loss_enabled:
             ga = self.current_gradient_accumulation_steps if mode == "train" else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / ga
-        self._log_trl_metrics(mode, out, entropy, mask)
+        self._log_trl_metrics(mode, out, entropy, mask, adv)
         if mode == "train" and self.aspo_log_dir is not None:
             self._record_pass(inputs, logp, old, out, adv, entropy, mask, loss)
         return loss
@@ -180,13 +181,15 @@ class AspoGRPOTrainer(GRPOTrainer):
         s = self.accelerator.reduce(s, reduction="sum")
         return (s[0] / s[1].clamp(min=1.0)).item()
 
-    def _log_trl_metrics(self, mode, out, entropy, mask) -> None:
-        """TRL's console names, so an existing dashboard/wandb keeps its entropy and clip curves."""
+    def _log_trl_metrics(self, mode, out, entropy, mask, adv) -> None:
+        """TRL's own four, under TRL's names and definitions (hard clip below 1 - eps_low with A < 0, above
+        1 + eps_high with A > 0, either), global sums over global counts: an existing dashboard keeps its curves.
+        aspo's own metrics go out once per step under aspo/<column> (`_aspo_report`)."""
         m = self._metrics[mode]
         m["entropy"].append(self._global_mean(entropy.detach(), mask))
+        m["clip_ratio/low_mean"].append(self._global_mean((out.clipped & (adv < 0)).float(), mask))
+        m["clip_ratio/high_mean"].append(self._global_mean((out.clipped & (adv > 0)).float(), mask))
         m["clip_ratio/region_mean"].append(self._global_mean(out.clipped.float(), mask))
-        m["aspo/dual_clip_mean"].append(self._global_mean(out.dual_clipped.float(), mask))
-        m["aspo/weight_mean"].append(self._global_mean(out.weight, mask))
 
     # ------------------------------------------------------------------ rollouts
     def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
@@ -323,7 +326,7 @@ class AspoGRPOTrainer(GRPOTrainer):
             compute_entropy=True)
         return logp.float().cpu(), (nan if ent is None else ent.float().cpu())
 
-    def _aspo_flush(self) -> None:
+    def _aspo_flush(self, final: bool = False) -> None:
         """Write the pending step (every rank at the same moment: the new_logp forward and the metric
         all-reduce are collective under DDP/FSDP/DeepSpeed)."""
         p, self._aspo_pending = self._aspo_pending, None
@@ -349,6 +352,19 @@ class AspoGRPOTrainer(GRPOTrainer):
         # A group may span ranks, so per-rank group counts do not add up: use the gathered batch's.
         metrics["zero_var_group_frac"] = p["zero_var_group_frac"]
         self._aspo_writer.log_step(p["step"], metrics, p["sequences"], tok)
+        self._aspo_report(p["step"], metrics, final)
+
+    def _aspo_report(self, step: int, metrics: dict, final: bool) -> None:
+        """The step's metrics as aspo/<column> (and aspo/step) among TRL's own, so TRL's report_to carries them to
+        its trackers: reduced over ranks already (global sums over global counts), so every rank holds the whole
+        batch's values. TRL averages what a logging interval collected; the last step, flushed after TRL's last
+        log, is logged at once."""
+        values = {"aspo/step": float(step), **tracker_metrics(metrics)}
+        if final:
+            Trainer.log(self, values)
+            return
+        for key, value in values.items():
+            self._metrics["train"][key].append(value)
 
     def _reduce(self):
         """Sums (and maxima) over the ranks; None for one process."""
@@ -362,7 +378,7 @@ class AspoGRPOTrainer(GRPOTrainer):
         """GRPOTrainer.train, then the last step's logs and the run's final status."""
         try:
             result = super().train(*args, **kwargs)
-            self._aspo_flush()
+            self._aspo_flush(final=True)
         except KeyboardInterrupt:
             self._aspo_close("killed")
             raise

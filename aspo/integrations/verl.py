@@ -62,8 +62,7 @@ def _metrics(out: LossOutput, mask, log_prob, old_log_prob) -> dict:
     zero = torch.zeros(m.shape, dtype=torch.float32, device=m.device)
     mean = lambda x: (torch.where(m, x.float(), zero).sum() / n).item()  # noqa: E731
     return {"actor/pg_clipfrac": mean(out.clipped), "actor/pg_clipfrac_lower": mean(out.dual_clipped),
-            "actor/ppo_kl": mean(old_log_prob.detach() - log_prob.detach()),
-            "actor/aspo_weight_mean": mean(out.weight)}
+            "actor/ppo_kl": mean(old_log_prob.detach() - log_prob.detach())}  # aspo's own: actor/aspo_<column>
 
 
 def make_policy_loss(name: str):
@@ -155,6 +154,7 @@ class _Recorder:
         self.log_dir, self.run_id, self.token_sample, self.algo = None, None, None, None
         self.writer, self.step, self.passes, self.ctx, self.visits, self.calls = None, 0, [], None, {}, {}
         self.sequences, self.new_logp, self.old_entropy = None, False, None
+        self.last_metrics = None  # the last flushed step's metrics (every rank's copy: reduced over the group)
 
     @property
     def active(self) -> bool:
@@ -213,6 +213,7 @@ class _Recorder:
         if seqs is None:
             seqs = _sequences_from_tokens(tok)
         row = step_metrics(tok, seqs, extra=metrics, reduce=reduce)
+        self.last_metrics = row
         if write:
             self._writer(_rank() if rank is None else rank).log_step(step, row, seqs, tok)
         self.step = step + 1
@@ -312,12 +313,28 @@ def wrap_train_mini_batch(orig):
         try:
             rank, reduce, write = _parallel(self)
             new_logp, new_entropy = _new_logp(self, data) if RECORDER.new_logp else (None, None)
+            RECORDER.last_metrics = None
             RECORDER.flush(new_logp=new_logp, new_entropy=new_entropy, rank=rank, reduce=reduce, write=write)
+            with_aspo_metrics(result, RECORDER.last_metrics)
         except Exception as exc:  # noqa: BLE001
             _LOG.warning("aspo: step not logged (%s)", exc)
         return result
 
     return train_mini_batch
+
+
+def with_aspo_metrics(output, metrics: dict | None):
+    """The step's metrics as actor/aspo_<column> in the metrics dict train_mini_batch returns (a TensorDict with
+    a non-tensor `metrics`, or None on ranks that hold no outputs), so verl's Tracking sends them with actor/*.
+    One value per key, in the list form verl's reduce_metrics averages; every rank's copy is the global one."""
+    if output is None or not metrics:
+        return output
+    from verl.utils import tensordict_utils as tu  # noqa: PLC0415
+    from aspo.trackers import tracker_metrics  # noqa: PLC0415
+    logged = dict(tu.get(output, "metrics") or {})
+    logged.update({k: [v] for k, v in tracker_metrics(metrics, prefix="actor/aspo_").items()})
+    tu.assign_non_tensor(output, metrics=logged)
+    return output
 
 
 def wrap_infer_batch(orig):
