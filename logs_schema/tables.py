@@ -24,6 +24,8 @@ def _to_arrow(values, typ: pa.DataType, n: int) -> pa.Array:
     if pa.types.is_string(typ):
         return pa.array(np.asarray(values, dtype=object) if not isinstance(values, list) else values,
                         type=typ)
+    if isinstance(values, (list, tuple)) and any(v is None for v in values):
+        return pa.array(values, type=typ)  # None is "not measured": null, never NaN (NaN means a NaN was computed)
     return pa.array(np.asarray(values, dtype=typ.to_pandas_dtype()), type=typ)
 
 

@@ -355,3 +355,17 @@ def test_disk_full_during_the_closing_compaction_still_writes_the_final_status(t
     assert q.list_runs(out).status.tolist() == ["finished"]  # not "running" (shown as stale)
     assert sorted(raw_rows(out, "steps")["step"]) == list(range(40)) and q.problems(out).empty
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def test_unmeasured_metric_is_null_and_a_computed_nan_stays_nan(tmp_path):
+    """None means "not measured" (e.g. no A<0 token this step): stored as null, so nonfinite checks do not fire on
+    it; a NaN the trainer computed stays NaN, so they do."""
+    import pyarrow.parquet as pq
+    from logs_schema.writer import RunWriter
+    with RunWriter(tmp_path / "r", run_id="r", meta={"algo": "grpo"}) as w:
+        w.log_step(0, {"clip_frac_neg": None, "kl": float("nan"), "loss": 1.0}, {}, {})
+        w.set_status("finished")
+    t = pq.read_table(next((tmp_path / "r" / "steps").glob("*.parquet")))
+    assert t.column("clip_frac_neg").null_count == 1
+    assert t.column("kl").null_count == 0 and t.column("kl").to_pylist()[0] != t.column("kl").to_pylist()[0]
+    assert t.column("loss").to_pylist() == [1.0]
