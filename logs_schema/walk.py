@@ -308,25 +308,40 @@ def _table_files(out: Listing, d: str, table: str, real_root: str) -> list[Entry
 
 def _list_table(out: Listing, tdir: str, table: str, d: str, real_root: str) -> list[Entry]:
     try:
-        names = [e.name for e in os.scandir(tdir)]
+        listing = list(os.scandir(tdir))
     except FileNotFoundError:
         return []
     except OSError as e:
         out.problems.append((shown(tdir), table, f"table directory cannot be listed: {why(e)}", d, "directory"))
         return []
+    as_listed = os.path.join(d, table)  # tdir itself, unless it is a link's target
     files = []
-    for name in names:
-        r = name_range(name, table)
+    for e in listing:
+        r = name_range(e.name, table)
         if r is None:
-            if _NEAR_PART.match(name):
-                out.problems.append((shown(os.path.join(tdir, name)), table, "named like a part but not as the writer "
-                                     "names them (step-<8 digits>-rank<R>.parquet, seg-<A>-<B>-rank<R>.parquet, "
-                                     "rank<R>.parquet): not read", d, "file"))
+            if _NEAR_PART.match(e.name):
+                out.problems.append((shown(e.path), table, "named like a part but not as the writer names them "
+                                     "(step-<8 digits>-rank<R>.parquet, seg-<A>-<B>-rank<R>.parquet, rank<R>.parquet):"
+                                     " not read", d, "file"))
             continue  # temp files (.name.tmp-...) and strangers
-        checked = _follow(out, os.path.join(tdir, name), table, d, real_root, want_dir=False)
-        if checked is not None:
-            files.append(Entry(checked[0], table, d, r[0], r[1], r[2], r[3], checked[1],
-                               os.path.join(d, table, name)))
+        listed = "" if tdir == as_listed else os.path.join(as_listed, e.name)
+        if e.is_symlink():
+            checked = _follow(out, e.path, table, d, real_root, want_dir=False)
+            if checked is not None:
+                files.append(Entry(checked[0], table, d, r[0], r[1], r[2], r[3], checked[1], listed or e.path))
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)  # the one stat of a plain entry (FileNotFoundError: list again)
+        except FileNotFoundError:
+            raise
+        except OSError as err:
+            out.problems.append((shown(listed or e.path), table, f"cannot be read: {why(err)}", d, "file"))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            out.problems.append((shown(listed or e.path), table, f"not a regular file ({_file_type(st.st_mode)}): "
+                                 "never opened", d, "file"))
+            continue
+        files.append(Entry(e.path, table, d, r[0], r[1], r[2], r[3], (st.st_size, st.st_mtime_ns, st.st_ino), listed))
     return files
 
 

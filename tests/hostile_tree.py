@@ -267,8 +267,9 @@ def _(r):
 
 @case("markup_and_newline_in_names", [], present=("<img src=x onerror=alert(1)>\n# big",))
 def _(r):
-    g2 = copy_run(r, "aspo", "<img src=x onerror=alert(1)>\n# big")
-    runs_row(g2, run_id="<img src=x onerror=alert(1)>\n# big", algo="<script>alert(2)</script>")
+    name = "<img src=x onerror=alert(1)>\n# big"
+    make_synthetic_run(r / name, "<script>alert(2)</script>", run_id=name, steps=3, seqs_per_step=8, mean_len=6,
+                       epochs=1, minibatches=2)
 
 
 @case("part_name_variants", ["aspo/steps/step-00000001-rank00.parquet", "aspo/steps/step-00000001-rank0.parquet\n"])
@@ -417,6 +418,13 @@ def _(r):
 def _(r):
     p = files(copy_run(r, "aspo", "g2"), "sequences")[0]
     rewrite(p, "sequences", lambda t: set_column(t, "completion", not_utf8([b"\xff\xfe"] * t.num_rows)))
+
+
+@case("token_text_not_utf8", ["g2/tokens/step-00000003-rank0.parquet"], present=("g2",))
+def _(r):
+    """Named once a query has read it (token files' text is not decoded when they are verified)."""
+    p = copy_run(r, "aspo", "g2") / "tokens" / "step-00000003-rank0.parquet"
+    rewrite(p, "tokens", lambda t: set_column(t, "token", not_utf8([b"\xc3\x28"] * t.num_rows)))
 
 
 @case("config_json_hostile", [], present=("g2", "g3", "g4", "g5"))

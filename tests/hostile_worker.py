@@ -144,6 +144,7 @@ def check_case(case: dict) -> dict:
         for cfg in ctx["runs"]["config_json"]:
             rec.call("compare.parse_config", compare.parse_config, cfg)
     wrong = [w for run in case["intact"] for w in intact_numbers(rec, root, run, SPEC["raw"][run], runs)]
+    probs = rec.call("problems (after every query)", queries.problems, root)  # what the next page rerun shows
     listed = [] if probs is None else list(probs["path"].astype(str))
     seen = set(keys) | (set(ctx["steps"]["run_id"]) if len(ctx["steps"]) else set())
     slowest = max(rec.times, default=(0.0, ""))

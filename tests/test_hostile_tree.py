@@ -198,5 +198,8 @@ def test_aspo_report_writes_a_report_or_one_line(results):
     assert "Traceback" not in out + err, err[-3000:]
     if code == 0:
         assert where.is_dir() and any(where.iterdir()), "exit 0 but no report written"
+        for name in ("summary.md", "report.html"):  # a run named with markup is shown, never run
+            text = (where / name).read_text() if (where / name).exists() else ""
+            assert "<img src=x" not in text.replace("\\<img src=x", ""), name
     else:
         assert code == 2 and len(err.strip().splitlines()) == 1, err[-2000:]
