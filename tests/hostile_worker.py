@@ -15,6 +15,7 @@ import inspect
 import json
 import math
 import os
+import re
 import resource
 import site
 import sys
@@ -36,14 +37,19 @@ SLOW_S = float(SPEC.get("slow_s", 5.0))
 
 
 def public_queries() -> dict:
-    """Every public function in the `queries` namespace (its own, and those it re-exports from the
-    explain and compare modules); every public function of queries_explain must be among them."""
+    """Every public function in the `queries` namespace (its own, and those it re-exports from the explain
+    and compare modules). Every reader of a log (first parameter `root`) of queries_explain must be among
+    them; its pure helpers over query results need not."""
     found = {n: f for n, f in vars(queries).items()
              if inspect.isfunction(f) and not n.startswith("_") and f.__module__ in QUERY_MODULES}
-    explain = {n for n, f in vars(queries_explain).items()
-               if inspect.isfunction(f) and not n.startswith("_") and f.__module__ == queries_explain.__name__}
-    assert explain <= set(found), f"not reachable as queries.<name>: {sorted(explain - set(found))}"
+    readers = {n for n, f in vars(queries_explain).items() if inspect.isfunction(f) and not n.startswith("_")
+               and f.__module__ == queries_explain.__name__ and _first(f) == "root"}
+    assert readers <= set(found), f"not reachable as queries.<name>: {sorted(readers - set(found))}"
     return found
+
+
+def _first(fn) -> str:
+    return next(iter(inspect.signature(fn).parameters), "")
 
 
 def rss_mb() -> float:
@@ -87,6 +93,8 @@ def arguments(name: str, fn, root: str, keys: list[str], ctx: dict):
         return
     values = {"runs": ctx["runs"], "run_ids": keys, "keys": ["algo", "seed"], "df": ctx["steps"],
               "steps": ctx["steps"], "groups": ctx["groups"], "values": ["reward_mean", "kl"]}
+    if required[0] not in values:
+        return  # a pure helper over another query's result (statistics, fits): no log reaches it directly
     unknown = set(required) - set(values)
     assert not unknown, f"{name}: no test value for {unknown} (add it to hostile_worker.arguments)"
     yield name, [values[p] for p in required], {}
@@ -159,8 +167,10 @@ def check_case(case: dict) -> dict:
 
 
 def pages(app: str) -> list[str]:
-    """Every page of the dashboard: the scripts in app_pages/ (common.py holds helpers, not a page)."""
-    return sorted(p.stem for p in (Path(app).parent / "app_pages").glob("*.py") if p.stem not in ("common", "__init__"))
+    """Every page of the dashboard's navigation: the app_pages scripts the app registers (st.Page)."""
+    found = re.findall(r"""st\.Page\(PAGES / ["'](\w+)\.py["']""", Path(app).read_text())
+    assert len(found) >= 8, f"the dashboard's pages were not found in {app}: {found}"
+    return sorted(set(found))
 
 
 def check_pages(target: dict) -> dict:

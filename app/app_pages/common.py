@@ -42,13 +42,19 @@ def show_problems(root: str) -> None:
                    "will be listed here. Token views check the files they read before reading them.")
     if probs.empty:
         return
-    gap = probs["kind"].eq("gap")  # a gap in a run's steps, not a file (queries.problems)
-    if (~gap).any():
-        st.warning(f"{int((~gap).sum())} log file(s) were skipped (corrupt, truncated, newer schema, another "
-                   "rank's copy, ...): the views below leave them out.")
-    if gap.any():
-        st.warning(f"{int(gap.sum())} gap(s) in the runs' steps (lost, unreadable or never written): the curves "
+    kind = probs["kind"]  # file | directory | gap | hint (queries.problems)
+    files, dirs, gaps = (int(kind.eq(k).sum()) for k in ("file", "directory", "gap"))
+    if files or dirs:
+        what = " and ".join(x for x in (f"{files} log file(s)" * bool(files), f"{dirs} directory(ies)" * bool(dirs))
+                            if x)
+        st.warning(f"{what} were skipped (unreadable, corrupt, truncated, newer schema, not a regular file, a link "
+                   "out of the log directory, another rank's or run's copy, ...): the views below leave them out; "
+                   "the list below says why.")
+    if gaps:
+        st.warning(f"{gaps} gap(s) in the runs' steps (lost, unreadable or never written): the curves "
                    "skip them; the Runs page lists them per run.")
+    for hint in probs.loc[kind.eq("hint"), "reason"].head(3):
+        st.info(hint)
     with st.expander("Skipped files and gaps"):
         st.dataframe(probs, hide_index=True, width="stretch")
 
