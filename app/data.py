@@ -29,6 +29,8 @@ import streamlit as st
 
 from aspo_dashboard.health import entropy_collapse, every_for, health, problems_by_run, rising  # noqa: F401  (pure pandas, re-exported)
 from logs_schema import compare, queries
+from logs_schema.queries_explain import (PREDICTORS, budget_totals, change_by_quadrant, group_cells,  # noqa: F401
+                                         moments, predictor_fit)  # (pure pandas over query results, re-exported)
 from logs_schema.schema import NEAR_DETERMINISTIC_NATS, STEP_METRICS  # noqa: F401  (re-exported for the pages)
 
 DEFAULT_LOGS = "runs"
@@ -166,6 +168,13 @@ covariance_by_bin = cached_query(queries.covariance_by_bin)
 top_covariance_tokens = cached_query(queries.top_covariance_tokens)
 sampler_mismatch = cached_query(queries.sampler_mismatch)
 inactive_ratio_steps = cached_query(queries.inactive_ratio_steps)
+# same-state entropy (schema v3): the budget, where it falls, the predictors on trial
+entropy_budget = cached_query(queries.entropy_budget)
+entropy_change_by_bin = cached_query(queries.entropy_change_by_bin)
+entropy_change_by_position = cached_query(queries.entropy_change_by_position)
+top_entropy_drop_tokens = cached_query(queries.top_entropy_drop_tokens)
+entropy_predictors = cached_query(queries.entropy_predictors)
+token_predictor_moments = cached_query(queries.token_predictor_moments)
 
 # pure pandas over query results (logs_schema.compare): the same functions, seed_bands cached on the frame's content
 with_progress_axes = compare.with_progress_axes
@@ -223,6 +232,19 @@ def counterfactual_mass(root, run_id, step, losses, overrides):
     """aspo.counterfactual.mass_by_bin of one logged step under `losses`; raises ImportError without torch."""
     return _counterfactual(root, data_version(root), run_id, int(step), tuple(losses),
                            tuple(sorted((k, v) for k, v in overrides.items())))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _counterfactual_predictors(root: str, version: str, run_id: str, step: int, losses: tuple, overrides: tuple):
+    del version  # only part of the cache key
+    return trainer_losses().predictors(root, run_id, step, list(losses), dict(overrides))
+
+
+def counterfactual_predictors(root, run_id, step, losses, overrides):
+    """aspo.counterfactual.predictors: the same-state entropy predictors of one logged step recomputed under each
+    loss's weights; raises ImportError without torch."""
+    return _counterfactual_predictors(root, data_version(root), run_id, int(step), tuple(losses),
+                                      tuple(sorted((k, v) for k, v in overrides.items())))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aspo.losses import ENTROPY_CLIP, LOSS_DEFAULTS, LOSS_OPTIONS, LOSSES, kwargs_from_options
+from aspo.losses import (ENTROPY_CLIP, LOSS_DEFAULTS, LOSS_OPTIONS, LOSSES, entropy_first_order, kwargs_from_options,
+                         logp_adv_cov, logp_wadv_cov)
 from logs_schema import queries
 from logs_schema.schema import PROB_BINS
 
@@ -110,21 +111,26 @@ def counterfactual(root, run_id: str, step: int, losses=None, overrides: dict | 
     The used loss keeps the run's settings; the others start from their LOSS_DEFAULTS. `overrides`
     (eps_low, eps_high, dual_clip) apply to every loss, the used one included."""
     rows = queries.step_tokens(root, run_id, int(step), limit=10_000_000)
-    used, used_kw, micro = run_loss(root, run_id)
-    names = list(LOSSES) if losses is None else [n for n in losses if n in LOSSES]
-    over = {k: float(v) for k, v in (overrides or {}).items() if k in KNOBS and v is not None}
     base = rows[ROW_KEYS + ["old_prob", "advantage", "adv_sign"]]
-    frames = []
-    for name in dict.fromkeys([used, *names]):
-        kw = {**(used_kw if name == used else LOSS_DEFAULTS[name]), **over}
-        got = recompute(rows, name, kw, micro if name in ("clip_cov", "kl_cov") else None)
-        frames.append(base.merge(got, on=ROW_KEYS).assign(loss=name, used=name == used))
+    frames = [base.merge(got, on=ROW_KEYS).assign(loss=name, used=is_used)
+              for name, is_used, got in _under_each_loss(root, run_id, rows, losses, overrides)]
     if not frames or rows.empty:
         return pd.DataFrame(columns=["loss", "used", *ROW_KEYS, "old_prob", "advantage", "adv_sign", "weight",
                                      "clipped", "dual_clipped", "grad_mass"])
     df = pd.concat(frames, ignore_index=True)
     df["grad_mass"] = (df["advantage"].astype(float) * df["weight"].astype(float)).abs()
     return df
+
+
+def _under_each_loss(root, run_id: str, rows: pd.DataFrame, losses, overrides):
+    """(loss, used, recompute(rows) under it) for the loss the run used (its own settings) and each of `losses`
+    (default: all; LOSS_DEFAULTS), `overrides` (KNOBS) on top of every one."""
+    used, used_kw, micro = run_loss(root, run_id)
+    names = list(LOSSES) if losses is None else [n for n in losses if n in LOSSES]
+    over = {k: float(v) for k, v in (overrides or {}).items() if k in KNOBS and v is not None}
+    for name in dict.fromkeys([used, *names]):
+        kw = {**(used_kw if name == used else LOSS_DEFAULTS[name]), **over}
+        yield name, name == used, recompute(rows, name, kw, micro if name in ("clip_cov", "kl_cov") else None)
 
 
 def mass_by_bin(cf: pd.DataFrame) -> pd.DataFrame:
@@ -145,6 +151,56 @@ def mass_by_bin(cf: pd.DataFrame) -> pd.DataFrame:
     g["prob_lo"], g["prob_hi"] = g["prob_bin"] / PROB_BINS, (g["prob_bin"] + 1) / PROB_BINS
     return g[cols].sort_values(["used", "loss", "adv_sign", "prob_bin"], ascending=[False, True, True, True],
                                ignore_index=True)
+
+
+# ---------------------------------------------------------------- predictors of the same-state entropy change
+PREDICTOR_COLUMNS = {"-logp_adv_cov": "logp_adv_cov", "-logp_wadv_cov": "logp_wadv_cov",
+                     "entropy_first_order": "entropy_first_order"}  # logs_schema.queries_explain.PREDICTORS' columns
+USES_WEIGHTS = ("-logp_wadv_cov", "entropy_first_order")  # (a) reads no weight: the same under every loss
+
+
+def _predictor_values(rows: pd.DataFrame, weight: np.ndarray) -> dict[str, float]:
+    """The three predictors over token rows (each token once per pass) with these weights, through aspo.losses."""
+    t = {c: torch.as_tensor(rows[c].to_numpy(np.float64)) for c in ("old_logp", "logp", "advantage", "entropy")}
+    w = torch.as_tensor(np.asarray(weight, np.float64))
+    every = torch.ones(len(rows), dtype=torch.bool)
+    known = torch.isfinite(t["entropy"]) & torch.isfinite(t["logp"])
+    first = entropy_first_order(t["logp"], torch.nan_to_num(t["entropy"]), w, t["advantage"], known)
+    return {"-logp_adv_cov": -float(logp_adv_cov(t["old_logp"], t["advantage"], every).cov),
+            "-logp_wadv_cov": -float(logp_wadv_cov(t["old_logp"], w, t["advantage"], every)),
+            "entropy_first_order": float(first.sum() / known.sum()) if known.any() else math.nan}
+
+
+def predictors(root, run_id: str, step: int, losses=None, overrides: dict | None = None) -> pd.DataFrame:
+    """Each predictor of the step's same-state entropy change recomputed on its logged token rows under each
+    loss's weights (the used loss with the run's settings, the others with their LOSS_DEFAULTS, `overrides` on
+    all): loss, used, predictor, value, logged (the step's logged value, over ALL its rows: equal to the used
+    loss's value where every response's rows were kept), entropy_change_same (the step's, realised under the
+    used loss), scaled (entropy_change_same x value / the used loss's value: the change this loss's weights
+    predict at the used loss's scale, first order; null where the used value is 0 or either is unknown).
+    Only (b) and (c) read the weights (USES_WEIGHTS); (a) is the same under every loss. Every pass keeps the
+    logp the used loss's updates led to: after the first pass another loss would have moved it otherwise."""
+    cols = ["loss", "used", "predictor", "value", "logged", "entropy_change_same", "scaled"]
+    rows = queries.step_tokens(root, run_id, int(step), limit=10_000_000)
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    rows = rows[[*ROW_KEYS, "logp", "old_logp", "advantage", "entropy"]]
+    got = []
+    for name, is_used, w in _under_each_loss(root, run_id, rows, losses, overrides):
+        both = rows.merge(w[[*ROW_KEYS, "weight"]], on=ROW_KEYS)
+        got.append((name, is_used, _predictor_values(both, both["weight"].to_numpy())))
+    step_row = queries.step_metrics(root, [run_id], int(step), int(step))
+    at = lambda c: float(step_row[c].iloc[0]) if len(step_row) and pd.notna(step_row[c].iloc[0]) else math.nan  # noqa: E731
+    base, change = next(vals for _, is_used, vals in got if is_used), at("entropy_change_same")
+    out = []
+    for name, is_used, vals in got:
+        for p, v in vals.items():
+            logged = at(PREDICTOR_COLUMNS[p]) * (-1.0 if p.startswith("-") else 1.0)
+            ok = math.isfinite(change) and math.isfinite(v) and abs(base[p]) > 1e-15
+            out.append({"loss": name, "used": is_used, "predictor": p, "value": v,
+                        "logged": logged if is_used else math.nan, "entropy_change_same": change,
+                        "scaled": change * v / base[p] if ok else math.nan})
+    return pd.DataFrame(out, columns=cols)
 
 
 # ---------------------------------------------------------------- the weight landscape (dashboard, notebooks)

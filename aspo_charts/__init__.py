@@ -16,8 +16,9 @@ from aspo_charts.bands import (X_TITLES, add_band, band_curves, band_traces, gro
                                rich_get_richer_bands, smooth_runs)
 from aspo_charts.bins import entropy_heatmap, rich_get_richer, rich_get_richer_windows, value_heatmap, weight_landscape
 from aspo_charts.curves import DASHES, add_event, add_thresholds, ema, spread, step_curves
-from aspo_charts.explain import (add_levels, by_bin_bars, driver_over_steps, driver_vs_change, mass_delta, mass_shift,
-                                 mismatch_curve)
+from aspo_charts.explain import (add_levels, by_bin_bars, driver_over_steps, driver_vs_change, entropy_budget,
+                                 entropy_change_bins, entropy_change_by_position, mass_delta, mass_shift,
+                                 mismatch_curve, predictor_scatter)
 from aspo_charts.style import (BAND_ALPHA, LAYOUT, PALETTE, SIGN_COLORS, SIGN_NAMES, TOKEN_SCALES, empty_figure, rgba,
                                run_colors, top_legend)
 from aspo_charts.tokens import (NONFINITE_BG, REPETITION_SPLITS, highlight_repeats_html, nonfinite_counts,
@@ -28,7 +29,8 @@ __all__ = [
     "X_TITLES", "add_band", "band_curves", "band_traces", "group_styles", "metric_panels", "rich_get_richer_bands",
     "smooth_runs", "entropy_heatmap", "rich_get_richer", "rich_get_richer_windows", "value_heatmap",
     "weight_landscape", "DASHES", "add_event", "add_thresholds", "ema", "spread", "step_curves", "by_bin_bars",
-    "driver_over_steps", "driver_vs_change", "add_levels", "mass_delta", "mass_shift", "mismatch_curve", "BAND_ALPHA", "LAYOUT",
+    "driver_over_steps", "driver_vs_change", "entropy_budget", "entropy_change_bins", "entropy_change_by_position",
+    "predictor_scatter", "add_levels", "mass_delta", "mass_shift", "mismatch_curve", "BAND_ALPHA", "LAYOUT",
     "PALETTE", "SIGN_COLORS", "SIGN_NAMES", "TOKEN_SCALES", "empty_figure", "rgba", "run_colors", "top_legend",
     "NONFINITE_BG", "REPETITION_SPLITS", "highlight_repeats_html", "nonfinite_counts", "nonfinite_text",
     "repeated_spans", "repetition_curves", "repetition_wide", "token_colors", "token_strip", "tokens_html",

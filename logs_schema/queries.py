@@ -25,10 +25,11 @@ from . import schema as S
 from .compare import config_diff, group_keys, run_configs, run_groups, seed_bands, with_progress_axes  # noqa: F401
 from .engine import DEDUP, ids, query, run_sql, sign
 from .run_status import DEFAULT_STALE_AFTER_S, RANK_STATUS_ORDER, process_gone, runs_frame, with_status  # noqa: F401
-# The entropy diagnostics (schema v2) live in their own module to keep this one readable; one namespace for callers.
-from .queries_explain import (covariance_by_bin, entropy_driver_correlation, entropy_drivers,  # noqa: F401
-                              inactive_ratio_steps, logp_adv_cov_from_tokens, sampler_mismatch,
-                              top_covariance_tokens)
+# The entropy diagnostics (schema v2, v3) live in their own module to keep this one readable; one namespace for callers.
+from .queries_explain import (covariance_by_bin, entropy_budget, entropy_change_by_bin,  # noqa: F401
+                              entropy_change_by_position, entropy_driver_correlation, entropy_drivers,
+                              entropy_predictors, inactive_ratio_steps, logp_adv_cov_from_tokens, sampler_mismatch,
+                              token_predictor_moments, top_covariance_tokens, top_entropy_drop_tokens)
 
 _METRICS = ", ".join(S.STEP_METRICS)
 

@@ -128,3 +128,29 @@ def test_a_huge_token_position_does_not_size_the_arrays(root):
     cols = ["weight", "clipped", "dual_clipped"]
     assert (got[cols].to_numpy() == want[cols].to_numpy()).all()
     assert (got["position"] == 2**31 - 1).sum() == len(last) > 0  # the rows keep their logged position
+
+
+@pytest.mark.parametrize("run_id,other", [("grpo", "aspo"), ("aspo", "grpo")])
+def test_predictors_under_the_used_loss_are_the_logged_ones_and_another_loss_moves_b_and_c(root, run_id, other):
+    """Every response's rows kept: (a), (b), (c) recomputed through aspo.losses under the used loss equal the logged
+    step values; under the other loss (a) stays (it reads no weight) while (b) and (c) follow its weights, and the
+    scaled change is the realised one times their ratio."""
+    from aspo.counterfactual import USES_WEIGHTS, predictors
+    for step in (0, 1):
+        p = predictors(root, run_id, step, [other]).set_index(["loss", "predictor"])
+        m = q.step_metrics(root, [run_id]).set_index("step").loc[step]
+        assert p.at[(run_id, "-logp_adv_cov"), "value"] == pytest.approx(-m["logp_adv_cov"], rel=1e-5, abs=1e-9)
+        assert p.at[(run_id, "-logp_wadv_cov"), "value"] == pytest.approx(-m["logp_wadv_cov"], rel=1e-5, abs=1e-9)
+        assert p.at[(run_id, "entropy_first_order"), "value"] == pytest.approx(m["entropy_first_order"], rel=1e-4,
+                                                                                abs=1e-9)
+        assert p.at[(run_id, "entropy_first_order"), "logged"] == m["entropy_first_order"]
+        assert p.at[(other, "-logp_adv_cov"), "value"] == p.at[(run_id, "-logp_adv_cov"), "value"]
+        for k in USES_WEIGHTS:
+            want = m["entropy_change_same"] * p.at[(other, k), "value"] / p.at[(run_id, k), "value"]
+            assert p.at[(other, k), "scaled"] == pytest.approx(want)
+            assert p.at[(run_id, k), "scaled"] == pytest.approx(m["entropy_change_same"])
+    rows = q.step_tokens(root, run_id, 1)
+    moved = rows[(rows["advantage"] > 0) & ~rows["clipped"] & ~rows["dual_clipped"] & ((rows["ratio"] - 1).abs() > 1e-3)]
+    assert len(moved)  # where ratios moved, ASPO's 1/r and GRPO's r differ, so (c) differs between the losses
+    p = predictors(root, run_id, 1, [other]).set_index(["loss", "predictor"])
+    assert p.at[(other, "entropy_first_order"), "value"] != p.at[(run_id, "entropy_first_order"), "value"]

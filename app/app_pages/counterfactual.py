@@ -1,6 +1,7 @@
 """Counterfactual weights: a logged step's token rows re-run through another loss of aspo.losses (ε and c
 adjustable), and how the gradient mass Σ|A·w| shifts by old probability and advantage sign against the loss
 that was used ("what ASPO would have done to this GRPO batch")."""
+import pandas as pd
 import streamlit as st
 
 import aspo_charts as charts
@@ -58,6 +59,32 @@ def body() -> None:
                                 "mass_share": st.column_config.NumberColumn("share of the loss's mass", format="%.3f")})
     with st.expander("By old-probability bin"):
         st.dataframe(m, hide_index=True, width="stretch")
+    entropy_predictions(data.counterfactual_predictors(ctx.root, focus, step, [algo, other], overrides), step)
+
+
+def entropy_predictions(p, step: int) -> None:
+    """The same-state entropy change each loss's weights predict on this batch (aspo.counterfactual.predictors)."""
+    st.subheader("Predicted same-state entropy change")
+    if p.empty:
+        return
+    val = p.set_index(["loss", "predictor"])
+    change = p["entropy_change_same"].iloc[0]
+    if pd.isna(change):
+        st.info("This step logged no `entropy_change_same` (logs before schema v3): the predictors' values are "
+                "below, with no realised change in nats to scale them to.")
+    else:
+        said = [f"**{val.at[(other, k), 'scaled']:+.4f}** by `{k}`" for k in ("entropy_first_order", "-logp_wadv_cov")
+                if pd.notna(val.at[(other, k), "scaled"])]
+        st.markdown(f"On this **{common.md(algo)}** batch (step {step}), **{common.md(other)}**'s weights predict a "
+                    f"same-state entropy change of {' and '.join(said) or 'n/a'} instead of the realised "
+                    f"**{change:+.4f}** nats (each predictor scaled to this step: the realised change × its value "
+                    f"under {common.md(other)} / under {common.md(algo)}).")
+    st.caption("Recomputed from the token rows: (b) −logp_wadv_cov and (c) entropy_first_order (they read the "
+               "weights); (a) −logp_adv_cov reads none and is the same under every loss. First order, on the logged "
+               "rows only (token budget), and every update pass keeps the logp the used loss's updates led to.")
+    table = p.pivot(index="predictor", columns="loss", values=["value", "scaled"])
+    table.columns = [f"{what} · {loss}" for what, loss in table.columns]
+    st.dataframe(table.reset_index(), hide_index=True, width="stretch", key="cf_predictors")
 
 
 common.live(body, ctx, [focus])

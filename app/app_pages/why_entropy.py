@@ -1,84 +1,97 @@
-"""Why entropy falls: the covariance driver against the realised entropy change, where in the probability
-range it comes from, the tokens that drive it (one click from their response), forking-token share, and
-whether the ratios act at all; then the sampler-versus-trainer mismatch."""
+"""Why entropy falls: the entropy budget (the realised curve against the same-state changes summed: what the
+updates took at the states they trained on, what new states gave back), where the same-state change falls (old
+probability x sign x clip state, position, the tokens that lost most), each theory against it; then the old
+next-step comparison (fresh-prompt noise), the covariance driver, forking-token share, the inactive-ratio line and
+the sampler-versus-trainer mismatch. The same-state sections are drawn by app_pages/same_state.py."""
 import streamlit as st
 
 import aspo_charts as charts
 from aspo_dashboard import data, health
-from aspo_dashboard.app_pages import common
+from aspo_dashboard.app_pages import common, same_state
 
 ctx, run_ids = common.context_with_steps("Why entropy falls")
-st.caption("Cui et al. 2025: a policy-gradient step changes entropy by about −η·Cov(log π, A) over the batch's "
-           "tokens. Positive covariance (confident tokens rewarded, unlikely ones penalised) drains entropy. "
-           "`logp_adv_cov` is that covariance over every token of a step, with old_logp.")
+st.caption("The budget: the realised entropy curve (each step's fresh rollout) against where the same-state changes "
+           "alone would have taken it (`entropy_change_same`: the entropy at a step's trained positions after its "
+           "updates minus before them); the difference is what new states gave back. Then each theory is put to "
+           "the test on the same states: Cui et al.'s −Cov(old_logp, A), the covariance with what the loss pushes, "
+           "and a first-order logit-space estimate.")
 focus = ctx.focus if ctx.focus in run_ids else run_ids[-1]
 colors = charts.run_colors(ctx.runs["run_id"])
+last = int(ctx.runs[ctx.runs["run_id"].isin(run_ids)]["last_step"].max())
+lo, hi = common.step_window("Steps for where it falls and the predictors", last, "why_window")
 
 
-def drivers() -> None:
+def next_step() -> None:
+    """The old comparison: −logp_adv_cov against the entropy of step t+1's rollout − step t's."""
     drv = data.entropy_drivers(ctx.root, run_ids)
     corr = data.entropy_driver_correlation(ctx.root, run_ids)
-    a, b = st.columns([2, 1])
-    with a:
-        common.plot(charts.driver_vs_change(drv, colors), key="driver_scatter")
-    with b:
-        st.markdown("**correlation of −logp_adv_cov with the entropy change** (per step)")
-        st.dataframe(corr, hide_index=True, width="stretch", column_config={
-            "corr": st.column_config.NumberColumn("corr", format="%.3f"),
-            "slope": st.column_config.NumberColumn("slope (≈ η)", format="%.3g")})
-        st.caption("Entropy change of step t = entropy of step t+1's rollout − step t's: what step t's updates did, "
-                   "measured on fresh prompts (noisy at small batches).")
+    with st.expander("The next-step comparison: −Cov(old_logp, A) vs step t+1's entropy − step t's (fresh-prompt "
+                     "noise)", expanded=False):
+        st.caption("Step t+1's rollout draws new prompts: its entropy minus step t's mixes what the updates did with "
+                   "which prompts came up (on the demo preset about 3× noisier than the same-state change, and "
+                   "correlated with it at 0.09). Kept to compare with what other tools show.")
+        a, b = st.columns([2, 1])
+        with a:
+            common.plot(charts.driver_vs_change(drv, colors), key="driver_scatter")
+        with b:
+            st.dataframe(corr, hide_index=True, width="stretch", key="why_next_step_corr", column_config={
+                "corr": st.column_config.NumberColumn("corr", format="%.3f"),
+                "slope": st.column_config.NumberColumn("slope (≈ η)", format="%.3g")})
+        common.plot(charts.driver_over_steps(drv, focus), key="driver_steps")
+
+
+def covariance() -> None:
+    st.subheader("The covariance driver and forking tokens")
+    drv = data.entropy_drivers(ctx.root, run_ids)
     a, b = st.columns(2)
     with a:
-        common.plot(charts.driver_over_steps(drv, focus), key="driver_steps")
-    with b:
         bins = data.covariance_by_bin(ctx.root, [focus])
         common.plot(charts.by_bin_bars(bins, "cov_contrib", f"{focus}: where the covariance comes from "
                                                "(mean per step)", "part of logp_adv_cov"), key="cov_bins")
-    a, b = st.columns(2)
-    with a:
+    with b:
         common.plot(charts.step_curves(drv, ["fork_share_pos", "fork_share_neg"], colors=colors,
                                        title="gradient mass on forking tokens (top-20% entropy of each response)",
                                        y_title="share of Σ|A·w|"), key="fork_share")
-    with b:
-        common.plot(charts.step_curves(drv, "entropy_mean", colors=colors, title="mean token entropy",
-                                       y_title="entropy (nats)"), key="fork_entropy")
 
 
 def body() -> None:
     common.inactive_warning(ctx.root, run_ids)
-    drivers()
+    have = same_state.measured(ctx, run_ids)
+    if have:
+        st.subheader("The entropy budget")
+        same_state.budget(ctx, have)
+        st.subheader("Where it falls")
+        same_state.where_it_falls(ctx, have, lo, hi)
+        st.subheader("The theories on trial")
+        same_state.theories(ctx, have, lo, hi)
+    next_step()
+    covariance()
 
 
 common.live(body, ctx, run_ids)
 
-st.subheader(f"Tokens that drive the covariance — {common.md(focus)}")
+st.subheader(f"Tokens of one step — {common.md(focus)}")
 steps = data.steps_available(ctx.root, focus)
 if not steps.empty:
     options = steps["step"].tolist()
     step = st.select_slider("Step", options, value=options[-1], key="why_step")
-    top = data.top_covariance_tokens(ctx.root, focus, step, limit=20)
-    if top.empty:
-        st.info("No token rows kept for this step (token budget).")
-    else:
-        st.caption("Largest centred products (old_logp − mean)·(A − mean), means over ALL the step's tokens: the "
-                   "tokens Clip-Cov / KL-Cov would act on. Select a row to open its response on the Samples page.")
-        pick = st.dataframe(top, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
-                            key="why_top_tokens")
-        chosen = pick.selection.rows if pick is not None else []
-        if chosen:
-            row = top.iloc[chosen[0]]
-            if st.button(f"Open response #{int(row['sample'])} of step {step} on the Samples page", key="why_open"):
-                common.open_sample(focus, step, int(row["sample"]), int(row["rank"]))
+    same_state.token_table(data.top_entropy_drop_tokens(ctx.root, focus, step, limit=20), "why_drop_tokens", focus,
+                           step, "The tokens whose entropy fell most on the same state (new_entropy − old_entropy, "
+                           "each token once), with their predicted change (predictor (c)).",
+                           "No token rows with old_entropy and new_entropy in this step (token budget, or logs "
+                           "before schema v3).")
+    same_state.token_table(data.top_covariance_tokens(ctx.root, focus, step, limit=20), "why_top_tokens", focus, step,
+                           "The tokens that drive the covariance: largest centred products (old_logp − mean)·(A − "
+                           "mean), means over ALL the step's tokens: the tokens Clip-Cov / KL-Cov would act on.",
+                           "No token rows kept for this step (token budget).")
 
 st.subheader(f"Sampler versus trainer — {common.md(focus)}")
 if not steps.empty:
-    last = int(steps["step"].max())
-    lo, hi = st.slider("Steps", 0, max(last, 1), (max(0, last - 9), max(last, 1)), key="why_mismatch_window")
+    lo_m, hi_m = st.slider("Steps", 0, max(last, 1), (max(0, last - 9), max(last, 1)), key="why_mismatch_window")
     a, b = st.columns(2)
     for col, by in ((a, "position"), (b, "prob")):
         with col:
-            common.plot(charts.mismatch_curve(data.sampler_mismatch(ctx.root, focus, lo, hi, by), by,
+            common.plot(charts.mismatch_curve(data.sampler_mismatch(ctx.root, focus, lo_m, hi_m, by), by,
                                               health.chart_lines("rollout_logp_abs_diff_mean")), key=f"mismatch_{by}")
     drv = data.entropy_drivers(ctx.root, [focus])
     fig = charts.step_curves(drv, ["rollout_kl", "rollout_logp_diff_max"], colors=colors,
