@@ -9,8 +9,10 @@ import numpy as np
 
 from aspo_report import stats
 from aspo_report.numbers import LABELS, TAIL
+from aspo_report.same_state import LABELS as SAME_STATE
+from aspo_report.same_state import MISSING
 
-VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run", "not measured")
 Z = 2.0             # a check is decided when the difference of seed means exceeds Z standard errors
 EPS = 1e-12         # differences smaller than this are no difference at all
 RULE = (f"Each claim is one or more directional checks on per-seed numbers. For a check 'A > B' the "
@@ -21,7 +23,8 @@ RULE = (f"Each claim is one or more directional checks on per-seed numbers. For 
         f"or a value that is not finite. "
         f"A claim is 'reproduced' when every check is supported, 'not reproduced' when any check is "
         f"contradicted, 'inconclusive' otherwise, and 'not run' when an algorithm it needs has no runs for "
-        f"the task. Initial/final values of a curve are means over the first/last {TAIL:.0%} of its logged "
+        f"the task, and 'not measured' when no seed of any check logged what it reads (e.g. the same-state "
+        f"entropy of schema v3 in older logs). Initial/final values of a curve are means over the first/last {TAIL:.0%} of its logged "
         f"values (at least one); final avg@k/pass@k are the last held-out evaluation. With 2-3 seeds "
         f"{Z:g}·SE is a screen for effects beyond seed noise, not a significance test.")
 INTERVALS = ("Beside each check: the 95% percentile-bootstrap interval of d (seeds of each side resampled "
@@ -52,6 +55,9 @@ CLAIMS = (  # (id, claim, the paper's numbers, checks: (algo, metric, '>' | '<',
      "ASPO's weight 1/r lets low-probability positive tokens catch up instead of the rich getting richer",
      (("grpo", "weight_slope_unclipped", ">", 0), ("aspo", "weight_slope_unclipped", "<", 0),
       ("aspo", "delta_logp_low_unclipped", ">", "grpo"))),
+    (8, "ASPO drains less entropy on the states it trains on",
+     "not measured in the paper (it reports the entropy curve, not the same-state change of each step)",
+     (("aspo", "entropy_same_mean", ">", "grpo"),)),
 )
 
 
@@ -112,4 +118,8 @@ def judge(claim, algos: dict, z: float = Z) -> dict:
         lines.append(f"{algo} {LABELS[metric]} {mean_pm(sa)} {op} {right}: {tail} → {c['outcome']}")
     out["verdict"] = verdict(c["outcome"] for c in out["checks"])
     out["ours"] = "; ".join(lines)
+    if all(c["why"] == "no data" for c in out["checks"]):
+        out["verdict"] = "not measured"
+        out["ours"] = "not measured: " + (MISSING if any(c[1] in SAME_STATE for c in checks) else
+                                          "no " + ", ".join(dict.fromkeys(LABELS[c[1]] for c in checks)) + " logged")
     return out

@@ -66,7 +66,9 @@ def _read_root(root, seen: dict) -> tuple[pd.DataFrame, list[pd.DataFrame], list
     if r.empty:
         return r, [], []
     ids = sorted(r["run_id"])
-    frames = [q.step_metrics(path, ids).merge(_drivers(path, ids), on=["run_id", "step"], how="left"),
+    budget = q.entropy_budget(path, ids)[["run_id", "step", "entropy_cum_same", "entropy_new_states"]]
+    frames = [q.step_metrics(path, ids).merge(_drivers(path, ids), on=["run_id", "step"], how="left")
+              .merge(budget, on=["run_id", "step"], how="left"),
               q.rich_get_richer(path, ids), q.rich_get_richer(path, ids, clip_state="none")]
     return r, frames, nonfinite_notes(path, ids)
 

@@ -119,6 +119,8 @@ def build(roots, title: str = TITLE) -> tuple[dict, list]:
                    ("h3", "Results per algorithm (mean ± std over seeds)"), results_table(algos)]
         blocks += [("fig", f"fig-{_slug(group)}-{name}", fig)
                    for name, fig in group_figures(group, metrics, rgr, mech, algos)]
+        blocks += figures.same_state_blocks(group, metrics[metrics["group"] == group] if not metrics.empty else metrics,
+                                            algos, _slug(group))
         blocks += setup_blocks(runs[runs["group"] == group])
     blocks += [("h2", "Runs"), ("table", list(RUN_KEYS), [[str(r[k]) for k in RUN_KEYS] for r in summary["runs"]])]
     blocks += [("h2", "Notes"), *[("p", n) for n in notes]] if notes else []

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 import aspo_charts as charts
+from aspo_report.numbers import LABELS
 from aspo_report.stats import N_BOOT, SEED
 from logs_schema.compare import seed_bands
 
@@ -102,3 +103,36 @@ def mechanism_figure(bins: pd.DataFrame, colors: dict) -> go.Figure:
                       title="The mechanism: positive-advantage tokens no clip touched, mean over seeds, "
                             "band = 95% bootstrap interval over seeds")
     return fig
+
+
+SAME_STATE_COLS = ("entropy_same_mean", "entropy_same_total", "entropy_realised_total", "entropy_given_back",
+                   "pred_corr_cov", "pred_corr_wcov", "pred_corr_first_order")
+
+
+def _mean_ci(s: dict) -> str:
+    """'mean [lo, hi]' (95% bootstrap interval over seeds) of one numbers.summarise() entry."""
+    if s["mean"] is None:
+        return "not measured"
+    return f"{s['mean']:.3g}" + (f" [{s['ci'][0]:.3g}, {s['ci'][1]:.3g}]" if s["ci"] else "") + f" (n={s['n']})"
+
+
+def same_state_blocks(group: str, metrics: pd.DataFrame, algos: dict, slug: str) -> list:
+    """The group's same-state entropy section: the budget and the predictors' correlations per algorithm (mean over
+    seeds, 95% bootstrap interval over seeds), and the budget figure (mean over seeds, band ±1 std). Logs without
+    the columns: one line saying so."""
+    out = [("h3", "Entropy on the states trained on (same-state change, schema v3)")]
+    if metrics.empty or metrics["entropy_change_same"].isna().all():
+        return out + [("p", "Not measured: no run of this task logged entropy_change_same (logs from before schema "
+                            "v3, or a host that did not measure new_entropy).")]
+    out.append(("p", "Same-state change: the entropy at a step's trained positions after its updates minus before "
+                     "them. Budget: Σ of it over the steps between the first and the last logged step against the "
+                     "realised change of the entropy curve over the same steps; given back = realised − Σ same-state "
+                     "(what new states returned). Predictors: the correlation over a run's steps of each predictor "
+                     "with its same-state change (|r| < 0.3 explains little)."))
+    rows = [[algo, ",".join(map(str, g["seeds"])), *[_mean_ci(g["metrics"][k]) for k in SAME_STATE_COLS]]
+            for algo, g in algos.items()]
+    out.append(("table", ["algo", "seeds", *[LABELS[k] for k in SAME_STATE_COLS]], rows))
+    bands = seed_bands(metrics, dict(zip(metrics["run_id"], metrics["algo"])),
+                       ["entropy_mean", "entropy_cum_same", "entropy_new_states"], band="std")
+    fig = charts.entropy_budget(None, "step", bands=bands.assign(x=bands["step"]), band_name="± 1 std over seeds")
+    return out + [("fig", f"fig-{slug}-entropy-budget", fig)]

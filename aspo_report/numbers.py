@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from aspo_report import stats
+from aspo_report import same_state, stats
 from aspo_report.collect import algo_order
 
 TAIL = 0.1          # "initial" / "final" values are means over the first / last 10% of a run's logged values
@@ -29,6 +29,7 @@ LABELS = {
     "delta_logp_low_unclipped": "pos. Δlogp at old prob < 0.5, unclipped rows",
     "cov_mean": "mean Cov(old_logp, A) per step",
     "driver_corr": "corr(−Cov(old_logp, A), Δentropy) over steps",
+    **same_state.LABELS,  # schema v3: the entropy budget and the predictors of the same-state change
 }
 
 
@@ -95,6 +96,7 @@ def run_numbers(m: pd.DataFrame, rgr: pd.DataFrame, free: pd.DataFrame) -> dict:
     for value, name in (("weight_mean", "weight"), ("delta_logp_mean", "delta_logp")):
         out[f"{name}_slope_unclipped"] = _slope(pos_free, value) if not pos_free.empty else math.nan
         out[f"{name}_low_unclipped"] = _low_mean(pos_free, value) if not pos_free.empty else math.nan
+    out.update(same_state.run_numbers(m))
     return out
 
 

@@ -8,7 +8,8 @@ import re
 
 import plotly.io as pio
 
-VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run")
+from aspo_report.claims import VERDICTS
+
 README_START, README_END = "<!-- aspo report: claims -->", "<!-- /aspo report: claims -->"
 # the characters Markdown (CommonMark, GFM tables, $math$, ~strike~) or raw HTML would act on
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$!&])")
@@ -38,7 +39,7 @@ def render_md(blocks, generated: str) -> str:
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 6px;
 vertical-align:top;text-align:left}th{background:#f4f4f4}.v-reproduced{background:#d4edda}
-.v-not-reproduced{background:#f8d7da}.v-inconclusive{background:#fff3cd}.v-not-run{background:#e2e3e5}
+.v-not-reproduced{background:#f8d7da}.v-inconclusive{background:#fff3cd}.v-not-run,.v-not-measured{background:#e2e3e5}
 .generated{color:#777}.claims td:nth-child(4){min-width:460px}.claims td:nth-child(2){min-width:180px}"""
 
 
@@ -81,8 +82,8 @@ def claims_markdown(summary: dict) -> str:
 
 
 def _claim_cell(claim: dict, algos: dict) -> str:
-    if claim["verdict"] == "not run":
-        return "not run"
+    if claim["verdict"] in ("not run", "not measured"):
+        return claim["verdict"]
     parts = []
     for c in claim["checks"]:
         n = algos[c["algo"]]["metrics"][c["metric"]]["n"]

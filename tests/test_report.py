@@ -433,3 +433,50 @@ def test_an_unwritable_out_is_one_line_exit_2(tmp_path, capsys):
     assert cli.main([str(logs), "--out", str(tmp_path / "file" / "r")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("aspo report: error: cannot write the report") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- same-state entropy (schema v3, issue 18)
+def test_same_state_numbers_equal_the_queries_with_seed_intervals(experiment, out):
+    """The budget and the predictors' correlations per seed are the dashboard's (queries_explain), summarised
+    over seeds with the one bootstrap; the figure draws the seed means of the budget."""
+    from logs_schema import queries_explain as qe
+    s = json.loads((out / "summary.json").read_text())
+    m = q.step_metrics(experiment)
+    totals = qe.budget_totals(q.entropy_budget(experiment)).set_index("run_id")
+    fits = qe.predictor_fit(qe.moments(q.entropy_predictors(experiment))).set_index(["scope", "predictor"])
+    for algo in ("grpo", "aspo"):
+        g = s["tasks"]["math"]["algos"][algo]
+        got = g["metrics"]
+        same = [m.loc[m["run_id"] == r, "entropy_change_same"].mean() for r in g["run_ids"]]
+        assert got["entropy_same_mean"]["values"] == pytest.approx(same)
+        assert got["entropy_same_mean"]["ci"] == pytest.approx(stats.mean_ci(same))
+        assert got["entropy_same_total"]["values"] == pytest.approx(list(totals.loc[g["run_ids"], "same_state"]))
+        assert got["entropy_given_back"]["values"] == pytest.approx(list(totals.loc[g["run_ids"], "given_back"]))
+        assert got["entropy_realised_total"]["values"] == pytest.approx(list(totals.loc[g["run_ids"], "realised"]))
+        corr = [fits.at[(r, "entropy_first_order"), "corr"] for r in g["run_ids"]]
+        assert got["pred_corr_first_order"]["values"] == pytest.approx(corr)
+    claim = next(c for c in s["tasks"]["math"]["claims"] if c["id"] == 8)
+    assert claim["claim"] == "ASPO drains less entropy on the states it trains on"
+    assert claim["verdict"] in claims.VERDICTS and claim["verdict"] != "not measured"
+    assert [c["metric"] for c in claim["checks"]] == ["entropy_same_mean"]
+    traces = {t.get("meta"): t for t in _html_traces((out / "report.html").read_text(), "fig-math-entropy-budget")}
+    for algo in ("grpo", "aspo"):
+        d = q.entropy_budget(experiment)
+        d = d[d["run_id"].str.startswith(f"math:{algo}-")].groupby("step")["entropy_cum_same"].mean()
+        assert np.allclose(traces[f"{algo}|entropy_cum_same"]["y"], d.to_numpy())
+    md = (out / "summary.md").read_text()
+    assert "Entropy on the states trained on" in md and "Σ same-state Δentropy" in md
+
+
+def test_logs_without_the_same_state_columns_say_not_measured(tmp_path, capsys):
+    """Schema v2 logs (the kept fixture): the report is written, claim 8 reads 'not measured' and says why."""
+    fixture = ROOT / "tests" / "fixtures" / "schema_v2"
+    assert cli.main([str(fixture), "--out", str(tmp_path)]) == 0
+    s = json.loads((tmp_path / "summary.json").read_text())
+    group = next(iter(s["tasks"].values()))
+    claim = next(c for c in group["claims"] if c["id"] == 8)
+    assert claim["verdict"] == "not measured" and "schema v3" in claim["ours"]
+    assert group["algos"]["aspo"]["metrics"]["entropy_same_mean"]["values"] == [None]
+    md = (tmp_path / "summary.md").read_text()
+    assert "Not measured: no run of this task logged entropy\\_change\\_same" in md
+    assert "not measured" in render.claims_markdown(s)
