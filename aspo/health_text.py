@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import textwrap
 
+from logs_schema.untrusted import printable
+
 MARK = {"unhealthy": "✗", "warn": "!", "healthy": "✓", "no_data": "?"}
 
 
@@ -60,7 +62,17 @@ def run_details(r: dict) -> list[str]:
     return out
 
 
+def _shown(value):
+    """Every text of the report as a terminal may show it (run names, paths and reasons come from the logs)."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _shown(v) for k, v in value.items()}
+    return [_shown(v) for v in value] if isinstance(value, list) else value
+
+
 def render(report: dict) -> str:
+    report = _shown(report)
     n = len(report["runs"])
     lines = [f"aspo health: {report['root']}  ({n} run{'s' * (n != 1)}, {report['generated_at']})", ""]
     lines += summary(report)

@@ -9,8 +9,8 @@ run's rows and steps not published yet are left out. Every file or directory lef
 `problems(root)`, with gaps in a run's steps and hints (too many uncompacted files).
 
 Each immutable file is verified once, in full (every Parquet page checksum, which DuckDB does not
-check); the verdict is cached by (path, size, mtime_ns, inode), so a polling dashboard pays one `stat`
-per file per query. A step is visible once its steps row is: a detail file of a step without a
+check); the verdict is cached by path and walk.file_key (size, mtime, inode, ctime), so a polling
+dashboard pays one `stat` per file per query. A step is visible once its steps row is: a detail file of a step without a
 readable steps row (unreadable, or still being written) is left out of every table, so all queries
 agree on which steps a run has.
 
@@ -42,8 +42,9 @@ from .writer import PART_TABLES, SEGMENT_TABLES
 
 MANY_LOOSE_FILES = 2000  # per-step files of one table in one run: listing and reading them gets slow
 MANY_RUNS = 2000
+_REREADS = 20  # reads of one directory while its files change under them
 _LOCK = threading.Lock()
-_CACHE: dict[str, tuple[tuple, Part | str]] = {}  # path -> ((size, mtime_ns, ino), Part or problem)
+_CACHE: dict[str, tuple[tuple, Part | str]] = {}  # path -> (walk.file_key, Part or problem)
 _CHECKING: dict[str, threading.Event] = {}  # path -> set once the thread checking it has cached its verdict
 _LATER: dict[tuple, threading.Thread] = {}  # (root, table) -> the background check_later thread
 
@@ -139,7 +140,7 @@ def mark_bad(path: str, reason: str) -> None:
     except OSError:
         return
     with _LOCK:
-        _CACHE[path] = ((st.st_size, st.st_mtime_ns, st.st_ino), reason)
+        _CACHE[path] = (walk.file_key(st), reason)
 
 
 def scan(root, table: str, dirs=None, step_min=None, step_max=None) -> tuple[list[Part], list]:
@@ -155,14 +156,17 @@ def scan(root, table: str, dirs=None, step_min=None, step_max=None) -> tuple[lis
 
 def _scan_dir(tree: Listing, d: str, table: str, step_min, step_max):
     """One directory's files. A file that vanished since the listing (a compaction deletes parts only
-    after publishing their segment) makes the directory be listed again, so no step is lost."""
-    for _ in range(20):
+    after publishing their segment) makes the directory be listed again, so no step is lost; one that
+    changes on every read (a copy or an outside writer still writing it) is reported on the last."""
+    for attempt in range(_REREADS):
         parts, bad, vanished = [], [], False
         for e in tree.files(d, table):
             if not e.segment and e.step is not None and not _in_range(e.step, e.last, step_min, step_max):
                 continue  # segments are always checked: which one wins must not depend on the range
             r = _checked(e)
-            if r is VANISHED:
+            if r is VANISHED and attempt == _REREADS - 1:
+                r = f"changed under each of {_REREADS} reads (still being written or copied?): left out this time"
+            elif r is VANISHED:
                 vanished = True
                 break
             if isinstance(r, Part):
@@ -351,7 +355,7 @@ def data_version(root) -> str:
     tree = listing(root)
     n = newest = size = inodes = 0
     keys = [e.key for e in tree.all_files()] + [w[1] for w in tree.warmups]
-    for sz, mt, ino in keys:
+    for sz, mt, ino, _ in keys:
         n, newest, size, inodes = n + 1, max(newest, mt), size + sz, (inodes + ino) % (1 << 32)
     return f"{n}-{newest}-{size}-{inodes}-{len(tree.problems)}"
 
@@ -363,8 +367,8 @@ def readable(path: str) -> bool:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f:
-            for _ in pq.ParquetFile(f).iter_batches(batch_size=1 << 16):
-                pass
-        return True
+            pf = pq.ParquetFile(f)
+            rows = sum(len(b) for b in pf.iter_batches(batch_size=1 << 16))
+        return rows == pf.metadata.num_rows  # pyarrow stops quietly where the pages run out
     except Exception:  # any failure means DuckDB cannot read it either
         return False

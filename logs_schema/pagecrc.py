@@ -7,7 +7,9 @@ chunk (or, for a large one, a page) at a time. It only
 ever answers True when every page of every column chunk had a checksum and matched and the pages
 tiled each chunk exactly; anything else (a mismatch, a header it cannot parse, a file written
 without checksums) is False or None, and the caller falls back to pyarrow's full verified read,
-which stays the authority on what is damaged.
+which stays the authority on what is damaged. The walk also adds up the values of each chunk's data
+pages: a footer claiming more (or fewer) than the pages hold is refused outright (PagesDisagree),
+whether the pages carry checksums or not, since pyarrow reads such a file without complaint.
 """
 from __future__ import annotations
 
@@ -77,8 +79,9 @@ def _skip(buf, pos: int, t: int, in_list: bool = False, depth: int = 0) -> int:
     raise ValueError(f"unknown thrift compact type {t}")
 
 
-def _struct(buf, pos: int, keep: tuple = (), depth: int = 0) -> tuple[dict, int]:
-    """Fields `keep` (i32 values) of the struct at pos, and the position after it."""
+def _struct(buf, pos: int, keep: tuple = (), depth: int = 0, nested: tuple = ()) -> tuple[dict, int]:
+    """Fields `keep` (i32 values) of the struct at pos, the i32 field 1 of its `nested` struct fields, and
+    the position after it."""
     fields, fid = {}, 0
     while True:
         head = buf[pos]
@@ -94,6 +97,8 @@ def _struct(buf, pos: int, keep: tuple = (), depth: int = 0) -> tuple[dict, int]
         if fid in keep and t == _I32:
             raw, pos = _varint(buf, pos)
             fields[fid] = _zigzag(raw)
+        elif fid in nested and t == _STRUCT:
+            fields[fid], pos = _struct(buf, pos, (1,), depth + 1)
         else:
             pos = _skip(buf, pos, t, False, depth)
 
@@ -103,27 +108,38 @@ _HEADER_BYTES = 64 << 10    # a page header is a few dozen bytes; more than this
 _BLOCK = 1 << 20
 
 
+class PagesDisagree(ValueError):
+    """A column chunk's pages hold another number of values than the footer says (pyarrow and DuckDB
+    trust the footer: a chunk claiming 2**40 values made DuckDB fail on every query reading it, and
+    pyarrow read it as if nothing were wrong)."""
+
+
 def pages_match(path, md: pq.FileMetaData | None = None) -> bool | None:
     """True: every page carries a CRC and all match. False: a page's CRC does not match. None: cannot
-    tell (no checksums, a layout this walk does not know, a header that does not parse). `path` may be
-    an open binary file (read through that one handle). Memory: one column chunk up to CHUNK_IN_MEMORY,
-    else one page header and a 1 MiB block at a time, whatever the file's size."""
+    tell (no checksums, a layout this walk does not know, a header that does not parse). Raises
+    PagesDisagree when the pages tile a chunk but hold another number of values than its footer
+    says. `path` may be an open binary file (read through that one handle). Memory: one column chunk
+    up to CHUNK_IN_MEMORY, else one page header and a 1 MiB block at a time, whatever the file's size."""
     if isinstance(path, (str, bytes)) or hasattr(path, "__fspath__"):
         with open(path, "rb") as f:
             return pages_match(f, md)
     f = path
     md = md or pq.read_metadata(f)
     size = f.seek(0, 2)
+    answer = True
     try:
         for rg in range(md.num_row_groups):
             group = md.row_group(rg)
             for i in range(group.num_columns):
                 ok = _chunk_matches(f, size, group.column(i))
-                if ok is not True:
-                    return ok
+                if ok is False:
+                    return False
+                answer = answer and ok  # None (no checksums here): keep walking, the counts still count
+    except PagesDisagree:
+        raise
     except (IndexError, ValueError):
         return None
-    return True
+    return answer
 
 
 def _chunk_matches(f, size: int, col) -> bool | None:
@@ -135,33 +151,52 @@ def _chunk_matches(f, size: int, col) -> bool | None:
     if end - start <= CHUNK_IN_MEMORY:
         f.seek(start)
         buf = memoryview(f.read(end - start))
-        return _pages_in_memory(buf, len(buf)) if len(buf) == end - start else None
-    pos = start
+        return _pages_in_memory(buf, len(buf), col.num_values) if len(buf) == end - start else None
+    pos, values, checked = start, 0, True
     while pos < end:
         f.seek(pos)
         head = memoryview(f.read(min(_HEADER_BYTES, end - pos)))
-        header, used = _struct(head, 0, keep=(3, 4))  # 3: compressed_page_size, 4: crc
-        page, crc = header.get(3), header.get(4)
+        page, crc, n, used = _page_header(head, 0)
         pos += used
-        if page is None or crc is None or page < 0 or pos + page > end:
+        if page is None or page < 0 or pos + page > end:
             return None
-        if _crc_of(f, pos, page) != crc & 0xFFFFFFFF:
+        values += n
+        if crc is None:
+            checked = False
+        elif _crc_of(f, pos, page) != crc & 0xFFFFFFFF:
             return False
         pos += page
-    return True if pos == end else None
+    return _tiled(pos == end, values, col.num_values, checked)
 
 
-def _pages_in_memory(buf, end: int) -> bool | None:
-    pos = 0
+def _pages_in_memory(buf, end: int, expected: int) -> bool | None:
+    pos, values, checked = 0, 0, True
     while pos < end:
-        header, pos = _struct(buf, pos, keep=(3, 4))
-        page, crc = header.get(3), header.get(4)
-        if page is None or crc is None or page < 0 or pos + page > end:
+        page, crc, n, pos = _page_header(buf, pos)
+        if page is None or page < 0 or pos + page > end:
             return None
-        if zlib.crc32(buf[pos:pos + page]) != crc & 0xFFFFFFFF:
+        values += n
+        if crc is None:
+            checked = False
+        elif zlib.crc32(buf[pos:pos + page]) != crc & 0xFFFFFFFF:
             return False
         pos += page
-    return True if pos == end else None
+    return _tiled(pos == end, values, expected, checked)
+
+
+def _page_header(buf, pos: int) -> tuple:
+    """(compressed size, crc, values of a data page (0 for other pages), position after the header)."""
+    header, pos = _struct(buf, pos, keep=(3, 4), nested=(5, 8))  # 5: DataPageHeader, 8: DataPageHeaderV2
+    return header.get(3), header.get(4), header.get(5, header.get(8, {})).get(1, 0), pos
+
+
+def _tiled(exact: bool, values: int, expected: int, checked: bool) -> bool | None:
+    """The chunk's answer once its pages are walked: None when they did not tile it exactly."""
+    if not exact:
+        return None
+    if values != expected:
+        raise PagesDisagree(f"its pages hold {values} values where its footer says {expected}: not read")
+    return True if checked else None
 
 
 def _crc_of(f, pos: int, n: int) -> int:

@@ -237,9 +237,10 @@ def entropy_predictors(root, run_ids=None, step_min=None, step_max=None) -> pd.D
     key), value, entropy_change_same, entropy_change (next step's entropy_mean − this one's: fresh prompts,
     the noisy comparison of entropy_drivers). Steps without a predictor's value have no row for it (v1/v2 logs:
     only −logp_adv_cov, from token_hist on v1). Ordered by run_id, predictor, step."""
-    d = entropy_drivers(root, run_ids, step_min, step_max)[["run_id", "step", "driver", "entropy_change"]]
+    tree = catalog.listing(root)  # both reads on one listing of the tree
+    d = entropy_drivers(tree, run_ids, step_min, step_max)[["run_id", "step", "driver", "entropy_change"]]
     m = query(f"SELECT run_id, step, entropy_change_same, logp_wadv_cov, entropy_first_order FROM {{steps}} {{where}} "
-              f"{DEDUP}", ("steps",), root, run_ids, step_min, step_max)
+              f"{DEDUP}", ("steps",), tree, run_ids, step_min, step_max)
     return predictor_points(d.merge(m, on=["run_id", "step"], how="left"))
 
 

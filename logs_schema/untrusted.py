@@ -1,5 +1,6 @@
 """Reading text that someone else wrote (a config in a runs row, a warm-up progress file): bounded in size
-and depth, never raising anything but ValueError.
+and depth, never raising anything but ValueError; and showing it on a terminal without letting it act
+there (`printable`).
 
 Python's json module recurses once per nesting level: a config nested 10,000 deep raises RecursionError
 (not ValueError), and a 1 GB string is parsed whole. `json_value` refuses both before parsing.
@@ -55,3 +56,18 @@ def _depth(text: str) -> int:
         elif c in "]}":
             depth -= 1
     return deepest
+
+
+def printable(text: str) -> str:
+    """`text` from a log as a terminal should show it: every character Python does not call printable
+    (ESC, CR, BEL, backspace, newline, bidi overrides, lone surrogates of a name that is not UTF-8) as
+    its escape (\\x1b, \\u202e), so a run name cannot move the cursor, retitle or recolour the terminal,
+    overwrite a verdict or start a line of its own."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"

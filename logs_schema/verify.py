@@ -4,10 +4,10 @@ one-line reason it is skipped.
 Each file is read through one handle (opened non-blocking, checked to be the regular file the listing
 saw), so a file replaced during the check is judged whole, old or new, never half of each. Checked, in
 this order, before any row is decoded: a Parquet footer of sane size, our schema version and table in
-its key-value metadata, the required columns, every column's type against the schema, then every page's
-checksum (pagecrc, streaming), then the key columns (step, rank: integers, never null, agreeing with
-the name; counts of the aggregates non-negative and below MAX_COUNT) and, for runs files, the row's
-text and timestamps.
+its key-value metadata, the required columns, every column's type against the schema, row counts the
+footer agrees with itself on, then every page's checksum and value count (pagecrc, streaming), then
+the key columns (step, rank: integers, never null, agreeing with the name; counts of the aggregates
+non-negative and below MAX_COUNT) and, for runs files, the row's text and timestamps.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from . import schema as S
 from .pagecrc import pages_match
 from .tables import FILE_SCHEMAS
-from .walk import why
+from .walk import file_key, why
 
 VANISHED = "vanished"  # deleted or replaced since listed: never cached, the caller lists again
 MAX_FOOTER_BYTES = 64 << 20
@@ -65,7 +65,7 @@ def inspect(path: str, table: str, run_dir: str, step, last, rank: int, segment:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return "not a regular file: never read"
-        if key is not None and (st.st_size, st.st_mtime_ns, st.st_ino) != tuple(key):
+        if key is not None and file_key(st) != tuple(key):
             return VANISHED  # replaced since listed
         try:
             if st.st_size <= READ_WHOLE_BYTES:  # one read, then pyarrow and the page walk work in memory
@@ -84,7 +84,8 @@ def _inspect_open(f, size: int, path, table, run_dir, step, last, rank, segment)
     if isinstance(md, str):
         return md
     sch = md.schema.to_arrow_schema()
-    wrong = _metadata_problem(md, table, path) or _schema_problem(sch, table) or _size_problem(md, table, step, last)
+    wrong = _metadata_problem(md, table, path) or _schema_problem(sch, table) or _rows_problem(md, table) or \
+        _size_problem(md, table, step, last)
     if wrong:
         return wrong
     canonical = [(x.name, x.type) for x in sch] == [(x.name, x.type) for x in FILE_SCHEMAS[table]]
@@ -179,6 +180,25 @@ def _schema_problem(sch: pa.Schema, table: str) -> str | None:
     return None
 
 
+def _rows_problem(md, table: str) -> str | None:
+    """Row counts the footer contradicts itself on. Our tables are flat, so each column chunk holds one
+    value per row of its row group; pyarrow and DuckDB trust these counts (a row group claiming 2**40
+    rows over 51 values made pyarrow spin and DuckDB fail on every query reading it)."""
+    if table == "runs" and md.num_rows > 1:
+        return f"holds {md.num_rows} rows; a runs file holds one, its rank's"
+    total = 0
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        values = {rg.column(j).num_values for j in range(rg.num_columns)}
+        if rg.num_rows < 0 or values - {rg.num_rows}:
+            return (f"its footer claims {rg.num_rows} rows in row group {i}, its columns hold "
+                    f"{'/'.join(map(str, sorted(values)))} values: not read")
+        total += rg.num_rows
+    if total != md.num_rows:
+        return f"its footer claims {md.num_rows} rows, its row groups hold {total}: not read"
+    return None
+
+
 def _size_problem(md, table: str, step, last) -> str | None:
     """Row counts no real file of this name can have (a few bytes of RLE can claim billions)."""
     if table == "steps" and md.num_rows > min(last - step + 1, MAX_STEPS_ROWS):
@@ -214,6 +234,9 @@ def _key_columns(f, md, table: str) -> tuple[pa.Table, tuple | None]:
     for b in pf.iter_batches(batch_size=1 << 16):  # every page decoded
         _check_text(b.select(text))
         batches.append(b.select(cols) if cols else b)
+    if sum(len(b) for b in batches) != md.num_rows:  # pyarrow stops quietly where pages run out
+        raise ValueError(f"its pages hold {sum(len(b) for b in batches)} rows where its footer says {md.num_rows}: "
+                         "not read")
     schema = pf.schema_arrow if not cols else pa.schema([pf.schema_arrow.field(c) for c in cols])
     return pa.Table.from_batches(batches, schema=schema), _id_bounds(md)
 

@@ -44,7 +44,7 @@ class Entry:
     last: int | None
     rank: int
     segment: bool
-    key: tuple            # (size, mtime_ns, inode) of the file itself (a link's target)
+    key: tuple            # file_key of the file itself (a link's target)
     listed: str = ""      # where the listing found it (a link's own path), for problem rows
 
 
@@ -71,6 +71,13 @@ class Listing:
 
     def all_files(self) -> list[Entry]:
         return [e for d in self.run_dirs for t in LIST_ORDER for e in self.files(d, t)]
+
+
+def file_key(st: os.stat_result) -> tuple:
+    """What a verdict on a file is cached by: (size, mtime_ns, inode, ctime_ns). The ctime is there because
+    mtime can be set back (`cp -p` or `rsync --inplace` over an older copy, `touch -r`): a file rewritten
+    in place with its size and mtime kept still changes its ctime, which no user can set."""
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def shown(path: str) -> str:
@@ -147,19 +154,14 @@ def relist(tree: Listing, d: str, table: str) -> None:
 
 def _run_dirs(out: Listing, real_root: str) -> list[str]:
     _warmup(out, out.root, real_root)
-    if _is_run_dir(out, out.root):
-        return [out.root]
-    candidates = []  # (path, (dev, ino), via a link, path as listed)
-    for child in _subdirs(out, out.root, out.root, False, real_root):
-        kind = _is_run_dir(out, child[0], child[3])
-        if kind is None:
-            continue  # cannot be read: reported once
-        _warmup(out, child[0], real_root)
-        if kind:
-            candidates.append(child)
-        else:
-            candidates += [g for g in _subdirs(out, child[0], child[3], child[2], real_root)
-                           if _is_run_dir(out, g[0], g[3])]
+    own = _is_run_dir(out, out.root)
+    probe = Listing(out.root, out.real_root, out.root_ident) if own else out
+    candidates = _candidates(probe, real_root, PART_TABLES if own else ())
+    if own and not candidates:
+        return [out.root]  # a run directory, opened as the root
+    if own:  # `mkdir R/steps` must not turn a directory of runs into one empty run, hiding them all
+        out.warmups += probe.warmups
+        out.problems += probe.problems + _tables_beside_runs(out.root, candidates)
     seen, found = {}, []
     for path, ident, _, listed in sorted(candidates, key=lambda c: c[2]):  # real directories before links to them
         if ident in seen:
@@ -169,6 +171,33 @@ def _run_dirs(out: Listing, real_root: str) -> list[str]:
         seen[ident] = path
         found.append(path)
     return sorted(found)
+
+
+def _tables_beside_runs(root: str, candidates: list[tuple]) -> list[tuple]:
+    """Problem rows for the table directories of a root that also holds runs (a `runs` directory that
+    holds the runs, as in a project directory, is none)."""
+    holders = {os.path.relpath(c[3], root).split(os.sep)[0] for c in candidates}
+    stray = [t for t in ("runs",) + PART_TABLES if t not in holders and os.path.isdir(os.path.join(root, t))]
+    return [(shown(os.path.join(root, t)), t, "a run's table directory beside run directories: not read (the run "
+             "directories are; move it into a run directory of its own)", "", "directory") for t in stray]
+
+
+def _candidates(out: Listing, real_root: str, shallow: tuple) -> list[tuple]:
+    """Run directories one or two levels below the root, as _subdirs gives them; a child named in
+    `shallow` (a table directory of a run at the root) counts only if it is a run itself, and is never
+    searched (a tokens directory holds thousands of files)."""
+    candidates = []
+    for child in _subdirs(out, out.root, out.root, False, real_root):
+        kind = _is_run_dir(out, child[0], child[3])
+        if kind is None:
+            continue  # cannot be read: reported once
+        _warmup(out, child[0], real_root)
+        if kind:
+            candidates.append(child)
+        elif os.path.basename(child[3]) not in shallow:
+            candidates += [g for g in _subdirs(out, child[0], child[3], child[2], real_root)
+                           if _is_run_dir(out, g[0], g[3])]
+    return candidates
 
 
 def _subdirs(out: Listing, d: str, listed: str, via_link: bool, real_root: str) -> list[tuple]:
@@ -226,7 +255,7 @@ def _follow(out: Listing, path: str, table: str, run_dir: str, real_root: str, w
         out.problems.append((shown(path), table, f"not a regular file ({_file_type(st.st_mode)}): never opened",
                              run_dir, kind))
         return None
-    return path, (st.st_size, st.st_mtime_ns, st.st_ino), link
+    return path, file_key(st), link
 
 
 def _inside(path: str, root: str, real_root: str):
@@ -341,7 +370,7 @@ def _list_table(out: Listing, tdir: str, table: str, d: str, real_root: str) -> 
             out.problems.append((shown(listed or e.path), table, f"not a regular file ({_file_type(st.st_mode)}): "
                                  "never opened", d, "file"))
             continue
-        files.append(Entry(e.path, table, d, r[0], r[1], r[2], r[3], (st.st_size, st.st_mtime_ns, st.st_ino), listed))
+        files.append(Entry(e.path, table, d, r[0], r[1], r[2], r[3], file_key(st), listed))
     return files
 
 

@@ -4,7 +4,10 @@ writer's files (a copy of two synthetic runs, `grpo` and `aspo`, then one hostil
 
 A Case names the entry it plants (`expect`: fragments of the path that problems() must list), the runs
 it leaves intact (their numbers must stay those counted from the raw rows of the untouched copy), and
-whether it is about permissions (then it is read as uid 65534: root reads everything).
+whether it is about permissions (then it is read as uid 65534: root reads everything). A case whose
+entry changes while it is read has a `between` step: the worker reads the tree once (every file
+verified and cached), runs it, then reads everything again; what it returns, if anything, is called
+once the case is done (to stop a writer it started).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from logs_helpers import make_synthetic_run, raw_rows
+from parquet_forge import claim_rows
 from logs_schema import schema as S
 from logs_schema.progress import write_warmup
 from logs_schema.tables import FILE_SCHEMAS
@@ -36,6 +41,7 @@ class Case:
     unprivileged: bool = False    # read as uid 65534 (root would read through the permissions)
     absent: tuple = ()            # run names that must not appear (a merged, globbed or phantom run)
     present: tuple = ()           # run names that must appear (the hostile run, as its own run)
+    between: Callable[[Path], Callable | None] | None = None  # the change made after a first read
 
 
 CASES: list[Case] = []
@@ -518,3 +524,118 @@ def _(r):
     p = files(copy_run(r, "aspo", "g2"), "tokens")[-1]
     rewrite(p, "tokens", lambda t: set_column(t, "position", pa.array([2 ** 31 - 1] + t["position"].to_pylist()[1:],
                                                                       FILE_SCHEMAS["tokens"].field("position").type)))
+
+
+# ---------------------------------------------------------------- more of the same kind
+@case("unsearchable_table_dir", ["g2/tokens"], unprivileged=True, present=("g2",))
+def _(r):
+    os.chmod(copy_run(r, "aspo", "g2") / "tokens", 0o644)  # its names listable, no file in it reachable
+
+
+@case("runs_file_of_a_newer_schema", ["g2/runs/rank0.parquet"], present=("g2",))
+def _(r):
+    p = copy_run(r, "aspo", "g2") / "runs" / "rank0.parquet"
+    write(p, pq.read_table(p).replace_schema_metadata(None), "runs", version=b"99")
+
+
+@case("runs_file_claiming_2M_rows", ["g2/runs/rank0.parquet"], present=("g2",))
+def _(r):
+    """117 KB on disk (dictionaries and RLE): decoding its rows took 210 s and 3 GB."""
+    p = copy_run(r, "aspo", "g2") / "runs" / "rank0.parquet"
+    t = pq.read_table(p).replace_schema_metadata(None)
+    write(p, t.take(pa.array([0] * 2_000_000)), "runs")
+
+
+@case("footers_claiming_2**40_rows", ["g2/tokens/step-00000001-rank0.parquet", "g2/sequences/"], present=("g2",))
+def _(r):
+    """Row groups claiming 2**40 rows over 51 values (pyarrow spun on it), and a footer that also makes
+    every column chunk claim them, so only the pages tell (DuckDB failed on every query reading it)."""
+    g2 = copy_run(r, "aspo", "g2")
+    claim_rows(files(g2, "tokens")[1], 2 ** 40)
+    claim_rows(files(g2, "sequences")[0], 2 ** 40, values_too=True)
+
+
+@case("table_dirs_at_root_beside_runs", ["table_dirs_at_root_beside_runs/steps"])
+def _(r):
+    """A stray `mkdir R/steps` (or a run's tables copied to the root) once made the root one empty run,
+    hiding every run under it."""
+    (r / "steps").mkdir()
+    (r / "runs").mkdir()
+
+
+# ---------------------------------------------------------------- names a terminal would act on
+CONTROL_RUN_ID = "ctl\x1b[8m\u202ehidden\x1b]0;retitled\x07"  # conceal, right-to-left override, set the title
+
+
+@case("control_characters_in_names", [], present=(CONTROL_RUN_ID,))
+def _(r):
+    make_synthetic_run(r / "ctl\x1b]0;x\x07\r\x08\x7f", "grpo\r\x1b]0;x\x07", run_id=CONTROL_RUN_ID, steps=3,
+                       seqs_per_step=8, mean_len=6, epochs=1, minibatches=2)
+
+
+LONG_NAME = "é" * 127  # 254 bytes, NAME_MAX is 255
+
+
+@case("names_of_the_longest_length", ["aspo/tokens/step-" + "0" * 60], present=(LONG_NAME,))
+def _(r):
+    copy_run(r, "grpo", LONG_NAME)
+    (r / "aspo" / "tokens" / ("step-" + "0" * 236 + "-rank0.parquet")).write_bytes(b"PAR1")  # 255 bytes
+
+
+# ---------------------------------------------------------------- entries that change while being read
+def _chown(top: Path, uid: int) -> None:
+    if os.geteuid() != 0:
+        return  # the files are the reader's own already
+    for d, dirs, names in os.walk(top):
+        for x in [d] + [os.path.join(d, n) for n in dirs + names]:
+            os.chown(x, uid, uid, follow_symlinks=False)
+
+
+def _revoke(r: Path):
+    g2 = r / "g2"
+    os.chmod(files(g2, "steps")[0], 0)
+    os.chmod(g2 / "tokens", 0)
+
+
+@case("permissions_revoked_after_a_first_read", ["g2/steps/", "g2/tokens"], unprivileged=True, present=("g2",),
+      between=_revoke)
+def _(r):
+    _chown(copy_run(r, "aspo", "g2"), 65534)  # so that the reader, as uid 65534, can take its own rights away
+
+
+def _rewrite_in_place(r: Path):
+    """`cp -p` (or `rsync --inplace -t`) of another run's file over a verified one: same size, same inode,
+    the mtime set back; only the ctime tells."""
+    dst, src = r / "g2" / "tokens" / "step-00000000-rank0.parquet", r / "grpo" / "tokens" / "step-00000000-rank0.parquet"
+    st = dst.stat()
+    with open(dst, "r+b") as f:
+        f.write(src.read_bytes())
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert dst.stat().st_mtime_ns == st.st_mtime_ns and dst.stat().st_ino == st.st_ino
+
+
+@case("rewritten_in_place_keeping_size_and_mtime", ["g2/tokens/step-00000000-rank0.parquet"], present=("g2",),
+      between=_rewrite_in_place)
+def _(r):
+    g2 = copy_run(r, "aspo", "g2")
+    same = (g2 / "tokens" / "step-00000000-rank0.parquet").stat().st_size
+    assert (r / "grpo" / "tokens" / "step-00000000-rank0.parquet").stat().st_size == same, "pick files of one size"
+
+
+def _grow(r: Path):
+    """An outside writer (or a slow copy) still appending to a part while every query runs."""
+    stop = threading.Event()
+
+    def append():
+        with open(r / "g2" / "tokens" / "step-00000001-rank0.parquet", "ab") as f:
+            while not stop.wait(0.002):
+                f.write(b"\0" * 100)
+                f.flush()
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    return lambda: (stop.set(), writer.join())
+
+
+@case("part_growing_while_read", ["g2/tokens/step-00000001-rank0.parquet"], present=("g2",), between=_grow)
+def _(r):
+    copy_run(r, "aspo", "g2")

@@ -5,7 +5,8 @@ with exceptions and peak memory recorded; the intact runs' numbers compared with
     python hostile_worker.py SPEC.json OUT.json
 
 SPEC: {"repo", "tests", "site" (a site-packages to add: an interpreter of another user), "raw" (run ->
-numbers counted from its raw rows), "cases": [{"name", "root", "expect", "intact", "absent", "present"}],
+numbers counted from its raw rows), "cases": [{"name", "root", "expect", "intact", "absent", "present",
+"between" (true: hostile_tree's change for the case runs after a first read)}],
 "pages": [{"name", "root"}] (dashboard roots), "app" (the streamlit script)}. OUT is rewritten after each
 case, so a hang names its case.
 """
@@ -132,6 +133,7 @@ def intact_numbers(rec: Recorder, root: str, run: str, want: dict, runs) -> list
 def check_case(case: dict) -> dict:
     rec, root = Recorder(), case["root"]
     t0, rss0 = time.perf_counter(), rss_mb()
+    stop = change_between_reads(rec, case)
     runs = rec.call("list_runs", queries.list_runs, root)
     keys = [] if runs is None else list(runs["run_id"])
     probs = rec.call("problems", queries.problems, root)
@@ -153,6 +155,8 @@ def check_case(case: dict) -> dict:
             rec.call("compare.parse_config", compare.parse_config, cfg)
     wrong = [w for run in case["intact"] for w in intact_numbers(rec, root, run, SPEC["raw"][run], runs)]
     probs = rec.call("problems (after every query)", queries.problems, root)  # what the next page rerun shows
+    if callable(stop):
+        stop()
     listed = [] if probs is None else list(probs["path"].astype(str))
     seen = set(keys) | (set(ctx["steps"]["run_id"]) if len(ctx["steps"]) else set())
     slowest = max(rec.times, default=(0.0, ""))
@@ -164,6 +168,18 @@ def check_case(case: dict) -> dict:
             "problems": [f"{p} | {r} | {k}" for p, r, k in zip(listed, probs["reason"], probs["kind"])] if listed else [],
             "seconds": round(time.perf_counter() - t0, 2), "rss_mb": round(rss_mb(), 1),
             "rss_growth_mb": round(rss_mb() - rss0, 1)}
+
+
+def change_between_reads(rec: Recorder, case: dict):
+    """For a case with a `between` step: read the tree once (problems() verifies and caches every file),
+    make the change, and give back what stops it (the real reads follow)."""
+    if not case.get("between"):
+        return None
+    from hostile_tree import CASES  # noqa: PLC0415  (the builders: only the cases that change need them)
+    rec.call("first read: problems", queries.problems, case["root"])
+    rec.call("first read: step_metrics", queries.step_metrics, case["root"])
+    change = {c.name: c.between for c in CASES}[case["name"]]
+    return rec.call("the change between two reads", change, Path(case["root"]))
 
 
 def pages(app: str) -> list[str]:

@@ -1,7 +1,10 @@
 """The catalog's listing rules, in process: one listing of the tree per question (issue 21), steps listed
 before the tables published before them, a file replaced during its check judged whole, glob characters
 in the log directory's own path escaped, the streaming page walk agreeing with the in-memory one,
-bounded JSON, and a hint when a run has too many uncompacted files."""
+bounded JSON, and a hint when a run has too many uncompacted files; and the rules the hostile-tree suite
+found next: a file rewritten in place with its mtime set back is checked again, a footer claiming rows
+its pages do not hold is refused, a runs file holds one row, a table directory at the root hides no run,
+text from a log is printable on a terminal."""
 from __future__ import annotations
 
 import inspect
@@ -14,7 +17,7 @@ import pytest
 
 from logs_helpers import grpo_and_aspo, make_synthetic_run, raw_rows
 from logs_schema import catalog, engine, pagecrc, queries, queries_explain, walk
-from logs_schema.untrusted import json_value
+from logs_schema.untrusted import json_value, printable
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +145,60 @@ def test_a_listing_problem_has_its_kind(tmp_path):
     assert "dangling" in probs.loc[str(tmp_path / "aspo" / "steps" / "step-00000150-rank0.parquet"), "reason"]
     assert probs.loc[str(tmp_path / "loop"), "kind"] == "directory"
     assert walk.name_problem("a[b") and walk.name_problem("ok-name_1=2") is None
+
+
+def test_a_file_rewritten_in_place_with_its_mtime_set_back_is_checked_again(tmp_path):
+    """`cp -p` of another run's file over a verified one (same size and inode, mtime set back): the
+    cached verdict goes with the ctime, so the copy is judged, not served as the old file."""
+    run = make_synthetic_run(tmp_path / "aspo", "aspo", steps=1, seqs_per_step=8, mean_len=6)
+    other = make_synthetic_run(tmp_path / "x" / "grpo", "grpo", steps=1, seqs_per_step=8, mean_len=6)
+    dst, src = (r / "tokens" / "step-00000000-rank0.parquet" for r in (run, other))
+    assert dst.stat().st_size == src.stat().st_size  # same seed and length: one size
+    assert queries.problems(tmp_path).empty  # verified and cached
+    st = dst.stat()
+    with open(dst, "r+b") as f:
+        f.write(src.read_bytes())
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    probs = queries.problems(tmp_path)
+    assert list(probs["path"]) == [str(dst)] and "holds rows of run 'grpo'" in probs["reason"][0]
+
+
+def test_a_footer_claiming_rows_its_pages_do_not_hold_is_refused(tmp_path):
+    """Row groups claiming 2**40 rows (pyarrow spins on them), and a footer whose column chunks claim
+    them too (only the pages tell; DuckDB failed on every query reading it)."""
+    from parquet_forge import claim_rows  # noqa: PLC0415
+    run = make_synthetic_run(tmp_path / "r", "grpo", steps=2, seqs_per_step=8, compact_every=None)
+    claim_rows(run / "tokens" / "step-00000000-rank0.parquet", 2 ** 40)
+    claim_rows(run / "tokens" / "step-00000001-rank0.parquet", 2 ** 40, values_too=True)
+    reasons = sorted(queries.problems(tmp_path)["reason"])
+    assert "its footer claims 1099511627776 rows in row group 0" in reasons[0]
+    assert "its pages hold" in reasons[1] and "where its footer says 1099511627776" in reasons[1]
+    assert queries.steps_available(tmp_path, "grpo")["n_token_rows"].sum() == 0
+
+
+def test_a_runs_file_holds_one_row(tmp_path):
+    run = make_synthetic_run(tmp_path / "r", "grpo", steps=1, seqs_per_step=8)
+    p = run / "runs" / "rank0.parquet"
+    t = pq.read_table(p)
+    pq.write_table(t.take([0] * 1000), p, write_page_checksum=True)  # its metadata kept
+    probs = queries.problems(tmp_path)
+    assert list(probs["reason"]) == ["holds 1000 rows; a runs file holds one, its rank's"]
+
+
+def test_a_table_directory_at_the_root_hides_no_run(tmp_path):
+    """`mkdir R/steps` once made R one empty run, hiding every run under it; a project directory whose
+    `runs/` holds the runs is read too (no problem: that runs/ is no table)."""
+    grpo_and_aspo(tmp_path / "R", steps=2, seqs_per_step=8)
+    (tmp_path / "R" / "steps").mkdir()
+    assert sorted(queries.list_runs(tmp_path / "R")["run_id"]) == ["aspo", "grpo"]
+    probs = queries.problems(tmp_path / "R")
+    assert list(probs["path"]) == [str(tmp_path / "R" / "steps")] and probs["kind"][0] == "directory"
+    grpo_and_aspo(tmp_path / "project" / "runs", steps=2, seqs_per_step=8)
+    assert len(queries.list_runs(tmp_path / "project")) == 2 and queries.problems(tmp_path / "project").empty
+    one = tmp_path / "R" / "grpo"
+    assert walk.listing(one).run_dirs == [str(one)]  # a run directory opened as the root is still one run
+
+
+def test_text_from_a_log_is_printable_on_a_terminal():
+    assert printable("grpo-1 é") == "grpo-1 é"
+    assert printable("a\x1b]0;t\x07\r\n\u202e\udcff") == "a\\x1b]0;t\\x07\\x0d\\x0a\\u202e\\udcff"

@@ -71,7 +71,8 @@ def start_worker(top: Path, name: str, root_of, cases, raw, pages=(), unprivileg
     spec = {"repo": str(REPO), "tests": str(Path(__file__).parent), "site": SITE, "raw": raw, "slow_s": SLOW_S,
             "app": str(REPO / "app" / "streamlit_app.py"), "pages": [{"name": n, "root": str(r)} for n, r in pages],
             "cases": [{"name": c.name, "root": str(root_of(c)), "expect": list(c.expect), "intact": list(c.intact),
-                       "absent": list(c.absent), "present": list(c.present)} for c in cases]}
+                       "absent": list(c.absent), "present": list(c.present), "between": c.between is not None}
+                      for c in cases]}
     (work / "spec.json").write_text(json.dumps(spec))
     drop = unprivileged and UNPRIVILEGED is not None
     cmd = [UNPRIVILEGED if drop else sys.executable, str(WORKER), str(work / "spec.json"), str(work / "out.json")]
@@ -104,7 +105,8 @@ PAGE_CASES = ("unreadable_dir_at_root", "unreadable_table_dir", "dangling_link_a
               "markup_and_newline_in_names", "zero_byte_segment_claiming_10**8_steps", "null_step", "string_step",
               "counts_overflowing_and_negative", "runs_row_not_utf8", "completion_not_utf8", "config_json_hostile",
               "warmup_records_hostile", "runs_row_values_hostile", "timestamps_out_of_range", "empty_run_id",
-              "copied_run_with_a_damaged_runs_file", "step_in_flight", "nonfinite_numbers", "token_position_2**31-1")
+              "copied_run_with_a_damaged_runs_file", "step_in_flight", "nonfinite_numbers", "token_position_2**31-1",
+              "control_characters_in_names", "names_of_the_longest_length", "footers_claiming_2**40_rows")
 
 
 def _build(base: Path, dest: Path, c, prune: bool) -> None:
@@ -145,15 +147,18 @@ def results(arena):
     """Both workers at once (two cores): every case but the permission ones as the current user; the
     permission cases and every dashboard page as uid 65534; `aspo report` beside them."""
     top, raw = arena
-    report = subprocess.Popen([sys.executable, "-m", "aspo.cli", "report", str(top / "pages"), "--out",
-                               str(top / "report")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=REPO, preexec_fn=_limit_memory)
+    report, health = (subprocess.Popen([sys.executable, "-m", "aspo.cli", *args], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, cwd=REPO, preexec_fn=_limit_memory)
+                      for args in (["report", str(top / "pages"), "--out", str(top / "report")],
+                                   ["health", str(top / "pages")]))
     mine = start_worker(top, "root", lambda c: top / "cases" / c.name, [c for c in CASES if not c.unprivileged], raw)
     nobody = start_worker(top, "nobody", lambda c: top / "cases" / c.name, PERMISSION_CASES, raw,
                           pages=[("page cases", top / "pages")], unprivileged=True)
     out, err = report.communicate(timeout=600)
+    health_out, health_err = health.communicate(timeout=600)
     return {"root": finish_worker(mine, 600), "nobody": finish_worker(nobody, 600),
-            "report": (report.returncode, out, err, top / "report")}
+            "report": (report.returncode, out, err, top / "report"),
+            "health": (health.returncode, health_out, health_err)}
 
 
 def _assert_clean(r: dict) -> None:
@@ -203,3 +208,15 @@ def test_aspo_report_writes_a_report_or_one_line(results):
             assert "<img src=x" not in text.replace("\\<img src=x", ""), name
     else:
         assert code == 2 and len(err.strip().splitlines()) == 1, err[-2000:]
+
+
+def test_aspo_health_prints_every_run_and_nothing_a_terminal_acts_on(results):
+    """`aspo health` on the page cases: every run's line, and no character from a log that a terminal
+    would act on (a run named with ESC ] 0; retitles it, ESC [ 8 m hides the verdict after it, CR
+    overwrites the line); `aspo report`'s console output likewise."""
+    code, out, err = results["health"]
+    assert code == 0 and "Traceback" not in out + err, err[-3000:]
+    assert "ctl\\x1b[8m\\u202ehidden" in out  # the control-character run, shown escaped
+    for name, text in (("health", out + err), ("report", results["report"][1] + results["report"][2])):
+        acting = sorted({repr(c) for c in text if not c.isprintable() and c != "\n"})
+        assert not acting, f"aspo {name} printed {acting}"
