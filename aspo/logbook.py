@@ -17,8 +17,9 @@ def make_writer(cfg, run_dir, resume_step, lock=None, record: dict | None = None
     meta = {"algo": cfg.algo, "task": cfg.task, "model": cfg.model, "seed": cfg.seed,
             "config": record if record is not None else cfg.to_dict()}
     sample = None if cfg.token_sample <= 0 else (int(cfg.token_sample) if cfg.token_sample >= 1 else cfg.token_sample)
+    # background: Parquet encoding and file writes overlap the next step (flushed before every checkpoint)
     return RunWriter(run_dir, run_id=cfg.run_id, meta=meta, rank=0, token_sample=sample, resume_step=resume_step,
-                     lock=lock)
+                     lock=lock, background=True)
 
 
 class StepLog:

@@ -175,12 +175,14 @@ def _assemble(tokenizer, prompt_ids, prompt_mask, tokens, logps, alive, done) ->
 # ----------------------------------------------------------------------------------------------- scoring
 def token_logp_entropy(model, input_ids: Tensor, attention_mask: Tensor, n_completion: int,
                        temperature: float = 1.0, autocast: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-    """(logp, entropy), each (N, T=n_completion), from one forward (with autograd when enabled).
+    """(logp, entropy), each (N, T=n_completion), from one forward (logp with autograd when enabled; entropy is
+    a measurement and never carries a graph).
 
     logp[i, t]: log-prob of completion token t (the last T columns of input_ids) under softmax(logits/temperature);
-    entropy[i, t]: entropy in nats of that same next-token distribution. Only the last T+1 positions' logits are
-    materialised (`logits_to_keep`), and the softmax runs in float32 (also under `autocast`, which covers the
-    forward only). Values at masked positions are meaningless.
+    entropy[i, t]: entropy in nats of that same next-token distribution, from the same log-softmax (no second
+    one), in blocks of rows (`entropy_from_logp`). Only the last T+1 positions' logits are materialised
+    (`logits_to_keep`), and the softmax runs in float32 (also under `autocast`, which covers the forward only).
+    Values at masked positions are meaningless.
     """
     T = int(n_completion)
     kw = {"logits_to_keep": T + 1} if "logits_to_keep" in _forward_params(type(model)) else {}
@@ -193,5 +195,24 @@ def token_logp_entropy(model, input_ids: Tensor, attention_mask: Tensor, n_compl
     logp_all = torch.log_softmax(logits, dim=-1)
     targets = input_ids[:, -T:]
     logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    return logp, entropy_from_logp(logp_all)
+
+
+ENTROPY_BLOCK = 1 << 22  # elements of one block's temporaries (16 MiB in float32)
+
+
+@torch.no_grad()
+def entropy_from_logp(logp_all: Tensor) -> Tensor:
+    """-(exp(logp) * logp).sum(-1) over the last (vocabulary) axis, a block of rows at a time, so the temporaries
+    are ENTROPY_BLOCK elements, not two more (rows, vocabulary) tensors (at 151,936 tokens, 4 GiB for 7k rows),
+    and no graph is built (nothing differentiates an entropy here). Each row's sum is the same computation
+    whatever the block, so the values are those of the one-shot expression, bit for bit."""
+    flat = logp_all.reshape(-1, logp_all.shape[-1])
+    rows = max(1, ENTROPY_BLOCK // max(flat.shape[1], 1))
+    if flat.shape[0] <= rows:
+        return -(flat.exp() * flat).sum(-1).reshape(logp_all.shape[:-1])
+    out = torch.empty(flat.shape[0], dtype=flat.dtype, device=flat.device)
+    for start in range(0, flat.shape[0], rows):
+        block = flat[start:start + rows]
+        out[start:start + rows] = -(block.exp() * block).sum(-1)
+    return out.reshape(logp_all.shape[:-1])

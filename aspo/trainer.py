@@ -133,7 +133,9 @@ def loss_kwargs(cfg: TrainConfig) -> dict:
 
 
 def make_optimizer(cfg: TrainConfig, model):
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: one kernel call per operation over all tensors, not one per tensor (the same arithmetic, bit for
+    # bit: benchmarks/bench_identity.py); the fused kernel would be faster still but rounds differently
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     warm = max(cfg.lr_warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm))
     return opt, sched
@@ -277,6 +279,7 @@ def update_policy(run: Run, batch: Batch, log: StepLog) -> None:
     would make the first pass's ratios noise instead of 1, and every weight and clip flag with them."""
     run.model.eval()
     size = dev_policy.micro_batch(run.cfg, run.budgets, "train", batch.input_ids.shape[1])
+    params = list(run.model.parameters())  # once per step, not per update (walking the modules is not free)
     for epoch, mb, seqs in minibatches(run, batch):
         normalizer = normaliser(run.aggregation, batch.mask[seqs])
         if normalizer == 0:
@@ -284,7 +287,7 @@ def update_policy(run: Run, batch: Batch, log: StepLog) -> None:
         run.optimizer.zero_grad(set_to_none=True)
         for micro in chunks(seqs, size):
             loss_on_micro(run, batch, micro, normalizer, epoch, mb, log)
-        log.grad_norm.append(clip_gradients(run))
+        log.grad_norm.append(clip_gradients(run, params))
         log.lr.append(run.scheduler.get_last_lr()[0])
         run.scaler.step(run.optimizer)  # optimizer.step(); with fp16, skipped if the gradients overflowed
         run.scaler.update()
@@ -313,9 +316,9 @@ def loss_on_micro(run: Run, batch: Batch, idx: torch.Tensor, normalizer: float, 
     log.add_pass(epoch, mb, idx, logp.detach(), old, entropy.detach(), out, mask, adv, kl, loss.item())
 
 
-def clip_gradients(run: Run) -> float:
+def clip_gradients(run: Run, params: list) -> float:
+    """The gradient norm before clipping (parameters without a gradient count for nothing, as in torch)."""
     run.scaler.unscale_(run.optimizer)  # fp16: the norm and the clip are of the true gradients
-    params = [p for p in run.model.parameters() if p.grad is not None]
     limit = run.cfg.max_grad_norm if run.cfg.max_grad_norm > 0 else float("inf")
     return float(torch.nn.utils.clip_grad_norm_(params, limit))
 
@@ -379,6 +382,7 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> Path:
         for step in range(run.start_step, cfg.steps):
             metrics = train_step(run, step)
             if (step + 1) % cfg.checkpoint_every == 0 or step == cfg.steps - 1:
+                run.writer.flush()  # every step up to the checkpoint is published: a resume leaves no gap
                 with deferred_stop():  # an interrupted torch.save hides the stop behind its own error
                     checkpoint.save(run.run_dir, step, run.model, run.optimizer, run.scheduler, run.generator,
                                     sampler=run.sampler, scaler=run.scaler)
@@ -386,3 +390,4 @@ def train(cfg: TrainConfig, log=print, on_step=None) -> Path:
                 on_step(step, metrics)
         run.writer.set_status("finished")
     return run.run_dir
+

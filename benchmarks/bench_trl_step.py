@@ -72,7 +72,7 @@ class _Counter:
         return self.fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **kw)
 
 
-def _clock(boundary: int):
+def _clock(boundary: int, on_step=None):
     from transformers import TrainerCallback
 
     class Clock(TrainerCallback):
@@ -84,15 +84,19 @@ def _clock(boundary: int):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step % boundary == 0:
                 self.marks.append(time.perf_counter())
+                if on_step:
+                    on_step()
 
     return Clock()
 
 
 def trl_step_stats(model_dir, prompts, reward_fn, B: int, G: int, max_new_tokens: int, iterations: int,
                    steps: int, *, minibatches: int = 1, lr: float = 1e-3, seed: int = 0, trainer_cls=None,
-                   trainer_kwargs: dict | None = None, out_dir=None) -> dict:
+                   trainer_kwargs: dict | None = None, out_dir=None, beta: float = 0.0, temperature: float = 1.0,
+                   on_step=None) -> dict:
     """Run `steps` RL steps of B prompts x G completions and return seconds_per_step, tokens_per_s, steps and
-    the warm-up step's seconds. trainer_cls/trainer_kwargs: a GRPOTrainer subclass and its extra arguments."""
+    the warm-up step's seconds. trainer_cls/trainer_kwargs: a GRPOTrainer subclass and its extra arguments;
+    beta: TRL's KL coefficient (> 0 loads a reference model); on_step(): called at the end of every RL step."""
     import datasets
     from trl import GRPOConfig, GRPOTrainer
 
@@ -103,9 +107,10 @@ def trl_step_stats(model_dir, prompts, reward_fn, B: int, G: int, max_new_tokens
     args = GRPOConfig(output_dir=str(out_dir), per_device_train_batch_size=B * G // minibatches,
                       steps_per_generation=minibatches, num_generations=G, num_iterations=iterations,
                       max_completion_length=max_new_tokens, max_steps=steps * per_update, learning_rate=lr,
-                      temperature=1.0, report_to="none", logging_steps=10 ** 6, save_strategy="no", use_cpu=True,
-                      bf16=False, seed=seed, gradient_checkpointing=False, disable_tqdm=True, shuffle_dataset=False)
-    counter, clock = _Counter(reward_fn), _clock(per_update)
+                      temperature=temperature, beta=beta, report_to="none", logging_steps=10 ** 6,
+                      save_strategy="no", use_cpu=True, bf16=False, seed=seed, gradient_checkpointing=False,
+                      disable_tqdm=True, shuffle_dataset=False)
+    counter, clock = _Counter(reward_fn), _clock(per_update, on_step)
     data = datasets.Dataset.from_dict({"prompt": list(prompts)})
     trainer = (trainer_cls or GRPOTrainer)(model=str(model_dir), reward_funcs=counter, args=args,
                                            train_dataset=data, callbacks=[clock], **(trainer_kwargs or {}))

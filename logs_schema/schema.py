@@ -219,7 +219,8 @@ TOKEN_HIST = pa.schema(_KEY + [
     _f("count", pa.int64(), "rows", "Token rows (token x update pass) in the cell, over ALL tokens.", True),
     _f("weight_sum", pa.float64(), "weight", "Sum of weight (mean = weight_sum / count)."),
     _f("ratio_sum", pa.float64(), "ratio", "Sum of ratio."),
-    _f("delta_logp_sum", pa.float64(), "nats", "Sum of new_logp - old_logp (realised update)."),
+    _f("delta_logp_sum", pa.float64(), "nats", "Sum of new_logp - old_logp (realised update). Null for a step "
+       "where new_logp is not known on every row (no new_logp forward, or one over the kept responses only)."),
     _f("entropy_sum", pa.float64(), "nats", "Sum of entropy."),
     _f("old_logp_sum", pa.float64(), "nats", "v2: sum of old_logp."),
     _f("advantage_sum", pa.float64(), "-", "v2: sum of advantage."),
@@ -231,7 +232,8 @@ TOKEN_HIST = pa.schema(_KEY + [
        "trainer: epochs; TRL: num_iterations; verl: ppo_epochs), so per step sum(new_entropy_sum - old_entropy_sum) "
        "/ sum(count) over the cells is entropy_change_same and a cell's (new - old) / the step's sum(count) is its "
        "share of it: the cells add up. Null when not measured."),
-    _f("new_entropy_sum", pa.float64(), "nats", "v3: sum of new_entropy (same rule as old_entropy_sum)."),
+    _f("new_entropy_sum", pa.float64(), "nats", "v3: sum of new_entropy (same rule as old_entropy_sum); null for "
+       "a step where new_entropy is not known on every row (as delta_logp_sum)."),
     _f("entropy_first_order_sum", pa.float64(), "nats", "v3: sum of weight * advantage * entropy_slope; per step "
        "sum over cells / sum(count) is entropy_first_order, a cell's / the step's sum(count) its share of it."),
 ])

@@ -75,12 +75,11 @@ def token_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:
     cell = (pbin * 3 + sign) * 3 + clip
     size = S.PROB_BINS * 9
     count = np.bincount(cell, minlength=size)
-    delta = np.asarray(tok["new_logp"], np.float64) - old
     adv = np.asarray(tok["advantage"], np.float64)
     sums = {f"{k}_sum": np.bincount(cell, weights=np.asarray(v, np.float64), minlength=size)
-            for k, v in (("weight", tok["weight"]), ("ratio", tok["ratio"]),
-                         ("delta_logp", delta), ("entropy", tok["entropy"]),
+            for k, v in (("weight", tok["weight"]), ("ratio", tok["ratio"]), ("entropy", tok["entropy"]),
                          ("old_logp", old), ("advantage", adv), ("old_logp_adv", old * adv))}
+    sums["delta_logp_sum"] = _after_sum(np.asarray(tok["new_logp"], np.float64) - old, cell, size)
     sums.update(_measured_sums(tok, cell, size, adv))
     idx = np.nonzero(count)[0]
     b, s, c = idx // 9, (idx // 3) % 3, idx % 3
@@ -94,14 +93,22 @@ def _measured_sums(tok: dict, cell: np.ndarray, size: int, adv: np.ndarray) -> d
     """v3 cell sums of what a host may not measure: null (None) for a step where it is unknown everywhere (or
     absent, as in older inputs), else the sums (NaN in a cell with an unknown value, as the other sums)."""
     nan = np.full(len(cell), np.nan)
-    values = {"old_entropy": tok.get("old_entropy", nan), "new_entropy": tok.get("new_entropy", nan),
+    values = {"old_entropy": tok.get("old_entropy", nan),
               "entropy_first_order": np.asarray(tok["weight"], np.float64) * adv
               * np.asarray(tok.get("entropy_slope", nan), np.float64)}
     out = {}
     for k, v in values.items():
         v = np.asarray(v, np.float64)
         out[f"{k}_sum"] = None if np.isnan(v).all() else np.bincount(cell, weights=v, minlength=size)
+    out["new_entropy_sum"] = _after_sum(np.asarray(tok.get("new_entropy", nan), np.float64), cell, size)
     return out
+
+
+def _after_sum(v: np.ndarray, cell: np.ndarray, size: int):
+    """Cell sums of a value measured after the step's updates (new_logp - old_logp, new_entropy): null (None)
+    unless it is known on every row. A plug-in's new_logp forward may cover only the responses whose token rows
+    are kept (the token budget); a sum over part of a cell's rows would read as a sum over all of them."""
+    return None if np.isnan(v).any() else np.bincount(cell, weights=v, minlength=size)
 
 
 def value_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:

@@ -26,6 +26,13 @@ One writer per (run directory, rank): the writer holds `.writer-rank<R>.lock` (l
 for its whole life, so a second trainer pointed at the same directory is refused before it
 deletes or rewrites anything.
 
+Background writing (`background=True`): `log_step` hands the step to one writer thread (logs_schema.write_queue)
+and returns; steps are published in order, at most two wait (the third `log_step` blocks), none is dropped.
+`flush()` returns once every logged step is published (the trainer calls it before a checkpoint, so a resumed
+run never misses a step before its checkpoint); `set_status`, `compact`, `close` and the context manager's exit
+flush first, and a write error is raised in the training thread by the next call. A killed process loses only
+the steps still queued; every published step is complete, as above.
+
 fsync policy: by default nothing is fsynced. A killed *process* cannot lose or tear a published
 file (the page cache survives it); only an OS crash or power loss can leave a renamed file empty
 or truncated, and readers skip such a file and report it in `queries.problems`. Pass `fsync=True`
@@ -49,6 +56,7 @@ import pyarrow.parquet as pq
 
 from . import schema as S
 from .lock import RunLock
+from .write_queue import WriteQueue
 from .tables import (AGG_COLUMNS, FILE_SCHEMAS, build_table, sample_ids, steps_table,  # noqa: F401
                      token_hist_table, value_hist_table)  # re-exported: writer.<name> stays valid
 
@@ -208,12 +216,13 @@ class RunWriter:
     lock: the RunLock of (run_dir, rank) if the caller took it earlier (the trainer does, before it
     touches the directory); otherwise the writer takes it, and raises lock.RunDirInUse while another
     live writer holds it. The lock is released by close() (the context manager's exit).
+    background: publish steps (and heartbeats) from a writer thread; see the module docstring.
     """
 
     def __init__(self, run_dir, run_id: str, meta: dict | None = None, rank: int = 0,
                  token_sample: int | float | None = None, resume_step: int | None = None,
                  *, fsync: bool = False, compression: str = "snappy", compact_every: int | None = 100,
-                 lock: RunLock | None = None):
+                 lock: RunLock | None = None, background: bool = False):
         self.dir, self.run_id, self.rank = Path(run_dir), str(run_id), int(rank)
         self.token_sample, self.compact_every = token_sample, compact_every
         self._write_kw = {"fsync": fsync, "compression": compression}
@@ -222,20 +231,41 @@ class RunWriter:
         self._held: dict[str, dict[int, pa.Table]] = {t: {} for t in SEGMENT_TABLES}
         self._compacted_through = -1   # last step inside a segment: later steps only
         self._loose_from: int | None = None  # first step with parts not yet compacted
+        self._queue: WriteQueue | None = None
         self._lock = lock if lock is not None else RunLock(self.dir, self.rank)  # before touching anything
         try:
             for t in PART_TABLES + ("runs",):
                 (self.dir / t).mkdir(parents=True, exist_ok=True)
             self._clean_temp_files()
             self._prepare_steps(resume_step)
-            self.heartbeat()
+            self._beat()
         except BaseException:
             self.close()
             raise
+        self._queue = WriteQueue() if background else None
 
     def close(self) -> None:
-        """Give the run directory back to other writers (idempotent); the status stays as set."""
-        self._lock.release()
+        """Publish what is queued, then give the run directory back to other writers (idempotent); the status
+        stays as set."""
+        try:
+            if self._queue is not None:
+                self._queue.close()
+        finally:
+            self._lock.release()
+
+    def flush(self) -> None:
+        """Return once every logged step is published; raises a background write's error (a no-op when
+        writing in the foreground)."""
+        if self._queue is not None:
+            self._queue.flush()
+
+    def kept_samples(self, step: int, samples) -> np.ndarray:
+        """The responses (sample ids) whose token rows `log_step(step, ...)` keeps: the token budget's draw, for a
+        producer that measures something only for them (a plug-in's new_logp forward)."""
+        return sample_ids(np.asarray(samples), self.token_sample, int(step), self.rank)
+
+    def _drained(self) -> BaseException | None:
+        return self._queue.wait() if self._queue is not None else None
 
     def _runs_row(self, meta: dict) -> dict:
         unknown = set(meta) - set(META_KEYS)
@@ -289,7 +319,14 @@ class RunWriter:
 
     def heartbeat(self) -> None:
         """Rewrite this rank's runs row (updated_at = now). Called by log_step and set_status;
-        call it during long pauses (e.g. evaluation) so the run is not reported stale."""
+        call it during long pauses (e.g. evaluation) so the run is not reported stale. In the background
+        it is queued (skipped when steps are waiting: each of them rewrites the row when published)."""
+        if self._queue is None:
+            self._beat()
+        else:
+            self._queue.submit(self._beat, block=False)
+
+    def _beat(self) -> None:
         row = {**self._row, "run_id": self.run_id, "rank": self.rank, "status": self.status,
                "schema_version": S.SCHEMA_VERSION, "finished_at": self.finished_at,
                "updated_at": _now(), "pid": os.getpid(), "host": socket.gethostname()}
@@ -300,18 +337,26 @@ class RunWriter:
         """running | finished | failed | killed; a final status also compacts what is left."""
         if status not in S.RUN_STATUSES:
             raise ValueError(f"status must be one of {S.RUN_STATUSES}, got {status!r}")
-        self.status = status
-        self.finished_at = None if status == "running" else _now()
-        if status != "running":
+        error = self._drained()  # every logged step is published before the status says how the run ended
+        error = error if status in ("running", "finished") else None  # killed/failed: that status stands
+        self.status = "failed" if error is not None else status  # a step could not be written: not finished
+        self.finished_at = None if self.status == "running" else _now()
+        if self.status != "running":
             try:
-                self.compact()
+                self._compact()
             except (OSError, pa.ArrowException) as e:  # disk full: the parts are complete, only slower to read
                 warnings.warn(LogWarning(f"logs of {self.dir} left uncompacted ({e}): they stay complete "
                                          "as per-step files"))
-        self.heartbeat()  # the final status is written even when compaction failed
+        self._beat()  # the final status is written even when compaction failed
+        if error is not None:
+            raise error
 
     def compact(self, before: int | None = None) -> None:
         """Merge this rank's per-step parts of steps < `before` (all when None) into segments."""
+        self.flush()
+        self._compact(before)
+
+    def _compact(self, before: int | None = None) -> None:
         if self.compact_every:
             for p in compact(self.dir, self.rank, self.compact_every, before, self._held, **self._write_kw):
                 warnings.warn(LogWarning(f"{p} cannot be read (damaged): left out of compaction"))
@@ -326,6 +371,12 @@ class RunWriter:
         if step < 0 or step <= self._compacted_through:
             raise ValueError(f"step {step} must be >= 0 and after the compacted steps "
                              f"(..{self._compacted_through}): steps must increase")
+        if self._queue is not None:
+            self._queue.submit(self._publish, step, metrics, sequences, tokens)
+        else:
+            self._publish(step, metrics, sequences, tokens)
+
+    def _publish(self, step: int, metrics: dict, sequences: dict, tokens: dict) -> None:
         tables = self._detail_tables(step, sequences or {}, tokens or {})
         tables["steps"] = steps_table(metrics or {}, self.run_id, step, self.rank)
         for name in PART_TABLES:
@@ -334,7 +385,7 @@ class RunWriter:
             if tables[name].nbytes < HOLD_BYTES:
                 self._held[name][step] = tables[name]
         self._loose_from = step if self._loose_from is None else min(self._loose_from, step)
-        self.heartbeat()
+        self._beat()
         self._maybe_compact(step)
 
     def _maybe_compact(self, step: int) -> None:
@@ -345,7 +396,7 @@ class RunWriter:
             return
         before = step + 1 if step % k == k - 1 else step - step % k
         if self._loose_from < before:
-            self.compact(before)
+            self._compact(before)
 
     def _detail_tables(self, step: int, sequences: dict, tokens: dict) -> dict:
         tok = build_table("tokens", tokens, self.run_id, step, self.rank) if tokens else \

@@ -145,6 +145,55 @@ def test_same_state_entropy_and_predictors_are_logged(aspo_run):
                                                                    rel=1e-4, abs=1e-7)
 
 
+class CountingTrainer(AspoGRPOTrainer):
+    """Records how many responses each new_logp forward scored."""
+    scored: list = []
+
+    def _new_logp(self, batch, rows):
+        type(self).scored.append(len(rows))
+        return super()._new_logp(batch, rows)
+
+
+def test_a_token_budget_limits_the_new_logp_forward_to_the_kept_responses(tmp_path, model_dir, dataset):
+    """aspo_token_sample=3 of 8 responses: the new_logp forward scores those 3 only; their rows carry new_logp and
+    new_entropy, the same-state metrics are their (trained) tokens' means, and the histograms' sums of values
+    measured after the updates are null (a sum over part of a cell's rows would pass for one over all), while
+    their counts still cover every token. aspo_new_logp="all" scores all 8 and fills those sums."""
+    CountingTrainer.scored = []
+    log_dir = tmp_path / "kept"
+    CountingTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, max_steps=4),
+                    train_dataset=dataset, aspo_loss="grpo", aspo_log_dir=log_dir, aspo_token_sample=3).train()
+    assert CountingTrainer.scored == [3]
+    t = step_tokens(log_dir, 0)
+    assert t["sample"].nunique() == 3 and t["new_logp"].notna().all() and t["new_entropy"].notna().all()
+    once = t.drop_duplicates(["sample", "position"])
+    m = queries.step_metrics(log_dir).set_index("step")
+    assert m.loc[0, "entropy_change_same"] == pytest.approx((once["new_entropy"] - once["old_entropy"]).mean(),
+                                                            rel=1e-4, abs=1e-7)
+    assert m.loc[0, "entropy_before"] == pytest.approx(once["old_entropy"].mean(), rel=1e-5)
+    hist = raw_hist(log_dir)
+    assert hist["delta_logp_sum"].isna().all() and hist["new_entropy_sum"].isna().all()
+    assert hist["count"].sum() > len(t) and hist["weight_sum"].notna().all()
+
+    CountingTrainer.scored = []
+    log_all = tmp_path / "all"
+    CountingTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, max_steps=4),
+                    train_dataset=dataset, aspo_loss="grpo", aspo_log_dir=log_all, aspo_token_sample=3,
+                    aspo_new_logp="all").train()
+    assert CountingTrainer.scored == [8]
+    hist = raw_hist(log_all)
+    assert hist["delta_logp_sum"].notna().all() and hist["new_entropy_sum"].notna().all()
+    with pytest.raises(ValueError, match="aspo_new_logp"):
+        AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path), train_dataset=dataset,
+                        aspo_new_logp="some")
+
+
+def raw_hist(log_dir) -> pd.DataFrame:
+    """Every token_hist row of a run, from its raw files."""
+    import pyarrow.parquet as pq
+    return pd.concat([pq.read_table(f).to_pandas() for f in sorted((log_dir / "token_hist").glob("*.parquet"))])
+
+
 def test_on_policy_steps_take_old_entropy_from_the_pass(tmp_path, model_dir, dataset):
     """num_iterations 1, steps_per_generation 1: TRL makes no old-logp forward (every pass precedes the step's one
     update), so the pass's own entropy is the old one."""

@@ -18,7 +18,8 @@ What changes against `GRPOTrainer` (written against TRL 1.16; see docs/integrati
 - with `aspo_log_dir`, every rank writes the `logs_schema` tables (runs, steps, sequences, tokens,
   token_hist, value_hist) into that run directory, rank = `accelerator.process_index`. One aspo step is one
   TRL generation batch and all the updates that reuse it; `new_logp` and `new_entropy` come from one extra
-  forward at the next generation (after the step's optimizer updates), or at the end of `train()`;
+  forward at the next generation (after the step's optimizer updates), or at the end of `train()`, over the
+  responses whose token rows are kept (`aspo_new_logp="all"`: every response);
   `old_entropy` from TRL's old-logp forward (or the pass itself when TRL makes none: all passes then precede
   the step's first update).
 """
@@ -81,23 +82,28 @@ class AspoGRPOTrainer(GRPOTrainer):
     aspo_token_sample: responses per step (int) or share (float) whose token rows are kept; None = all.
     aspo_run_id: run id (same on every rank); default `args.run_name` or the log directory's name.
     aspo_repetition_n: token n-gram size of the per-response repetition rate.
-    aspo_new_logp: measure new_logp and new_entropy with one extra forward over the step's batch after its
-        updates (about a sixth of the update compute with 2 epochs x 2 mini-batches); False: both NaN (and the
-        same-state entropy metrics null), no extra forward.
+    aspo_new_logp: measure new_logp and new_entropy with one extra forward after the step's updates, over the
+        responses whose token rows are kept (True, the default: with a token budget that forward costs the
+        budget's share of one forward over the batch, and the same-state entropy metrics and the histograms'
+        delta_logp read those responses only; see docs/integrations/trl.md), or over every response ("all":
+        exact over all tokens, one forward over the batch, about a sixth of the update compute with 2 epochs x
+        2 mini-batches); False: both NaN (and the same-state entropy metrics null), no extra forward.
     """
 
     def __init__(self, *args, aspo_loss: str = "aspo", aspo_loss_kwargs: dict | None = None,
                  aspo_log_dir=None, aspo_token_sample: int | float | None = None, aspo_run_id: str | None = None,
-                 aspo_repetition_n: int = 4, aspo_new_logp: bool = True, **kwargs):
+                 aspo_repetition_n: int = 4, aspo_new_logp: bool | str = True, **kwargs):
         if aspo_loss not in LOSSES:
             raise ValueError(f"unknown aspo_loss {aspo_loss!r}: choose one of {', '.join(LOSSES)}")
+        if aspo_new_logp not in (True, False, "kept", "all"):
+            raise ValueError(f"aspo_new_logp must be True (or 'kept'), 'all' or False, got {aspo_new_logp!r}")
         super().__init__(*args, **kwargs)
         self._check_supported()
         self.aspo_loss = aspo_loss
         self.aspo_loss_kwargs = {**LOSS_DEFAULTS[aspo_loss], **(aspo_loss_kwargs or {})}
         self.aspo_log_dir = None if aspo_log_dir is None else Path(aspo_log_dir)
         self.aspo_token_sample, self.aspo_repetition_n = aspo_token_sample, aspo_repetition_n
-        self.aspo_new_logp = aspo_new_logp
+        self.aspo_new_logp = "kept" if aspo_new_logp is True else aspo_new_logp
         self.aspo_run_id = aspo_run_id or (self.aspo_log_dir.name if self.aspo_log_dir else None) or self.args.run_name
         self._aspo_writer, self._aspo_pending, self._aspo_seq_info = None, None, None
         self._aspo_capture, self._aspo_captured = False, None
@@ -273,17 +279,28 @@ class AspoGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ logging
     def _record_pass(self, inputs, logp, old, out, adv, entropy, mask, loss) -> None:
+        """Keep the pass's tensors (detached, where they are): the token rows are built at the step's flush, so
+        a pass adds no host synchronisation and no copy to the host."""
         p = self._aspo_pending
         spg = self.args.steps_per_generation
-        rows = pass_rows(
+        detached = lambda x: None if x is None else x.detach()  # noqa: E731
+        p["passes"].append(dict(
             epoch=p["n_pass"] // spg, minibatch=p["n_pass"] % spg, sample=inputs["aspo_sample"], mask=mask,
-            logp=logp, old_logp=old, out=out, advantages=adv, entropy=entropy, token_ids=inputs["completion_ids"],
-            rollout_logp=inputs.get("sampling_per_token_logps"))  # TRL's sampler logps (vLLM, rollout_func)
-        # before the step's updates: the old-logp forward's entropy, or (no such forward) this pass's own
-        rows["old_entropy"] = at(rows, p["old_entropy"]) if p["old_entropy"] is not None else rows["entropy"]
-        p["passes"].append(rows)
-        p["losses"].append(loss.item())
+            logp=logp.detach(), old_logp=old.detach(), out=type(out)(*map(detached, out)), advantages=adv.detach(),
+            entropy=detached(entropy), token_ids=inputs["completion_ids"],
+            rollout_logp=inputs.get("sampling_per_token_logps")))  # TRL's sampler logps (vLLM, rollout_func)
+        p["losses"].append(loss.detach())
         p["n_pass"] += 1
+
+    def _pass_rows(self, p) -> dict:
+        """The step's token rows from its kept passes; old_entropy: the old-logp forward's entropy, or (no such
+        forward) each pass's own, every pass then preceding the step's first update."""
+        parts = []
+        for kw in p["passes"]:
+            rows = pass_rows(**kw)
+            rows["old_entropy"] = at(rows, p["old_entropy"]) if p["old_entropy"] is not None else rows["entropy"]
+            parts.append(rows)
+        return merge_rows(parts)
 
     def _get_grad_norm(self, model, grad_norm=None):
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
@@ -302,7 +319,8 @@ class AspoGRPOTrainer(GRPOTrainer):
                 "config": self._aspo_config()}
         self._aspo_writer = RunWriter(self.aspo_log_dir, run_id=self.aspo_run_id, meta=meta,
                                       rank=self.accelerator.process_index, token_sample=self.aspo_token_sample,
-                                      resume_step=self._aspo_step - 1 if global_step > 0 else None)
+                                      resume_step=self._aspo_step - 1 if global_step > 0 else None,
+                                      background=True)  # Parquet off the training thread, flushed at the end
 
     def _aspo_config(self) -> dict:
         return {"integration": "trl", "aspo_loss": self.aspo_loss, "loss_kwargs": self.aspo_loss_kwargs,
@@ -312,19 +330,37 @@ class AspoGRPOTrainer(GRPOTrainer):
                 "num_processes": self.accelerator.num_processes,
                 "trl": {k: v for k, v in self.args.to_dict().items() if not k.endswith("_token")}}
 
+    def _new_logp_rows(self, p) -> np.ndarray:
+        """The responses the new_logp forward covers: those whose token rows the writer keeps (the same
+        `sample_ids` draw), or all of them with aspo_new_logp="all". Every rank keeps as many (same batch size,
+        same budget), so the forward stays collective under FSDP/DeepSpeed."""
+        n = p["batch"]["completion_ids"].size(0)
+        if self.aspo_new_logp == "all":
+            return np.arange(n)
+        return self._aspo_writer.kept_samples(p["step"], p["sequences"]["sample"])
+
     @torch.no_grad()
-    def _new_logp(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(new_logp, new_entropy), (n, T): one forward of the updated policy over the step's batch (its fused head
-        gives the entropies with the log-probs); NaN when not asked for (aspo_new_logp=False) or multimodal."""
+    def _new_logp(self, batch, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(new_logp, new_entropy), (n, T): one forward of the updated policy over the responses `rows` (its fused
+        head gives the entropies with the log-probs); NaN elsewhere, and everywhere when not asked for
+        (aspo_new_logp=False) or multimodal."""
         nan = torch.full(batch["completion_ids"].shape, float("nan"))
         if not self.aspo_new_logp or any(k in batch for k in ("pixel_values", "token_type_ids", "mm_token_type_ids")):
             return nan, nan  # multimodal: not re-scored
-        ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-        att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+        if not len(rows):
+            return nan, nan
+        pick = torch.as_tensor(rows, dtype=torch.long)
+        on = pick.to(batch["completion_ids"].device)
+        ids = torch.cat([batch["prompt_ids"][on], batch["completion_ids"][on]], dim=1)
+        att = torch.cat([batch["prompt_mask"][on], batch["completion_mask"][on]], dim=1)
         logp, ent, _ = self._get_per_token_logps_and_entropies(
             self.model, ids, att, batch["completion_ids"].size(1), batch_size=self.args.per_device_train_batch_size,
             compute_entropy=True)
-        return logp.float().cpu(), (nan if ent is None else ent.float().cpu())
+        new_logp, new_entropy = nan.clone(), nan.clone()
+        new_logp[pick] = logp.float().cpu()
+        if ent is not None:
+            new_entropy[pick] = ent.float().cpu()
+        return new_logp, new_entropy
 
     def _aspo_flush(self, final: bool = False) -> None:
         """Write the pending step (every rank at the same moment: the new_logp forward and the metric
@@ -332,16 +368,17 @@ class AspoGRPOTrainer(GRPOTrainer):
         p, self._aspo_pending = self._aspo_pending, None
         if p is None or self._aspo_writer is None:
             return
-        tok = merge_rows(p["passes"])
+        tok = self._pass_rows(p)
         if tok:
-            new_logp, new_entropy = self._new_logp(p["batch"])
+            new_logp, new_entropy = self._new_logp(p["batch"], self._new_logp_rows(p))
             tok["new_logp"], tok["new_entropy"] = at(tok, new_logp), at(tok, new_entropy)
             tok["token"] = token_texts(self._tokenizer.decode, tok["token_id"])
         seconds = time.perf_counter() - p["t0"]
         # Whole-batch values on every rank: loss summed over all ranks' passes (DDP averages the ranks'
         # gradients, so the step's loss is the mean of theirs), tokens generated by all ranks.
         loss_sum, n_loss, tokens = self._reduce_sum(np.asarray(
-            [np.sum(p["losses"]), len(p["losses"]), np.sum(p["sequences"]["length"])], np.float64))
+            [np.sum([float(x) for x in p["losses"]]), len(p["losses"]), np.sum(p["sequences"]["length"])],
+            np.float64))
         extra = {"loss": loss_sum / n_loss if n_loss else None,
                  "grad_norm": float(np.mean(self._aspo_grad_norms)) if self._aspo_grad_norms else None,
                  "lr": self._get_learning_rate() if self.lr_scheduler is not None else self.args.learning_rate,

@@ -191,7 +191,8 @@ class _Recorder:
                                                                  "token_sample": self.token_sample}}
             last = _last_logged_step(Path(self.log_dir), rank)
             self.writer = RunWriter(self.log_dir, run_id=self.run_id, meta=meta, rank=rank,
-                                    token_sample=self.token_sample, resume_step=last)
+                                    token_sample=self.token_sample, resume_step=last,
+                                    background=True)  # Parquet off the actor's thread; drained on exit
             self.step = 0 if last is None else last + 1
         return self.writer
 
@@ -262,8 +263,12 @@ def configure(log_dir=None, run_id: str | None = None, token_sample: int | float
 
 def flush(step: int | None = None, sequences: dict | None = None, metrics: dict | None = None,
           new_logp: torch.Tensor | None = None, new_entropy: torch.Tensor | None = None) -> int | None:
-    """Write what the losses recorded since the last flush as one step (for custom actors/trainers)."""
-    return RECORDER.flush(step, sequences, metrics, new_logp=new_logp, new_entropy=new_entropy)
+    """Write what the losses recorded since the last flush as one step (for custom actors/trainers); returns
+    once the step's files are published."""
+    step = RECORDER.flush(step, sequences, metrics, new_logp=new_logp, new_entropy=new_entropy)
+    if RECORDER.writer is not None:
+        RECORDER.writer.flush()
+    return step
 
 
 # ------------------------------------------------------------------ actor hooks
