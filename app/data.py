@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aspo_dashboard.health import entropy_collapse, every_for, health, problems_by_run, rising  # noqa: F401  (pure pandas, re-exported)
+from aspo_dashboard.health import (entropy_collapse, every_for, health, problems_by_run, repetition_onsets,  # noqa: F401
+                                   rising)  # (pure pandas, re-exported)
 from logs_schema import compare, queries
 from logs_schema.queries_explain import (PREDICTORS, budget_totals, change_by_quadrant, group_cells,  # noqa: F401
                                          moments, predictor_fit)  # (pure pandas over query results, re-exported)
@@ -182,6 +183,7 @@ run_groups = compare.run_groups
 config_diff = compare.config_diff
 parse_config = compare.parse_config
 seed_bands = st.cache_data(show_spinner=False, max_entries=64)(compare.seed_bands)
+prob_slopes = compare.prob_slopes
 
 CLIP_COLUMNS = {("pos", "hard"): "clip_frac_pos", ("neg", "hard"): "clip_frac_neg",
                 ("pos", "dual"): "dual_clip_frac_pos", ("neg", "dual"): "dual_clip_frac_neg"}

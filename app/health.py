@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from logs_schema.health import entropy_collapse, health, problems_by_run, rising  # noqa: F401  (re-exported)
+from logs_schema.health import (REPETITION_RULE, entropy_collapse, health, problems_by_run, repetition_onsets,  # noqa: F401
+                                 rising)  # (re-exported)
 from logs_schema.reference_levels import REFERENCES, chart_lines  # noqa: F401  (re-exported)
 
 

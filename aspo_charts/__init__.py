@@ -14,8 +14,9 @@ weights), tokens (repetition, coloured tokens). This face re-exports their publi
 """
 from aspo_charts.bands import (X_TITLES, add_band, band_curves, band_traces, group_styles, metric_panels,
                                rich_get_richer_bands, smooth_runs)
-from aspo_charts.bins import entropy_heatmap, rich_get_richer, rich_get_richer_windows, value_heatmap, weight_landscape
-from aspo_charts.curves import DASHES, add_event, add_thresholds, ema, spread, step_curves
+from aspo_charts.bins import (CLIP_KINDS, band_slope_titles, clip_share_by_bin, entropy_heatmap, rich_get_richer,
+                              rich_get_richer_windows, slope_label, value_heatmap, weight_landscape)
+from aspo_charts.curves import DASHES, add_event, add_step_marks, add_thresholds, ema, run_marks, spread, step_curves
 from aspo_charts.explain import (add_levels, by_bin_bars, driver_over_steps, driver_vs_change, entropy_budget,
                                  entropy_change_bins, entropy_change_by_position, mass_delta, mass_shift,
                                  mismatch_curve, predictor_scatter)
@@ -27,8 +28,8 @@ from aspo_charts.tokens import (NONFINITE_BG, REPETITION_SPLITS, highlight_repea
 
 __all__ = [
     "X_TITLES", "add_band", "band_curves", "band_traces", "group_styles", "metric_panels", "rich_get_richer_bands",
-    "smooth_runs", "entropy_heatmap", "rich_get_richer", "rich_get_richer_windows", "value_heatmap",
-    "weight_landscape", "DASHES", "add_event", "add_thresholds", "ema", "spread", "step_curves", "by_bin_bars",
+    "smooth_runs", "CLIP_KINDS", "band_slope_titles", "clip_share_by_bin", "slope_label", "entropy_heatmap", "rich_get_richer", "rich_get_richer_windows", "value_heatmap",
+    "weight_landscape", "DASHES", "add_event", "add_step_marks", "add_thresholds", "ema", "run_marks", "spread", "step_curves", "by_bin_bars",
     "driver_over_steps", "driver_vs_change", "entropy_budget", "entropy_change_bins", "entropy_change_by_position",
     "predictor_scatter", "add_levels", "mass_delta", "mass_shift", "mismatch_curve", "BAND_ALPHA", "LAYOUT",
     "PALETTE", "SIGN_COLORS", "SIGN_NAMES", "TOKEN_SCALES", "empty_figure", "rgba", "run_colors", "top_legend",

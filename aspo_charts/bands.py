@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from plotly.subplots import make_subplots
 
-from aspo_charts.curves import DASHES, ema
+from aspo_charts.curves import DASHES, add_step_marks, ema
 from aspo_charts.style import BAND_ALPHA, LAYOUT, SIGN_COLORS, SIGN_NAMES, empty_figure, rgba, run_colors, top_legend
 
 X_TITLES = {"step": "step", "wall_time_s": "training time (s)", "tokens_seen": "tokens generated"}
@@ -89,10 +89,12 @@ def band_curves(agg: pd.DataFrame, title: str = "", y_title: str = "",
 
 
 def metric_panels(df: pd.DataFrame, metrics, x: str = "step", log_y: bool = False, colors: dict | None = None,
-                  bands: pd.DataFrame | None = None, band_name: str = "± std", panel_height: int = 210) -> go.Figure:
+                  bands: pd.DataFrame | None = None, band_name: str = "± std", panel_height: int = 210,
+                  title: str = "", marks=()) -> go.Figure:
     """One panel per metric, stacked, on ONE shared x axis (zooming one zooms all, hovering one shows
     every panel's values at that x). Lines per run (df: run_id, x column, metrics), or per group
-    with bands (bands: seed_bands output with x given, drawn instead of df)."""
+    with bands (bands: seed_bands output with x given, drawn instead of df). title: instead of
+    'N metrics'; marks: vertical lines across every panel, named in the legend (curves.add_step_marks)."""
     metrics = list(metrics)
     if not metrics:
         return empty_figure("pick at least one metric")
@@ -125,21 +127,24 @@ def metric_panels(df: pd.DataFrame, metrics, x: str = "step", log_y: bool = Fals
                                          line=dict(color=colors.get(run_id)),
                                          hovertemplate=f"{m} %{{y:.4g}}"))  # unified hover: say which panel
     what = f"mean {band_name} across runs" if bands is not None else "per run"
-    layout.update(title=f"{n} metric{'s' * (n > 1)} over {X_TITLES.get(x, x)} — {what}", annotations=notes,
+    layout.update(title=f"{title or f'{n} metric' + 's' * (n > 1)} over {X_TITLES.get(x, x)} — {what}", annotations=notes,
                   xaxis=dict(title=X_TITLES.get(x, x), anchor=f"y{n if n > 1 else ''}", showspikes=True,
                              spikemode="across", spikesnap="cursor"),
                   hovermode="x unified", hoversubplots="axis")
-    return top_legend(go.Figure(data=traces, layout=layout))
+    return top_legend(add_step_marks(go.Figure(data=traces, layout=layout), marks), gap_px=22)  # panel names
 
 
-def rich_get_richer_bands(bands: pd.DataFrame, value: str = "weight_mean", band_name: str = "± std") -> go.Figure:
+def rich_get_richer_bands(bands: pd.DataFrame, value: str = "weight_mean", band_name: str = "± std",
+                          titles: dict | None = None, rows: str = "") -> go.Figure:
     """Grouped rich-get-richer: `value` by old-probability bin, one panel per group, one mean line
-    and band per advantage sign. bands: seed_bands of rich_get_richer by (adv_sign, prob_bin, prob_lo, prob_hi)."""
+    and band per advantage sign. bands: seed_bands of rich_get_richer by (adv_sign, prob_bin, prob_lo, prob_hi).
+    titles: group -> panel title (default: the group); rows: which token rows, said in the title."""
     b = bands[bands["metric"] == value] if not bands.empty else bands
     if b.empty:
         return empty_figure("no token_hist rows in this step window")
     groups = sorted(b["group"].unique())
-    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=groups, shared_yaxes=True, horizontal_spacing=0.04)
+    fig = make_subplots(rows=1, cols=len(groups), subplot_titles=[(titles or {}).get(g, g) for g in groups],
+                        shared_yaxes=True, horizontal_spacing=0.04)
     for i, group in enumerate(groups, start=1):
         for sign in ("pos", "neg"):
             g = b[(b["group"] == group) & (b["adv_sign"] == sign)]
@@ -150,6 +155,7 @@ def rich_get_richer_bands(bands: pd.DataFrame, value: str = "weight_mean", band_
         fig.update_xaxes(title_text="exp(old_logp)", range=[0, 1], row=1, col=i)
     label = value.removesuffix("_mean")
     fig.update_layout(**LAYOUT)
-    fig.update_layout(title=f"mean {label} by old-probability bin (group mean {band_name} across runs)")
+    fig.update_layout(title=f"mean {label} by old-probability bin{f' — {rows}' if rows else ''} "
+                            f"(group mean {band_name} across runs)")
     fig.update_yaxes(title_text=f"mean {label}", row=1, col=1)
     return fig

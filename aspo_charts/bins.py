@@ -8,20 +8,53 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from aspo_charts.style import LAYOUT, SIGN_COLORS, SIGN_NAMES, empty_figure
+from aspo_charts.bands import add_band
+from aspo_charts.style import LAYOUT, SIGN_COLORS, SIGN_NAMES, empty_figure, top_legend
+
+
+PANEL_TITLE_PX = 22  # room above the panels for their titles, below the legend (style.top_legend)
 
 
 def _bin_center(df: pd.DataFrame) -> np.ndarray:
     return ((df["prob_lo"] + df["prob_hi"]) / 2).to_numpy(float)
 
 
-def rich_get_richer(df: pd.DataFrame, value: str = "weight_mean", runs=None) -> go.Figure:
+def slope_label(slope: float, sign: str = "pos") -> str:
+    """'slope A>0 +0.027' (the fitted slope per unit of old probability), 'slope A>0 n/a' when none fits."""
+    return f"slope A{'>' if sign == 'pos' else '<'}0 " + (f"{slope:+.3f}" if np.isfinite(slope) else "n/a")
+
+
+def band_slope_titles(slope_bands: pd.DataFrame, value: str = "weight_mean") -> dict:
+    """group -> 'group · slope A>0 +0.021 [+0.010, +0.032]': the mean over the group's runs of their positive-token
+    slopes and its band. slope_bands: seed_bands of compare.prob_slopes by adv_sign."""
+    b = slope_bands[(slope_bands["metric"] == f"{value.removesuffix('_mean')}_slope") & (slope_bands["adv_sign"] == "pos")]
+    return {r.group: f"{r.group} · {slope_label(r.mean)}" + (f" [{r.lo:+.3f}, {r.hi:+.3f}]" if r.n > 1 else "")
+            for r in b.itertuples(index=False)}
+
+
+def _fit_trace(slope: float, intercept: float, sign: str, showlegend: bool, meta: str) -> go.Scatter:
+    """The fitted line of one run and sign across [0, 1] (dotted, in the sign's colour)."""
+    x = np.array([0.0, 1.0])
+    return go.Scatter(x=x, y=intercept + slope * x, mode="lines", name=f"fit, {SIGN_NAMES[sign]}",
+                      legendgroup=f"fit {sign}", showlegend=showlegend, meta=f"{meta}|fit",
+                      line=dict(color=SIGN_COLORS[sign], dash="dot", width=1.5),
+                      hovertemplate=slope_label(slope, sign) + "<extra></extra>")
+
+
+def rich_get_richer(df: pd.DataFrame, value: str = "weight_mean", runs=None, slopes: pd.DataFrame | None = None,
+                    rows: str = "") -> go.Figure:
     """`value` (weight_mean, delta_logp_mean or ratio_mean) against the old-probability bin, one
-    panel per run (side by side), one line per advantage sign (pos, neg)."""
+    panel per run (side by side), one line per advantage sign (pos, neg). slopes (compare.prob_slopes of
+    the same frame): each sign's count-weighted fit drawn dotted and its slope in the panel's title.
+    rows: which token rows the frame holds (e.g. 'unclipped rows'), said in the title."""
     if df.empty or value not in df.columns:
         return empty_figure("no token_hist rows in this step window")
     runs = [r for r in (runs or sorted(df["run_id"].unique())) if r in set(df["run_id"])]
-    fig = make_subplots(rows=1, cols=len(runs), subplot_titles=runs, shared_yaxes=True,
+    label = value.removesuffix("_mean")
+    fits = {} if slopes is None or f"{label}_slope" not in slopes else {
+        (r, sg): (a, b) for r, sg, a, b in slopes[["run_id", "adv_sign", f"{label}_slope", f"{label}_intercept"]].itertuples(index=False)}
+    titles = [r if not fits else f"{r} · {slope_label(fits.get((r, 'pos'), (np.nan,))[0])}" for r in runs]
+    fig = make_subplots(rows=1, cols=len(runs), subplot_titles=titles, shared_yaxes=True,
                         horizontal_spacing=0.04)
     for i, run_id in enumerate(runs, start=1):
         for sign in ("pos", "neg"):
@@ -34,13 +67,55 @@ def rich_get_richer(df: pd.DataFrame, value: str = "weight_mean", runs=None) -> 
                 customdata=g["count"].to_numpy(), meta=run_id,
                 hovertemplate="old prob %{x:.3f}<br>" + value + " %{y:.4f}<br>count %{customdata}"),
                 row=1, col=i)
+            slope, intercept = fits.get((run_id, sign), (np.nan, np.nan))
+            if np.isfinite(slope):
+                fig.add_trace(_fit_trace(slope, intercept, sign, i == 1, run_id), row=1, col=i)
         fig.update_xaxes(title_text="exp(old_logp)", range=[0, 1], row=1, col=i)
-    label = value.removesuffix("_mean")
-    fig.update_layout(**LAYOUT, title=f"mean {label} by old-probability bin (x: old probability)")
+    fig.update_layout(**LAYOUT, title=f"mean {label} by old-probability bin{f' — {rows}' if rows else ''} "
+                                      "(x: old probability)")
     fig.update_yaxes(title_text=f"mean {label}", row=1, col=1)
     if label == "delta_logp":
         fig.add_hline(y=0, line=dict(color="#999", width=1))
-    return fig
+    return top_legend(fig, gap_px=PANEL_TITLE_PX) if fits else fig
+
+
+CLIP_KINDS = {"clip_frac": ("hard clip (weight 0)", "solid"), "dual_clip_frac": ("dual clip", "dot")}
+
+
+def clip_share_by_bin(df: pd.DataFrame | None = None, runs=None, bands: pd.DataFrame | None = None,
+                      band_name: str = "± std") -> go.Figure:
+    """The share of token rows each clip took, by old-probability bin: one panel per run (df: rich_get_richer over
+    all rows) or per group (bands: seed_bands of it over clip_frac and dual_clip_frac, mean and band), one colour
+    per advantage sign, hard clip solid, dual clip dotted (hard for grpo/dapo: weight 0; soft for aspo: weight c,
+    gradient kept). What the unclipped panels leave out, and where."""
+    src = bands if bands is not None else df
+    if src is None or src.empty:
+        return empty_figure("no token_hist rows in this step window")
+    key = "group" if bands is not None else "run_id"
+    panels = sorted(src[key].unique()) if bands is not None or not runs else [r for r in runs if r in set(src[key])]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=panels, shared_yaxes=True, horizontal_spacing=0.04)
+    for i, panel in enumerate(panels, start=1):
+        for sign in ("pos", "neg"):
+            for kind, (label, dash) in CLIP_KINDS.items():
+                name, where = f"{label}, {SIGN_NAMES[sign]}", dict(xaxis=f"x{'' if i == 1 else i}", yaxis=f"y{'' if i == 1 else i}")
+                if bands is not None:
+                    g = src[(src[key] == panel) & (src["adv_sign"] == sign) & (src["metric"] == kind)]
+                    if len(g):
+                        add_band(fig, g.assign(center=(g["prob_lo"] + g["prob_hi"]) / 2), "center", name,
+                                 SIGN_COLORS[sign], dash, showlegend=i == 1, **where)
+                    continue
+                g = src[(src[key] == panel) & (src["adv_sign"] == sign)].sort_values("prob_lo")
+                if len(g):
+                    fig.add_trace(go.Scatter(x=_bin_center(g), y=g[kind].to_numpy(float), name=name, meta=panel,
+                                             mode="lines+markers", line=dict(color=SIGN_COLORS[sign], dash=dash),
+                                             legendgroup=name, showlegend=i == 1, customdata=g["count"].to_numpy(),
+                                             hovertemplate="old prob %{x:.3f}<br>share %{y:.3f}<br>rows %{customdata}"),
+                                  row=1, col=i)
+        fig.update_xaxes(title_text="exp(old_logp)", range=[0, 1], row=1, col=i)
+    what = f" (group mean {band_name} across runs)" if bands is not None else ""
+    fig.update_layout(**LAYOUT, title=f"clipped share of token rows by old-probability bin{what}")
+    fig.update_yaxes(title_text="share of rows", rangemode="tozero", row=1, col=1)
+    return top_legend(fig, gap_px=PANEL_TITLE_PX)
 
 
 def rich_get_richer_windows(df: pd.DataFrame, value: str = "weight_mean", sign: str = "pos") -> go.Figure:

@@ -28,6 +28,25 @@ def ema(values, smoothing: float) -> np.ndarray:
     return out
 
 
+def add_step_marks(fig: go.Figure, marks) -> go.Figure:
+    """Vertical lines at steps [(x, label, colour, dash)], across the whole plot (every stacked panel), each named
+    in the legend (a legend-only entry in its style) instead of by a text printed over the data. Call it before
+    the legend is sized (top_legend): the builders taking `marks` do."""
+    for x, label, color, dash in marks:
+        fig.add_shape(type="line", x0=x, x1=x, xref="x", y0=0, y1=1, yref="paper",
+                      line=dict(color=color, dash=dash, width=1.5), name=label)
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=label, meta=f"mark|{x}",
+                                 line=dict(color=color, dash=dash, width=1.5), hoverinfo="skip"))
+    return fig
+
+
+def run_marks(frame: pd.DataFrame, column: str, label: str, colors: dict, dash: str = "dash") -> list:
+    """add_step_marks entries: one per run of `frame` (run_id, column) with a step in `column` (NaN: none),
+    named '<label> · <run> @ <step>', in the run's colour."""
+    d = frame[["run_id", column]].dropna()
+    return [(int(s), f"{label} · {r} @ {int(s)}", colors.get(r, "#444"), dash) for r, s in d.itertuples(index=False)]
+
+
 def step_curves(df: pd.DataFrame, metrics, smoothing: float = 0.0, title: str = "",
                 y_title: str | None = None, colors: dict | None = None) -> go.Figure:
     """One line per (run, metric) over `step`; metrics is a column name or a list of them.

@@ -42,14 +42,15 @@ def empty_figure(message: str) -> go.Figure:
     return fig
 
 
-def top_legend(fig: go.Figure, width_px: int = 650) -> go.Figure:
+def top_legend(fig: go.Figure, width_px: int = 650, gap_px: int = 0) -> go.Figure:
     """Title, then the legend in rows above the plot; the figure grows by the rows the legend needs
     (estimated from the entries' text), so many runs never squeeze the plotting area, as a legend at
-    the side (plotly's default) does."""
+    the side (plotly's default) does. gap_px: room left between the legend and the plot, for the
+    subplot titles or panel names that sit just above a panel."""
     names = list(dict.fromkeys(t.name for t in fig.data if t.showlegend is not False and t.name))
     rows = max(1, math.ceil(sum(40 + 7 * len(n) for n in names) / width_px))
-    height = (fig.layout.height or LAYOUT["height"]) + 22 * rows
-    margin = {**LAYOUT["margin"], **fig.layout.margin.to_plotly_json(), "t": 50 + 22 * rows}
+    height = (fig.layout.height or LAYOUT["height"]) + 22 * rows + gap_px
+    margin = {**LAYOUT["margin"], **fig.layout.margin.to_plotly_json(), "t": 50 + 22 * rows + gap_px}
     fig.update_layout(height=height, margin=margin,
                       title=dict(y=1 - 10 / height, yref="container", yanchor="top"),
                       legend=dict(orientation="h", yref="container", y=1 - 40 / height, yanchor="top",

@@ -11,6 +11,7 @@ import pandas as pd
 
 from aspo_report import same_state, stats
 from aspo_report.collect import algo_order
+from logs_schema.compare import prob_slope  # the dashboard's Rich-get-richer panels fit the same line
 
 TAIL = 0.1          # "initial" / "final" values are means over the first / last 10% of a run's logged values
 LOW = 0.5           # "lagging" tokens: old probability below this
@@ -40,17 +41,6 @@ def _ends(values) -> tuple[float, float]:
     w = max(1, math.ceil(TAIL * len(v)))
     with np.errstate(invalid="ignore"):  # +inf and -inf in one tail: NaN, said by the run's note
         return float(v[:w].mean()), float(v[-w:].mean())
-
-
-def _slope(rows: pd.DataFrame, value: str) -> float:
-    """Count-weighted least-squares slope of `value` against the old-probability bin centre (NaN when a bin's
-    value is not finite: no line fits it)."""
-    d = rows[["prob_lo", "prob_hi", "count", value]].dropna()
-    d = d[d["count"] > 0]
-    if d["prob_lo"].nunique() < 2 or not np.isfinite(d[value].to_numpy(float)).all():
-        return math.nan
-    x = ((d["prob_lo"] + d["prob_hi"]) / 2).to_numpy(float)
-    return float(np.polyfit(x, d[value].to_numpy(float), 1, w=np.sqrt(d["count"].to_numpy(float)))[0])
 
 
 def _low_mean(rows: pd.DataFrame, value: str) -> float:
@@ -90,11 +80,11 @@ def run_numbers(m: pd.DataFrame, rgr: pd.DataFrame, free: pd.DataFrame) -> dict:
     out["driver_corr"] = _corr(m["driver"].to_numpy(float), m["entropy_change"].to_numpy(float))
     out["cov_mean"] = -float(m["driver"].mean()) if m["driver"].notna().any() else math.nan
     pos = rgr[rgr["adv_sign"] == "pos"]
-    out["weight_slope"] = _slope(pos, "weight_mean")
-    out["delta_logp_slope"] = _slope(pos, "delta_logp_mean")
+    out["weight_slope"] = prob_slope(pos, "weight_mean")
+    out["delta_logp_slope"] = prob_slope(pos, "delta_logp_mean")
     pos_free = free[free["adv_sign"] == "pos"] if not free.empty else free
     for value, name in (("weight_mean", "weight"), ("delta_logp_mean", "delta_logp")):
-        out[f"{name}_slope_unclipped"] = _slope(pos_free, value) if not pos_free.empty else math.nan
+        out[f"{name}_slope_unclipped"] = prob_slope(pos_free, value) if not pos_free.empty else math.nan
         out[f"{name}_low_unclipped"] = _low_mean(pos_free, value) if not pos_free.empty else math.nan
     out.update(same_state.run_numbers(m))
     return out

@@ -1,5 +1,5 @@
-"""Comparing many runs: their configurations side by side, groups of runs (seeds of one setting) and
-the mean curve of a group with a band across its runs. Pure pandas over what the queries return
+"""Comparing many runs: their configurations side by side, groups of runs (seeds of one setting), the mean
+curve of a group with a band across its runs, and the slope of a by-probability-bin curve. Pure pandas over what the queries return
 (list_runs, step_metrics, rich_get_richer): no file is read here, no token row scanned.
 Re-exported by `logs_schema.queries`, the one query module the dashboard and notebooks call.
 """
@@ -79,6 +79,39 @@ def with_progress_axes(steps: pd.DataFrame) -> pd.DataFrame:
     toks = toks.where(g["tokens_per_s"].transform("count") == g["tokens_per_s"].transform("size"))
     return d.assign(wall_time_s=wall.groupby(d["run_id"]).cumsum(),
                     tokens_seen=toks.groupby(d["run_id"]).cumsum())
+
+
+def prob_slope(rows: pd.DataFrame, value: str) -> float:
+    """Count-weighted least-squares slope of `value` against the old-probability bin centre, over rich_get_richer
+    rows (prob_lo, prob_hi, count, value) of one run and sign; NaN with fewer than 2 bins or a bin whose value is
+    not finite (no line fits it). THE slope of the rich-get-richer mechanism: the report's claims and the
+    dashboard's panels read this one. Positive for a positive-advantage weight: the probable tokens get more."""
+    d = rows[["prob_lo", "prob_hi", "count", value]].dropna()
+    d = d[d["count"] > 0]
+    if d["prob_lo"].nunique() < 2 or not np.isfinite(d[value].to_numpy(float)).all():
+        return float("nan")
+    x = ((d["prob_lo"] + d["prob_hi"]) / 2).to_numpy(float)
+    return float(np.polyfit(x, d[value].to_numpy(float), 1, w=np.sqrt(d["count"].to_numpy(float)))[0])
+
+
+def prob_slopes(rgr: pd.DataFrame, values=("weight_mean", "delta_logp_mean")) -> pd.DataFrame:
+    """Per run and advantage sign (pos, neg) of a rich_get_richer frame: run_id, adv_sign, then for each of
+    `values` (named without _mean) its prob_slope `<name>_slope` and the intercept of the same fit
+    `<name>_intercept` (to draw the line), then bins and count (the bins with rows, and their token rows)."""
+    names = [v.removesuffix("_mean") for v in values]
+    cols = ["run_id", "adv_sign", *[f"{n}_{k}" for n in names for k in ("slope", "intercept")], "bins", "count"]
+    rows = []
+    for (run_id, sign), g in rgr[rgr["adv_sign"].isin(["pos", "neg"])].groupby(["run_id", "adv_sign"], sort=True):
+        g = g[g["count"] > 0]
+        row = [run_id, sign]
+        for v in values:
+            slope, d = prob_slope(g, v), g[g[v].notna()]
+            x, w = ((d["prob_lo"] + d["prob_hi"]) / 2).to_numpy(float), d["count"].to_numpy(float)
+            # a weighted least-squares line passes through the weighted means: its intercept follows from the slope
+            row += [slope, float(np.average(d[v], weights=w) - slope * np.average(x, weights=w))
+                    if np.isfinite(slope) else np.nan]
+        rows.append(row + [len(g), int(g["count"].sum())])
+    return pd.DataFrame(rows, columns=cols)
 
 
 LEVEL = 0.95        # coverage of every bootstrap interval (dashboard bands, the report's intervals)

@@ -47,10 +47,15 @@ def entropy_collapse(df: pd.DataFrame, fraction: float = ENTROPY_COLLAPSE_FRACTI
     return pd.DataFrame(rows, columns=["run_id", "baseline", "threshold", "fired_step", "last"])
 
 
+def _quarter(n: int) -> int:
+    """Points in a quarter of a series of n points (at least 2): the window of every mean of the rising rule."""
+    return max(2, n // 4)
+
+
 def _early_late(s: pd.Series) -> tuple[float, float]:
     """Means of the first and last quarter (at least 2 points each) of a series."""
     s = s.dropna()
-    k = max(2, len(s) // 4)
+    k = _quarter(len(s))
     return s.iloc[:k].mean(), s.iloc[-k:].mean()
 
 
@@ -60,6 +65,17 @@ def rising(s: pd.Series, factor: float = 1.5, min_increase: float = 0.02) -> boo
         return False
     early, late = _early_late(s)
     return bool(late >= factor * early and late - early >= min_increase)
+
+
+def rise_onset(s: pd.DataFrame, column: str, threshold: float):
+    """The onset of a rise: the first step whose centred mean over a quarter's length of points (the window of the
+    rule's early and late means) reaches `threshold`; None if none does. s: step, column (in step order, no NaN).
+    The first such window is the first quarter (below the threshold by construction) and the last one is the
+    last quarter, so a series that `rising` calls rising always has an onset; one that rose and fell back has
+    one too. Centred, so the onset of a step-like rise sits at the rise, not a window later."""
+    smooth = s[column].rolling(_quarter(len(s)), center=True).mean().to_numpy()
+    hit = np.flatnonzero(smooth >= threshold)
+    return int(s["step"].iloc[hit[0]]) if len(hit) else None
 
 
 # ---------------------------------------------------------------- checks: one row each
@@ -129,17 +145,49 @@ def check_entropy_collapse(g: pd.DataFrame, fraction=ENTROPY_COLLAPSE_FRACTION, 
 
 
 def check_rising(check: str, s: pd.DataFrame, column: str, factor: float, min_increase: float, what: str) -> dict:
-    if s[column].notna().sum() < 6:
+    """Fires when the last quarter's mean is >= factor x the first quarter's and >= min_increase above it; its
+    step is the rise's onset (rise_onset). s: step, column of one run."""
+    s = s[["step", column]].dropna().sort_values("step")
+    if len(s) < 6:
         return _row(check, "no_data", detail=f"needs 6 steps with {column}")
     early, late = _early_late(s[column])
     thr = max(factor * early, early + min_increase)
     fired = rising(s[column], factor, min_increase)
-    k = max(2, len(s) // 4)
-    later = s.iloc[k:]
-    first = later.loc[later[column] >= thr, "step"]
-    return _row(check, "fired" if fired else "ok", late, thr, ">=", first.iloc[0] if fired and len(first) else None,
+    onset = rise_onset(s, column, thr)
+    return _row(check, "fired" if fired else "ok", late, thr, ">=", onset if fired else None,
                 f"{what}: mean of the last quarter {late:.3g} vs first quarter {early:.3g} "
-                f"(fires at >= {factor:g}x and +{min_increase:g})")
+                f"(fires at >= {factor:g}x and +{min_increase:g})"
+                + (f"; onset at step {onset} (first centred {_quarter(len(s))}-step mean >= {thr:.3g})" if fired else ""))
+
+
+def rise_rule(what: str, factor: float, min_increase: float) -> str:
+    """The rising rule in words, with its thresholds (the pages and docs say it from here)."""
+    return (f"start = mean {what} of the first quarter of steps, threshold = max({factor:g} × start, start + "
+            f"{min_increase:g}); rising when the last quarter's mean reaches the threshold; onset = the first step "
+            "whose centred mean over a quarter's length of steps reaches it")
+
+
+REPETITION_RULE = rise_rule("repetition rate", *REPETITION_RISE)
+
+
+def repetition_onsets(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per run of step_metrics, the repetition_rising check (the Runs badge's and `aspo health`'s rule): run_id,
+    start (mean of the first quarter of steps), threshold, late (mean of the last quarter), rising (the check
+    fired), onset_step (rise_onset: also for a run that rose and fell back, with rising False; NaN when the
+    rate never reached the threshold or the run has fewer than 6 steps), window (points per centred mean)."""
+    cols = ["run_id", "start", "threshold", "late", "rising", "onset_step", "window"]
+    rows = []
+    for run_id, g in steps.groupby("run_id", sort=True):
+        s = _series(g, "repetition_rate")
+        if len(s) < 6:
+            rows.append((run_id, np.nan, np.nan, np.nan, False, np.nan, np.nan))
+            continue
+        c = check_rising("repetition_rising", s, "repetition_rate", *REPETITION_RISE, "repetition rate")
+        early = _early_late(s["repetition_rate"])[0]
+        onset = rise_onset(s, "repetition_rate", c["threshold"])
+        rows.append((run_id, early, c["threshold"], c["value"], c["status"] == "fired",
+                     np.nan if onset is None else onset, _quarter(len(s))))
+    return pd.DataFrame(rows, columns=cols)
 
 
 def check_clip_surge(g: pd.DataFrame) -> dict:
@@ -222,8 +270,8 @@ def verdict(checks: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------- badges (the Runs page)
-_BADGES = {"entropy_collapse": "▼ entropy collapse @ {step}", "repetition_rising": "↻ repetition rising",
-           "clip_surge": "✂ clip surge", "entropy_ratio_same": "⇅ entropy ratio {value:.3f} outside {label} @ {step}",
+_BADGES = {"entropy_collapse": "▼ entropy collapse @ {step}", "repetition_rising": "↻ repetition rising @ {step}",
+           "clip_surge": "✂ clip surge @ {step}", "entropy_ratio_same": "⇅ entropy ratio {value:.3f} outside {label} @ {step}",
            "sampler_kl": "⚠ sampler KL {value:.3g} > {threshold:g} ({label}) @ {step}"}
 
 

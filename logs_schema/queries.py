@@ -22,7 +22,8 @@ import pandas as pd
 
 from . import catalog, progress
 from . import schema as S
-from .compare import config_diff, group_keys, run_configs, run_groups, seed_bands, with_progress_axes  # noqa: F401
+from .compare import (config_diff, group_keys, prob_slope, prob_slopes, run_configs, run_groups, seed_bands,  # noqa: F401
+                      with_progress_axes)
 from .engine import DEDUP, ids, query, run_sql, sign
 from .run_status import DEFAULT_STALE_AFTER_S, RANK_STATUS_ORDER, process_gone, runs_frame, with_status  # noqa: F401
 # The entropy diagnostics (schema v2, v3) live in their own module to keep this one readable; one namespace for callers.
@@ -101,20 +102,28 @@ def rich_get_richer(root, run_ids=None, step_min=None, step_max=None, clip_state
     weight_mean, ratio_mean, delta_logp_mean (new_logp - old_logp), entropy_mean, clip_frac,
     dual_clip_frac. Ordered by run_id, adv_sign, prob_bin. clip_state ('none', 'clipped',
     'dual_clipped'): only the rows in that clip state (e.g. 'none': what the loss's own weighting did)."""
-    if clip_state not in (None, "none", "clipped", "dual_clipped"):
-        raise ValueError(f"clip_state must be none, clipped or dual_clipped (got {clip_state!r})")
+    extra, params = _clip_filter(clip_state)
     sql = f"""SELECT run_id, adv_sign, prob_bin, min(prob_lo) AS prob_lo, max(prob_hi) AS prob_hi,
               {_HIST_MEANS} FROM {{token_hist}} {{where}} GROUP BY ALL ORDER BY run_id, adv_sign, prob_bin"""
-    extra = ("clip_state = $clip_state",) if clip_state else ()
-    return query(sql, ("token_hist",), root, run_ids, step_min, step_max, extra=extra,
-              params={"clip_state": clip_state} if clip_state else None)
+    return query(sql, ("token_hist",), root, run_ids, step_min, step_max, extra=extra, params=params)
+
+
+CLIP_STATES = (None, "none", "clipped", "dual_clipped")
+
+
+def _clip_filter(clip_state) -> tuple[tuple, dict]:
+    """WHERE term and parameter keeping only the token_hist rows in clip_state (None: every row)."""
+    if clip_state not in CLIP_STATES:
+        raise ValueError(f"clip_state must be none, clipped or dual_clipped (got {clip_state!r})")
+    return (("clip_state = $clip_state",), {"clip_state": clip_state}) if clip_state else ((), {})
 
 
 def rich_get_richer_over_steps(root, run_ids=None, step_min=None, step_max=None,
-                               window: int | None = None, n_windows: int = 8) -> pd.DataFrame:
+                               window: int | None = None, n_windows: int = 8, clip_state: str | None = None) -> pd.DataFrame:
     """rich_get_richer per step window: run_id, window_start, window_end (inclusive nominal step
     bounds), then the rich_get_richer columns. `window` steps per window; default: the selected
-    step range split into n_windows windows."""
+    step range split into n_windows windows. clip_state: as rich_get_richer."""
+    extra, params = _clip_filter(clip_state)
     tree = catalog.listing(root)
     parts = catalog.select(tree, "token_hist", ids(run_ids), step_min, step_max)
     lo = step_min if step_min is not None else min((p.step for p in parts), default=0)
@@ -124,7 +133,8 @@ def rich_get_richer_over_steps(root, run_ids=None, step_min=None, step_max=None,
               $lo + ((step - $lo) // $window) * $window + $window - 1 AS window_end,
               adv_sign, prob_bin, min(prob_lo) AS prob_lo, max(prob_hi) AS prob_hi, {_HIST_MEANS}
               FROM {{token_hist}} {{where}} GROUP BY ALL ORDER BY run_id, window_start, adv_sign, prob_bin"""
-    return query(sql, ("token_hist",), tree, run_ids, step_min, step_max, params={"lo": int(lo), "window": window})
+    return query(sql, ("token_hist",), tree, run_ids, step_min, step_max, extra=extra,
+                 params={**params, "lo": int(lo), "window": window})
 
 
 def value_distribution(root, run_ids=None, quantity: str = "weight", step_min=None, step_max=None,

@@ -23,4 +23,17 @@ def screenshot(page, path: Path) -> None:
     height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
     page.set_viewport_size({"width": 1500, "height": int(min(max(height, 900), 4000))})
     time.sleep(0.5)
+    settled(page)
     page.screenshot(path=str(path))
+
+
+def settled(page, timeout_s: float = 30.0) -> None:
+    """Wait (at most timeout_s) until the script has finished drawing (no "Running" status) and no element is faded
+    as stale: a live page reruns every few seconds, and on a loaded machine a screenshot taken during a rerun shows
+    the page greyed out or its last charts missing."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    idle = "() => !document.querySelector('[data-stale=\"true\"], [data-testid=\"stStatusWidget\"]')"
+    try:
+        page.wait_for_function(idle, timeout=timeout_s * 1000)
+    except PlaywrightTimeout:  # shoot anyway: the tests' checks are elsewhere
+        pass

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 import aspo_charts as charts
+from logs_schema import compare
 
 
 # ---------------------------------------------------------------- EMA
@@ -87,6 +88,61 @@ def test_rich_get_richer_side_by_side_panels_per_sign():
     assert np.allclose(fig.data[0].y, [1.0, 1.1, 1.2, 1.3])
     assert [a.text for a in fig.layout.annotations][:2] == ["grpo", "aspo"]
     assert not charts.rich_get_richer(rgr_frame().iloc[:0]).data
+
+
+def test_rich_get_richer_with_slopes_draws_each_fit_and_names_the_slope():
+    rgr = rgr_frame()
+    rgr.loc[rgr["run_id"] == "aspo", "weight_mean"] = 1.3 - 0.1 * rgr["prob_bin"]  # falls with old probability
+    slopes = compare.prob_slopes(rgr)
+    fig = charts.rich_get_richer(rgr, "weight_mean", ["grpo", "aspo"], slopes, "unclipped rows")
+    assert "— unclipped rows" in fig.layout.title.text
+    assert [a.text for a in fig.layout.annotations][:2] == ["grpo · slope A>0 +0.400", "aspo · slope A>0 -0.400"]
+    fits = {t.meta: t for t in fig.data if t.meta.endswith("|fit") and t.name == "fit, advantage > 0"}
+    assert set(fits) == {"grpo|fit", "aspo|fit"}
+    s = slopes.set_index(["run_id", "adv_sign"])
+    for run in ("grpo", "aspo"):  # the fitted line over [0, 1]: intercept, intercept + slope
+        a, b = s.loc[(run, "pos"), ["weight_slope", "weight_intercept"]]
+        assert np.allclose(fits[f"{run}|fit"].y, [b, b + a]) and list(fits[f"{run}|fit"].x) == [0, 1]
+    assert np.allclose(fits["grpo|fit"].y, [0.95, 1.35])  # the bins lie on the line: 1 + 0.4 (x - 0.125)
+    none = charts.rich_get_richer(rgr.assign(weight_mean=np.where(rgr["run_id"] == "grpo", np.inf, 1.0)), "weight_mean",
+                                  ["grpo", "aspo"], compare.prob_slopes(rgr.assign(weight_mean=np.inf)))
+    assert [a.text for a in none.layout.annotations][:1] == ["grpo · slope A>0 n/a"]
+    assert not [t for t in none.data if str(t.meta).endswith("|fit")]
+
+
+def test_clip_share_by_bin_per_run_and_per_group():
+    rgr = rgr_frame().assign(clip_frac=lambda d: 0.1 * d["prob_bin"], dual_clip_frac=0.05)
+    fig = charts.clip_share_by_bin(rgr, ["grpo", "aspo"])
+    names = [(t.meta, t.name) for t in fig.data]
+    assert names[:4] == [("grpo", "hard clip (weight 0), advantage > 0"), ("grpo", "dual clip, advantage > 0"),
+                         ("grpo", "hard clip (weight 0), advantage < 0"), ("grpo", "dual clip, advantage < 0")]
+    assert np.allclose(fig.data[0].y, [0, 0.1, 0.2, 0.3]) and np.allclose(fig.data[1].y, 0.05)
+    assert fig.data[1].line.dash == "dot" and fig.data[0].line.color == charts.SIGN_COLORS["pos"]
+    bands = compare.seed_bands(rgr, {"grpo": "g", "aspo": "g"}, list(charts.CLIP_KINDS),
+                               by=("adv_sign", "prob_bin", "prob_lo", "prob_hi"))
+    fig = charts.clip_share_by_bin(bands=bands)
+    assert [a.text for a in fig.layout.annotations][0] == "g" and "group mean" in fig.layout.title.text
+    assert not charts.clip_share_by_bin(rgr.iloc[:0]).data
+
+
+def test_band_slope_titles_give_the_groups_mean_slope_and_band():
+    slopes = pd.DataFrame({"run_id": ["a", "b", "c"], "adv_sign": "pos", "weight_slope": [0.01, 0.03, -0.02]})
+    sb = compare.seed_bands(slopes, {"a": "grpo", "b": "grpo", "c": "aspo"}, ["weight_slope"], by=("adv_sign",))
+    assert charts.band_slope_titles(sb) == {"grpo": "grpo · slope A>0 +0.020 [+0.006, +0.034]",
+                                            "aspo": "aspo · slope A>0 -0.020"}
+
+
+def test_step_marks_cross_every_panel_and_are_named_in_the_legend():
+    df = pd.DataFrame({"run_id": "a", "step": range(5), "repetition_rate": 0.1, "entropy_mean": 0.5})
+    frame = pd.DataFrame({"run_id": ["a", "b"], "onset": [3, np.nan]})
+    marks = charts.run_marks(frame, "onset", "repetition onset", {"a": "#123456"})
+    assert marks == [(3, "repetition onset · a @ 3", "#123456", "dash")]
+    fig = charts.metric_panels(df, ["repetition_rate", "entropy_mean"], title="repetition rate and entropy", marks=marks)
+    assert fig.layout.title.text.startswith("repetition rate and entropy over step")
+    (shape,) = fig.layout.shapes
+    assert (shape.x0, shape.x1, shape.yref, shape.y0, shape.y1) == (3, 3, "paper", 0, 1)  # both panels
+    entry = [t for t in fig.data if t.name == "repetition onset · a @ 3"]
+    assert len(entry) == 1 and entry[0].line.dash == "dash" and entry[0].showlegend is not False
 
 
 def test_rich_get_richer_windows_one_line_per_window():

@@ -162,7 +162,8 @@ CHART_BOXES_JS = """(title) => {
   const boxes = sel => [...chart.querySelectorAll(sel)].map(e => e.getBoundingClientRect())
     .filter(b => b.width > 0 && b.height > 0).map(b => [b.left, b.top, b.right, b.bottom]);
   return {title: boxes('.gtitle'), legend: boxes('.legend .traces'), right: boxes('.y2tick text, .g-y2title text'),
-          ticks: boxes('.xtick text, .ytick text, .y2tick text, .g-ytitle text, .g-y2title text')};
+          ticks: boxes('.xtick text, .ytick text, .y2tick text, .g-ytitle text, .g-y2title text'),
+          notes: boxes('.annotation-text-g')};
 }"""
 
 
@@ -181,6 +182,40 @@ def assert_twin_axis_chart_reads(page) -> None:
     assert not overlaps(boxes["title"], boxes["ticks"] + boxes["legend"]), boxes
 
 
+# the charts issue 23 made the pages' point: each must be drawn and read (legend clear of titles, panel names, ticks)
+READ_CHARTS = {"rich_get_richer": ["mean weight by old-probability bin — unclipped rows",
+                                   "clipped share of token rows by old-probability bin"],
+               "repetition": ["repetition rate and entropy over step"]}
+
+
+def assert_chart_reads(page, title: str) -> None:
+    """The chart titled like `title` is drawn; its legend overlaps no tick label, axis title or annotation (subplot
+    titles, panel names), and its title overlaps none of those nor the legend."""
+    page.wait_for_function(f"() => ({CHART_BOXES_JS})({title!r}) !== null", timeout=120_000)
+    boxes = page.evaluate(CHART_BOXES_JS, title)
+    assert boxes["legend"] and boxes["title"] and boxes["ticks"], (title, boxes)
+    assert not overlaps(boxes["legend"], boxes["ticks"] + boxes["notes"]), (title, boxes)
+    assert not overlaps(boxes["title"], boxes["ticks"] + boxes["notes"] + boxes["legend"]), (title, boxes)
+
+
+def first_chart_title(page) -> str:
+    return page.locator('[data-testid="stPlotlyChart"] .gtitle').first.text_content()  # SVG: no inner_text
+
+
+def assert_same_state_views(page) -> None:
+    """Why it falls on the real trainer's run: the entropy budget is the page's first chart and reads; the budget
+    totals, the attribution by sign x clip state and the predictor table are drawn."""
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .gtitle')]"
+                           ".some(t => t.textContent.startsWith('entropy budget'))", timeout=120_000)
+    first = page.locator('[data-testid="stPlotlyChart"] .gtitle').first.text_content()  # SVG: no inner_text
+    assert first.startswith("entropy budget"), first
+    boxes = page.evaluate(CHART_BOXES_JS, "entropy budget")  # the legend above clear of the title and the ticks
+    assert boxes["legend"] and boxes["title"] and not overlaps(boxes["legend"], boxes["ticks"] + boxes["title"]), boxes
+    for text in ("The budget", "Attribution by advantage sign", "Each theory against the same-state change"):
+        assert page.get_by_text(text).count() >= 1, text
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 4  # totals, attribution, predictors, tokens
+
+
 def test_every_page_live_in_chromium(dashboard, tmp_path):
     from playwright import sync_api
     out = shots_dir(tmp_path)
@@ -197,7 +232,13 @@ def test_every_page_live_in_chromium(dashboard, tmp_path):
                 assert page.get_by_text("Page not found").count() == 0, name
                 assert page.get_by_role("button", name="Deploy").count() == 0  # toolbarMode minimal
                 if name == "why_entropy" and os.environ.get("ASPO_E2E_WRITER", "train") == "train":
-                    assert_twin_axis_chart_reads(page)  # (synthetic steps log no covariance to draw)
+                    assert_same_state_views(page)  # (synthetic steps log no same-state entropy or covariance)
+                    assert_twin_axis_chart_reads(page)
+                for chart in READ_CHARTS.get(name, []):
+                    assert_chart_reads(page, chart)
+                if name == "rich_get_richer":  # the mechanism first: unclipped rows, each run's slope in its title
+                    assert "unclipped rows" in first_chart_title(page)
+                    assert page.locator('[data-testid="stPlotlyChart"]').first.get_by_text("slope A>0").count() >= 2
                 screenshot(page, out / f"{name}.png")
                 page.set_viewport_size({"width": 1500, "height": 1000})
             # the way users move: sidebar links in one session, with fragment timers ticking
