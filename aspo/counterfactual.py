@@ -177,7 +177,8 @@ def predictors(root, run_id: str, step: int, losses=None, overrides: dict | None
     all): loss, used, predictor, value, logged (the step's logged value, over ALL its rows: equal to the used
     loss's value where every response's rows were kept), entropy_change_same (the step's, realised under the
     used loss), scaled (entropy_change_same x value / the used loss's value: the change this loss's weights
-    predict at the used loss's scale, first order; null where the used value is 0 or either is unknown).
+    predict at the used loss's scale, first order; null where either is unknown, or where the used loss's value
+    has the other sign than the realised change: the predictor got this step's direction wrong, no scale exists).
     Only (b) and (c) read the weights (USES_WEIGHTS); (a) is the same under every loss. Every pass keeps the
     logp the used loss's updates led to: after the first pass another loss would have moved it otherwise."""
     cols = ["loss", "used", "predictor", "value", "logged", "entropy_change_same", "scaled"]
@@ -196,7 +197,7 @@ def predictors(root, run_id: str, step: int, losses=None, overrides: dict | None
     for name, is_used, vals in got:
         for p, v in vals.items():
             logged = at(PREDICTOR_COLUMNS[p]) * (-1.0 if p.startswith("-") else 1.0)
-            ok = math.isfinite(change) and math.isfinite(v) and abs(base[p]) > 1e-15
+            ok = math.isfinite(change) and math.isfinite(v) and base[p] * change > 0  # the direction held here
             out.append({"loss": name, "used": is_used, "predictor": p, "value": v,
                         "logged": logged if is_used else math.nan, "entropy_change_same": change,
                         "scaled": change * v / base[p] if ok else math.nan})

@@ -27,7 +27,8 @@ def driver_vs_change(df: pd.DataFrame, colors: dict) -> go.Figure:
                                  "<br>Δentropy %{y:.4f}<extra>" + run_id + "</extra>"))
     fig.add_hline(y=0, line=dict(color="#999", width=1))
     fig.add_vline(x=0, line=dict(color="#999", width=1))
-    fig.update_layout(title="predicted driver −Cov(old_logp, A) vs realised entropy change (next step − this)",
+    fig.update_layout(title="predicted driver −Cov(old_logp, A) vs the next step's entropy change (fresh prompts: "
+                            "mostly noise)",
                       xaxis_title="−logp_adv_cov (nats)", yaxis_title="entropy change (nats)")
     return fig
 

@@ -145,10 +145,13 @@ def test_predictors_under_the_used_loss_are_the_logged_ones_and_another_loss_mov
                                                                                 abs=1e-9)
         assert p.at[(run_id, "entropy_first_order"), "logged"] == m["entropy_first_order"]
         assert p.at[(other, "-logp_adv_cov"), "value"] == p.at[(run_id, "-logp_adv_cov"), "value"]
-        for k in USES_WEIGHTS:
-            want = m["entropy_change_same"] * p.at[(other, k), "value"] / p.at[(run_id, k), "value"]
-            assert p.at[(other, k), "scaled"] == pytest.approx(want)
-            assert p.at[(run_id, k), "scaled"] == pytest.approx(m["entropy_change_same"])
+        for k in USES_WEIGHTS:  # scaled where the used loss's value had the realised change's sign, else none
+            base, change = p.at[(run_id, k), "value"], m["entropy_change_same"]
+            if base * change > 0:
+                assert p.at[(other, k), "scaled"] == pytest.approx(change * p.at[(other, k), "value"] / base)
+                assert p.at[(run_id, k), "scaled"] == pytest.approx(change)
+            else:
+                assert np.isnan(p.at[(other, k), "scaled"]) and np.isnan(p.at[(run_id, k), "scaled"])
     rows = q.step_tokens(root, run_id, 1)
     moved = rows[(rows["advantage"] > 0) & ~rows["clipped"] & ~rows["dual_clipped"] & ((rows["ratio"] - 1).abs() > 1e-3)]
     assert len(moved)  # where ratios moved, ASPO's 1/r and GRPO's r differ, so (c) differs between the losses

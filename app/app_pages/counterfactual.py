@@ -73,12 +73,18 @@ def entropy_predictions(p, step: int) -> None:
         st.info("This step logged no `entropy_change_same` (logs before schema v3): the predictors' values are "
                 "below, with no realised change in nats to scale them to.")
     else:
-        said = [f"**{val.at[(other, k), 'scaled']:+.4f}** by `{k}`" for k in ("entropy_first_order", "-logp_wadv_cov")
-                if pd.notna(val.at[(other, k), "scaled"])]
-        st.markdown(f"On this **{common.md(algo)}** batch (step {step}), **{common.md(other)}**'s weights predict a "
-                    f"same-state entropy change of {' and '.join(said) or 'n/a'} instead of the realised "
-                    f"**{change:+.4f}** nats (each predictor scaled to this step: the realised change × its value "
-                    f"under {common.md(other)} / under {common.md(algo)}).")
+        keys = ("entropy_first_order", "-logp_wadv_cov")
+        said = [f"**{val.at[(other, k), 'scaled']:+.4f}** by `{k}`" for k in keys if pd.notna(val.at[(other, k), "scaled"])]
+        wrong = [f"`{k}`" for k in keys if pd.isna(val.at[(other, k), "scaled"])]
+        if said:
+            st.markdown(f"On this **{common.md(algo)}** batch (step {step}), **{common.md(other)}**'s weights predict a "
+                        f"same-state entropy change of {' and '.join(said)} instead of the realised **{change:+.4f}** "
+                        f"nats (each predictor scaled to this step: the realised change × its value under "
+                        f"{common.md(other)} / under {common.md(algo)}).")
+        if wrong:
+            st.markdown(f"{' and '.join(wrong)} had the opposite sign of the realised change ({change:+.4f} nats) on "
+                        "this step under the loss used: it got the direction wrong here, so there is no scale to "
+                        "put the other loss's value in nats; its raw values are in the table.")
     st.caption("Recomputed from the token rows: (b) −logp_wadv_cov and (c) entropy_first_order (they read the "
                "weights); (a) −logp_adv_cov reads none and is the same under every loss. First order, on the logged "
                "rows only (token budget), and every update pass keeps the logp the used loss's updates led to.")

@@ -13,6 +13,7 @@ from aspo_dashboard.app_pages import common
 X_AXES = {"step": "step", "wall_time_s": "training time", "tokens_seen": "tokens generated"}
 BUDGET = ["entropy_mean", "entropy_cum_same", "entropy_new_states"]
 CELL = ["adv_sign", "clip_state", "prob_bin", "prob_lo", "prob_hi"]
+TOKEN_STEPS = 20    # the views that scan token rows read the window's last 20 steps: a live page stays cheap
 NUM = st.column_config.NumberColumn
 MISSING = ("No same-state entropy (`entropy_change_same`, schema v3) in the logs of {runs}: written before schema "
            "v3, or by a host that did not measure `new_entropy` (TRL with aspo_new_logp=False, verl without "
@@ -76,10 +77,12 @@ def where_it_falls(ctx: common.Context, run_ids, lo: int, hi: int) -> None:
     st.dataframe(quad, hide_index=True, width="stretch", key="why_attribution",
                  column_config={"entropy_change": NUM("entropy_change", format="%.2e"),
                                 "share": NUM("share", format="%.2f")})
-    pos = data.entropy_change_by_position(ctx.root, run_ids, lo, hi)
+    tlo = max(lo, hi - TOKEN_STEPS + 1)
+    pos = data.entropy_change_by_position(ctx.root, run_ids, tlo, hi)
     common.plot(charts.entropy_change_by_position(pos, charts.run_colors(ctx.runs["run_id"])), key="why_position",
                 frame=pos)
-    st.caption("By position: logged token rows only (the token budget may keep a subset of the responses).")
+    st.caption(f"By position: the logged token rows of steps {tlo}–{hi} (the window's last {TOKEN_STEPS} steps at "
+               "most; the token budget may keep a subset of the responses).")
 
 
 def _fits(points: pd.DataFrame, mom: pd.DataFrame, groups: dict) -> pd.DataFrame:
@@ -95,12 +98,15 @@ def theories(ctx: common.Context, run_ids, lo: int, hi: int) -> None:
     points = data.entropy_predictors(ctx.root, run_ids, lo, hi)
     common.plot(charts.predictor_scatter(points, charts.run_colors(ctx.runs["run_id"]), predictors=list(data.PREDICTORS)),
                 key="why_predictors", frame=points)
-    fits = _fits(points, data.token_predictor_moments(ctx.root, run_ids, lo, hi), _groups(ctx, run_ids))
+    tlo = max(lo, hi - TOKEN_STEPS + 1)
+    fits = _fits(points, data.token_predictor_moments(ctx.root, run_ids, tlo, hi), _groups(ctx, run_ids))
     st.markdown("**Each theory against the same-state change** — correlation r and R² (share of the variance a "
                 "straight line explains), per " + ("group (its runs' points pooled)" if ctx.groups else "run")
-                + f", steps {lo}–{hi}:")
+                + f"; per step over steps {lo}–{hi}, per token over the logged tokens of steps {tlo}–{hi}:")
     st.dataframe(fits, hide_index=True, width="stretch", key="why_predictor_table",
-                 column_config={c: NUM(c, format="%.3f") for c in fits.columns if c.startswith(("corr", "r2"))})
+                 column_config={**{c: NUM(c, format="%.3f") for c in fits.columns if c.startswith(("corr", "r2"))},
+                                **{c: st.column_config.TextColumn(c, width="large") for c in fits.columns
+                                   if c.startswith("reading")}})
     st.caption(" · ".join(f"`{k}` {v}" for k, v in data.PREDICTORS.items()) + ". Per token: (a) and (b) are the "
                "token's part of the covariance, (b) centred on the kept rows; (c) is Σ over its passes of "
                "w·A·∂H/∂z_a, compared with its new_entropy − old_entropy. A step's points are not independent "

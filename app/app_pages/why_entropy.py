@@ -25,19 +25,19 @@ def next_step() -> None:
     """The old comparison: −logp_adv_cov against the entropy of step t+1's rollout − step t's."""
     drv = data.entropy_drivers(ctx.root, run_ids)
     corr = data.entropy_driver_correlation(ctx.root, run_ids)
-    with st.expander("The next-step comparison: −Cov(old_logp, A) vs step t+1's entropy − step t's (fresh-prompt "
-                     "noise)", expanded=False):
-        st.caption("Step t+1's rollout draws new prompts: its entropy minus step t's mixes what the updates did with "
-                   "which prompts came up (on the demo preset about 3× noisier than the same-state change, and "
-                   "correlated with it at 0.09). Kept to compare with what other tools show.")
-        a, b = st.columns([2, 1])
-        with a:
-            common.plot(charts.driver_vs_change(drv, colors), key="driver_scatter")
-        with b:
-            st.dataframe(corr, hide_index=True, width="stretch", key="why_next_step_corr", column_config={
-                "corr": st.column_config.NumberColumn("corr", format="%.3f"),
-                "slope": st.column_config.NumberColumn("slope (≈ η)", format="%.3g")})
-        common.plot(charts.driver_over_steps(drv, focus), key="driver_steps")
+    st.subheader("The next-step comparison (fresh-prompt noise)")
+    st.caption("−Cov(old_logp, A) against step t+1's rollout entropy − step t's: the next rollout draws new prompts, "
+               "so this mixes what the updates did with which prompts came up (on the demo preset about 3× noisier "
+               "than the same-state change, and correlated with it at 0.09). Kept to compare with what other tools "
+               "show; the same-state views above are the measurement.")
+    a, b = st.columns([2, 1])
+    with a:
+        common.plot(charts.driver_vs_change(drv, colors), key="driver_scatter")
+    with b:
+        st.dataframe(corr, hide_index=True, width="stretch", key="why_next_step_corr", column_config={
+            "corr": st.column_config.NumberColumn("corr", format="%.3f"),
+            "slope": st.column_config.NumberColumn("slope (≈ η)", format="%.3g")})
+    common.plot(charts.driver_over_steps(drv, focus), key="driver_steps")
 
 
 def covariance() -> None:
