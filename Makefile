@@ -2,7 +2,10 @@
 #   make demo   set up .venv, then train GRPO and ASPO side by side and serve the live dashboard
 #   make test   set up .venv with the test dependencies (and Debian's chromium) and .venv-verl (verl 0.9.1),
 #               then run the test suite in .venv and the verl plug-in's tests in .venv-verl
-.PHONY: setup setup-dev setup-verl demo test
+# and for the edit-test loop:
+#   make check  the suite without its slow and browser tests, on both cores (pytest-xdist, one test file per
+#               worker so a file's fixtures are built once); `make test` stays the whole suite
+.PHONY: setup setup-dev setup-verl demo test check
 setup:
 	bash scripts/setup.sh
 setup-dev:
@@ -17,3 +20,6 @@ demo: setup
 test: setup-dev setup-verl
 	s=0; .venv/bin/python -m pytest -q --ignore=tests/test_integration_verl.py || s=1; \
 	 .venv-verl/bin/python -m pytest -q tests/test_integration_verl.py || s=1; exit $$s
+check:
+	bash scripts/setup.sh dev
+	.venv/bin/python -m pytest -q -m "not slow and not browser" -n 2 --dist loadfile --ignore=tests/test_integration_verl.py

@@ -26,8 +26,8 @@ def _f(default, help: str, **kw):
 class TrainConfig:
     # --- what to train
     algo: str = _f("aspo", "policy loss: one of aspo.losses.LOSSES (grpo, dapo, aspo, no_is, pos_mean_is, cispo, gspo, clip_cov, kl_cov)")
-    task: str = _f("math", "task: math, split (sums with many right answers), code or jsonl:PATH (a file of {prompt, answer} lines)")
-    task_args: str = _f("", "task options as k=v,k=v (math: digits, terms, ops, noise; split: digits, noise; code: noise)")
+    task: str = _f("math", "task: math, split (sums with many right answers), sums (lists of such sums: collapse turns into repetition), code or jsonl:PATH (a file of {prompt, answer} lines)")
+    task_args: str = _f("", "task options as k=v,k=v (math: digits, terms, ops, noise; split: digits, noise; sums: items, score=all|share, distinct=0|1, digits, noise; code: noise)")
     unsafe_unisolated_code: bool = _f(False, "code task only: run model-written code even where the sandbox cannot isolate it (no namespaces); only on a machine you trust")
     model: str = _f("tiny", "tiny or small (built from scratch and warmed up here) or the path of a local Hugging Face causal LM")
     out: str = _f("runs/run", "run directory: logs, checkpoints and the recorded config go here")
@@ -88,10 +88,11 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # seconds-long runs for tests and smoke checks; the warm-up ends on its step budget (120), the 600 s is only a
-    # safety limit, so a loaded machine gets the same start model instead of a half-trained one
+    # seconds-long runs for tests and smoke checks; the warm-up ends on its step budget (120), the 1800 s is only a
+    # safety limit, so a loaded machine gets the same start model instead of a half-trained one (and every tiny
+    # test, the ones that spell out warmup_seconds=1800 included, shares one cached warm-up: the key holds it)
     "tiny": dict(steps=3, prompts_per_step=4, group_size=4, minibatch_prompts=2, epochs=2, eval_every=2,
-                 eval_problems=8, eval_k=2, checkpoint_every=1, warmup_seconds=600, warmup_max_steps=120,
+                 eval_problems=8, eval_k=2, checkpoint_every=1, warmup_seconds=1800, warmup_max_steps=120,
                  warmup_target=0.3, kl_beta=0.001),
     # the embedded default: visible GRPO vs ASPO differences in a few minutes on 2 CPU cores
     # (lr 2e-4: at 3e-4 and above both losses lose accuracy on this model; see the experiment report)

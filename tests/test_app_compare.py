@@ -95,8 +95,9 @@ def test_rich_get_richer_group_mean_is_the_mean_of_the_seeds(seeds, monkeypatch)
     at = open_page(seeds, "rich_get_richer", monkeypatch, {"selected_runs": RUNS})
     grouped(at)
     fig = figure(at, "mean weight by old-probability bin")
-    assert [a["text"] for a in fig["layout"]["annotations"]][:2] == ["aspo", "grpo"]  # one panel per group
-    rgr = queries.rich_get_richer(seeds, RUNS)
+    titles = [a["text"] for a in fig["layout"]["annotations"]][:2]  # one panel per group, with its mean slope
+    assert [t.split(" · ")[0] for t in titles] == ["aspo", "grpo"] and all("slope A>0" in t for t in titles)
+    rgr = queries.rich_get_richer(seeds, RUNS, clip_state="none")  # the page's default: unclipped rows
     pos = rgr[(rgr["adv_sign"] == "pos") & rgr["run_id"].str.startswith("grpo")]
     want = pos.groupby("prob_bin")["weight_mean"].mean()
     line = next(t for t in fig["data"] if t["name"] == "advantage > 0" and t.get("xaxis") == "x2")

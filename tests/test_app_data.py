@@ -51,7 +51,8 @@ def test_health_badges():
                           "clip_frac_neg": 0.01})
     h = data.health(steps).iloc[0]
     assert h["entropy_collapse_step"] == 5 and h["repetition_rising"] and h["clip_surge"]
-    assert h["badges"] == "▼ entropy collapse @ 5 · ↻ repetition rising · ✂ clip surge"
+    # rises at step 4: the centred 2-step mean (steps 3-4) first reaches the threshold there
+    assert h["badges"] == "▼ entropy collapse @ 5 · ↻ repetition rising @ 4 · ✂ clip surge @ 4"
     calm = steps.assign(entropy_mean=1.0, repetition_rate=0.05, clip_frac_pos=0.02)
     assert data.health(calm).iloc[0]["badges"] == "✓ healthy"
 

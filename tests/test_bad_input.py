@@ -9,8 +9,7 @@ import pytest
 
 from aspo.cli import main
 from aspo.config import NUMBER_RULES, TrainConfig
-
-TASK = "digits=1,n_train=80,n_heldout=20"
+from train_helpers import TASK
 
 
 def run_cli(argv, capsys) -> tuple[int, str]:

@@ -8,22 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from aspo import trainer
-from aspo.config import make_config
 from aspo.diagnostics import fork_mask
 from aspo.losses import top_entropy
 from logs_schema import queries as q
 from logs_schema.schema import RATIO_INACTIVE_SHARE
-
-TASK = "digits=1,n_train=80,n_heldout=20"
-
-
-def train(tmp_path, name, preset="tiny", **kw):
-    # warm-up bounded by its step budget, not by the clock: on a loaded machine a 120 s limit leaves a model
-    # that ties every group (no advantage, no gradient) and the checks below would have nothing to measure
-    kw.setdefault("warmup_seconds", 1800)
-    cfg = make_config(preset, out=str(tmp_path / name), progress=False, eval_every=0, **kw)
-    return trainer.train(cfg, log=lambda m: None)
+from train_helpers import TASK, train
 
 
 @pytest.fixture(scope="module")

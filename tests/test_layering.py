@@ -183,3 +183,14 @@ def test_aspo_dashboard_is_app_for_a_reader_an_ide_and_a_checkout_without_instal
     assert done.returncode == 0, done.stderr[-2000:]
     files = [Path(f).resolve() for f in done.stdout.split()]
     assert files == [(ROOT / d / "__init__.py").resolve() for d in ("app", "aspo_charts", "aspo_report")]
+
+
+def test_no_test_module_is_imported_by_another():
+    """Shared helpers live in helper modules (tests/*_helpers.py): a test module is no library (editing one test
+    file must not break another, and under pytest's importlib import mode test modules cannot import each other)."""
+    found = {}
+    for path in (ROOT / "tests").glob("*.py"):
+        names = set().union(*(_modules(n) for n in ast.walk(ast.parse(path.read_text()))))
+        if {m for m in names if m.split(".")[0].startswith("test_")}:
+            found[path.name] = sorted(names)
+    assert found == {}

@@ -16,8 +16,7 @@ import torch
 from aspo import checkpoint
 from logs_helpers import raw_rows
 from logs_schema import queries
-
-TASK = "digits=1,n_train=80,n_heldout=20"
+from train_helpers import TASK
 
 
 def train_cmd(out, *extra):

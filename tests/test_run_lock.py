@@ -15,6 +15,7 @@ import pytest
 from logs_schema import queries
 from logs_schema.lock import RunDirInUse, RunLock, check_free, lock_path
 from logs_schema.writer import RunWriter
+from train_helpers import TASK
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = socket.gethostname()
@@ -80,9 +81,6 @@ def test_the_recorded_holder_is_respected_unless_it_is_gone(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
-
-
-TASK = "digits=1,n_train=80,n_heldout=20"
 
 
 def train_cmd(out, *extra):

@@ -13,7 +13,7 @@ from aspo.model import format_prompt, load_local_model
 from aspo.rollout import _tokenize_prompts, token_logp_entropy
 from logs_helpers import raw_rows
 from logs_schema import queries as q
-from test_diagnostics import TASK, train
+from train_helpers import TASK, train
 
 NEW_METRICS = ["entropy_before", "entropy_after", "entropy_change_same", "entropy_ratio_same", "logp_wadv_cov",
                "entropy_first_order"]

@@ -117,6 +117,7 @@ def test_every_loss_trains_one_step(tmp_path):
     assert torch.get_num_threads() >= 1
 
 
+@pytest.mark.slow  # a warm-up of its own (the split task), the longest test outside the slow set
 def test_split_task_trains_and_logs_its_rewards(tmp_path):
     """The demo preset's task end to end: rewards in the logs are the task's verdict on the logged completions."""
     from aspo.tasks import get_task
