@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_trl_step import exact_sum_reward, save_tiny_model, sum_prompts, trl_step_stats  # noqa: E402
+from bench_trl_step import exact_sum_reward, save_random_qwen2, save_tiny_model, sum_prompts, trl_step_stats  # noqa: E402
 
 TIMERS: dict[str, float] = {"record": 0.0, "new_logp": 0.0, "flush": 0.0, "writer": 0.0}
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
@@ -66,19 +66,13 @@ def big_vocab_tokenizer(size: int):
 
 def save_qwen_shaped_model(path, layers: int | None = None, seed: int = 0) -> str:
     """Qwen2.5-0.5B's shape (optionally `layers` deep), random init, and its tokenizer, saved into `path`."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config
 
     tok = big_vocab_tokenizer(QWEN25_05B["vocab_size"])
     shape = {**QWEN25_05B, **({"num_hidden_layers": layers} if layers else {})}
     cfg = Qwen2Config(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(cfg)
-    model.generation_config.pad_token_id, model.generation_config.eos_token_id = tok.pad_token_id, tok.eos_token_id
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return save_random_qwen2(path, cfg, tok, seed)
 
 
 def hash_reward(prompts, completions, **_):

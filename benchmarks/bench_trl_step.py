@@ -29,8 +29,7 @@ ALPHABET = "0123456789+-*= "
 
 def save_tiny_model(path, hidden: int = 128, layers: int = 4, seed: int = 0) -> str:
     """A char-level tokenizer and a random Qwen2, save_pretrained'ed into `path` (no hub access)."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config
 
     from aspo.model import build_tokenizer
 
@@ -40,6 +39,14 @@ def save_tiny_model(path, hidden: int = 128, layers: int = 4, seed: int = 0) -> 
                       num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=1024,
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)
+    return save_random_qwen2(path, cfg, tok, seed)
+
+
+def save_random_qwen2(path, cfg, tok, seed: int = 0) -> str:
+    """A random-init Qwen2 of config `cfg` and its tokenizer, save_pretrained'ed into `path` as a user's model is."""
+    import torch
+    from transformers import Qwen2ForCausalLM
+
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(cfg)
     model.generation_config.pad_token_id, model.generation_config.eos_token_id = tok.pad_token_id, tok.eos_token_id
