@@ -25,7 +25,7 @@ DEFAULT_ALGOS = "grpo,aspo"
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train GRPO and ASPO side by side on the embedded model and watch them live")
-    p.add_argument("--task", default=None, help="math, split, code or jsonl:PATH (default: the preset's; demo: split)")
+    p.add_argument("--task", default=None, help="math, split, sums, code or jsonl:PATH (default: the preset's; demo: split; sums: where collapse turns into repetition)")
     p.add_argument("--task-args", default="", help="task options as k=v,k=v (e.g. digits=2,terms=2)")
     p.add_argument("--algos", default=DEFAULT_ALGOS, help=f"comma-separated losses to compare (default: {DEFAULT_ALGOS})")
     p.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the demo preset's)")

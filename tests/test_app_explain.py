@@ -65,6 +65,30 @@ def test_counterfactual_page_shows_the_mass_of_aspo_on_a_grpo_step(logs, monkeyp
     assert not at.exception
 
 
+@pytest.mark.parametrize("logged_tied", [True, False])
+def test_counterfactual_page_opens_on_a_step_with_something_to_reweight(tmp_path, monkeypatch, logged_tied):
+    """A last step where every advantage is 0 (nothing to reweight): when its steps row says every group tied
+    (zero_var_group_frac = 1) the slider starts on the step before; when it does not (a token budget that kept only
+    tied groups), the page shows the nearest earlier step with rows and says so."""
+    from logs_helpers import synthetic_step
+    w = RunWriter(tmp_path / "tied", run_id="tied", meta={"algo": "grpo"})
+    for step in range(3):
+        metrics, seq, tok = synthetic_step(np.random.default_rng(step), "grpo", 0.5, 16, 8, 6, 2, 2)
+        if step == 2:
+            tok["advantage"], seq["advantage"] = np.zeros_like(tok["advantage"]), np.zeros_like(seq["advantage"])
+            metrics["zero_var_group_frac"] = 1.0 if logged_tied else 0.5
+        w.log_step(step, metrics, seq, tok)
+    w.set_status("finished")
+    at = open_page(tmp_path, "counterfactual", monkeypatch, {"focus_run": "tied"})
+    assert at.select_slider(key="cf_step").value == (1 if logged_tied else 2)
+    said = [i.value for i in at.info if "nearest earlier step" in i.value]
+    assert said == ([] if logged_tied else [said[0]]) and (logged_tied or "showing step 1" in said[0])
+    want = mass_by_bin(counterfactual(tmp_path, "tied", 1, ["grpo", "aspo"]))
+    first_aspo = next(t for t in figure(at, "share of gradient mass")["data"] if t["name"] == "aspo (counterfactual)")
+    pos = want[(want["loss"] == "aspo") & (want["adv_sign"] == "pos")].sort_values("prob_bin")
+    assert np.allclose(first_aspo["y"], pos["mass_share"])
+
+
 def test_inactive_ratios_line_and_badge(logs, tmp_path, monkeypatch):
     """A run whose every ratio is 1 (one update per batch) is flagged on Rich-get-richer, Why entropy falls
     and the Runs page; the synthetic runs (ratios moving) are not."""

@@ -148,7 +148,11 @@ def open_page(page, url: str, path: str) -> float:
     """Open a page, wait for its first drawn chart; returns the seconds that took."""
     t0 = time.time()
     page.goto(f"{url}/{path}")
-    page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=120_000)
+    try:
+        page.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg', timeout=120_000)
+    except Exception as e:  # say what the page shows instead of a chart
+        raise AssertionError(f"{path}: no chart after {time.time() - t0:.0f} s; the page reads: "
+                             f"{page.inner_text('body')[:3000]}") from e
     took = time.time() - t0
     assert page.locator('[data-testid="stException"]').count() == 0, page.inner_text("body")[:2000]
     return took

@@ -38,14 +38,40 @@ c = c4.number_input("dual clip c", 1.01, 20.0, max(float(used.get("dual_clip", 3
                     key="cf_c")
 
 
+LOOK_BACK = 10  # earlier steps tried when the chosen one has nothing to reweight
+
+
+def with_rows(options: list, chosen: int, overrides: dict):
+    """(step, mass) of the chosen step or, when it kept no token row with a non-zero advantage (every group
+    tied, or the token budget kept none), of the nearest of the LOOK_BACK steps before it that did."""
+    i = options.index(chosen)
+    for step in reversed(options[max(0, i - LOOK_BACK): i + 1]):
+        m = data.counterfactual_mass(ctx.root, focus, step, [algo, other], overrides)
+        if not m.empty:
+            return step, m
+    return chosen, m
+
+
+def default_step(options: list) -> int:
+    """The last step where some group's rewards differed (zero_var_group_frac < 1, or not logged): a step where
+    every group tied has no advantage to reweight."""
+    m = data.step_metrics(ctx.root, [focus])
+    tied = set(m.loc[m["zero_var_group_frac"] >= 1, "step"]) if "zero_var_group_frac" in m else set()
+    return next((s for s in reversed(options) if s not in tied), options[-1])
+
+
 def body() -> None:
     options = steps["step"].tolist()
-    step = st.select_slider("Step", options, value=options[-1], key="cf_step")
+    chosen = st.select_slider("Step", options, value=default_step(options), key="cf_step")
     overrides = {"eps_low": eps, "eps_high": eps, "dual_clip": c} if custom else {}
-    m = data.counterfactual_mass(ctx.root, focus, step, [algo, other], overrides)
+    step, m = with_rows(options, chosen, overrides)
     if m.empty:
-        st.info("This step kept no token rows with a non-zero advantage (token budget, or every group tied).")
+        st.info(f"Step {chosen} and the {LOOK_BACK} steps before it kept no token rows with a non-zero advantage "
+                "(every group tied, or the token budget kept none): nothing to reweight. Pick another step.")
         return
+    if step != chosen:
+        st.info(f"Step {chosen} kept no token rows with a non-zero advantage (every group tied, or the token budget "
+                f"kept none): showing step {step}, the nearest earlier step that did.")
     a, b = st.columns(2)
     with a:
         common.plot(charts.mass_delta(m, other), key="cf_delta")
