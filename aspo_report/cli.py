@@ -32,13 +32,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default=None, help="title of the report")
     p.add_argument("--readme", default=None, help="also rewrite the claims table between the markers "
                                                   f"{README_START} ... in this file (e.g. README.md)")
+    p.add_argument("--readme-section", default=None, metavar="NAME",
+                   help="with --readme: the block between <!-- aspo report: claims NAME --> ... instead (one README, "
+                        "several grids)")
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        out = write_report(args.run_dirs, args.out, args.title, args.readme)
+        if args.readme_section and not args.readme:
+            raise ReportError("--readme-section needs --readme FILE")
+        out = write_report(args.run_dirs, args.out, args.title, args.readme, args.readme_section)
     except ReportError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

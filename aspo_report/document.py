@@ -127,16 +127,17 @@ def build(roots, title: str = TITLE) -> tuple[dict, list]:
     return jsonable(summary), blocks
 
 
-def write_report(roots, out, title: str | None = None, readme: str | None = None) -> Path:
+def write_report(roots, out, title: str | None = None, readme: str | None = None,
+                 section: str | None = None) -> Path:
     """Write report.html, summary.md and summary.json under `out`; with `readme`, also replace the claims
-    table between that file's markers (render.README_START/END). Nothing is written on a ReportError."""
+    table between that file's markers (render.readme_markers(section)). Nothing is written on a ReportError."""
     summary, blocks = build(roots, **({"title": title} if title else {}))
     if readme:
         path = Path(readme)
         if not path.is_file():
             raise ReportError(f"--readme {readme}: no such file")
         try:
-            text = render.replace_in_readme(path.read_text(), render.claims_markdown(summary))
+            text = render.replace_in_readme(path.read_text(), render.claims_markdown(summary), section)
         except ValueError as exc:
             raise ReportError(f"--readme {readme}: {exc}") from None
     out = Path(out)

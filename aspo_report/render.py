@@ -11,6 +11,17 @@ import plotly.io as pio
 from aspo_report.claims import VERDICTS
 
 README_START, README_END = "<!-- aspo report: claims -->", "<!-- /aspo report: claims -->"
+SECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+
+def readme_markers(section: str | None = None) -> tuple[str, str]:
+    """The markers of the README block a report's claims table replaces: README_START/END, or for a named section
+    (a README with several grids) `<!-- aspo report: claims SECTION -->` ... `<!-- /aspo report: claims SECTION -->`."""
+    if section is None:
+        return README_START, README_END
+    if not SECTION_NAME.fullmatch(section):
+        raise ValueError(f"section {section!r}: use lower-case letters, digits, - and _ (at most 40)")
+    return f"<!-- aspo report: claims {section} -->", f"<!-- /aspo report: claims {section} -->"
 # the characters Markdown (CommonMark, GFM tables, $math$, ~strike~) or raw HTML would act on
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~$!&])")
 
@@ -94,9 +105,10 @@ def _claim_cell(claim: dict, algos: dict) -> str:
     return f"**{claim['verdict']}**: " + "; ".join(parts)
 
 
-def replace_in_readme(text: str, table: str) -> str:
-    """README text with the block between README_START and README_END replaced by `table`."""
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"the README has no {README_START} ... {README_END} markers to replace")
-    head, rest = text.split(README_START, 1)
-    return head + README_START + "\n" + table + "\n" + README_END + rest.split(README_END, 1)[1]
+def replace_in_readme(text: str, table: str, section: str | None = None) -> str:
+    """README text with the block between the section's markers (readme_markers) replaced by `table`."""
+    start, end = readme_markers(section)
+    if start not in text or end not in text:
+        raise ValueError(f"the README has no {start} ... {end} markers to replace")
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + table + "\n" + end + rest.split(end, 1)[1]

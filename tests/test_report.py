@@ -480,3 +480,20 @@ def test_logs_without_the_same_state_columns_say_not_measured(tmp_path, capsys):
     md = (tmp_path / "summary.md").read_text()
     assert "Not measured: no run of this task logged entropy\\_change\\_same" in md
     assert "not measured" in render.claims_markdown(s)
+
+
+def test_a_named_readme_section_is_rewritten_and_the_others_are_kept(experiment, tmp_path, capsys):
+    """One README, two grids: --readme-section NAME rewrites only the block between that name's markers."""
+    start, end = render.readme_markers("sums")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{render.README_START}\nsplit table\n{render.README_END}\nmiddle\n{start}\nold\n{end}\nend\n")
+    assert cli.main([str(experiment), "--out", str(tmp_path / "r"), "--readme", str(readme),
+                     "--readme-section", "sums"]) == 0
+    text = readme.read_text()
+    assert "split table" in text and "\nold\n" not in text and text.endswith(f"{end}\nend\n")
+    assert text.split(start)[1].split(end)[0].count("\n| ") >= len(claims.CLAIMS)
+    for argv in (["--readme", str(readme), "--readme-section", "Bad Name"], ["--readme-section", "sums"]):
+        before = readme.read_text()
+        assert cli.main([str(experiment), "--out", str(tmp_path / "r3"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and readme.read_text() == before, err
