@@ -98,7 +98,15 @@ def test_aspo_gradient_is_minus_a_weight_over_n(tmp_path):
     np.testing.assert_allclose(pos["weight"], 1 / pos["ratio"], rtol=1e-5)
 
 
+def published_steps(run_dir):
+    """The run's steps once every queued write is on disk: the plug-in writes Parquet off the actor's thread,
+    so a reader right after a step can see it still in the queue; av.flush() drains it, as exit does."""
+    av.flush()
+    return queries.step_metrics(run_dir)
+
+
 def tokens(run_dir, step):
+    av.flush()  # the step's files published (see published_steps)
     seqs = queries.samples(run_dir, run_dir.name, step, limit=1000)
     return pd.concat([queries.sample_tokens(run_dir, run_dir.name, step, int(s), epoch=None, rank=int(r))
                       for s, r in zip(seqs["sample"], seqs["rank"])], ignore_index=True)
@@ -216,7 +224,7 @@ def test_actor_hook_writes_one_step_per_train_mini_batch(tmp_path):
     assert step(actor, data) == "done"
     after_step0 = (data["old_log_probs"] + actor.params).detach().numpy()
     assert step(actor, actor_data(seed=1)) == "done"
-    assert list(queries.step_metrics(run)["step"]) == [0, 1]
+    assert list(published_steps(run)["step"]) == [0, 1]
     t = tokens(run, 0)
     assert sorted(t["epoch"].unique()) == [0, 1] and sorted(t["minibatch"].unique()) == [0, 1]
     assert t.groupby(["sample", "position"]).size().eq(2).all()  # each token once per epoch
@@ -245,14 +253,14 @@ def test_actor_hook_logs_the_samplers_log_probs_and_their_mismatch(tmp_path):
     np.testing.assert_allclose(t["rollout_logp"], rollout, rtol=1e-6)
     m = data["response_mask"].bool()
     old, r = data["old_log_probs"][m].double(), data["rollout_log_probs"][m].double()
-    steps = queries.step_metrics(run).iloc[0]
+    steps = published_steps(run).iloc[0]
     np.testing.assert_allclose(steps["rollout_logp_diff_max"], (old - r).abs().max().item(), rtol=1e-5)
     np.testing.assert_allclose(steps["rollout_kl"], (torch.exp(old - r) - (old - r) - 1).mean().item(), rtol=1e-4)
     without = tmp_path / "plain"  # no rollout log-probs in the batch: nothing invented
     av.configure(log_dir=without, token_sample=None)
     av.wrap_train_mini_batch(StandInActor.train_mini_batch)(actor, actor_data())
     assert tokens(without, 0)["rollout_logp"].isna().all()
-    assert pd.isna(queries.step_metrics(without).iloc[0]["rollout_kl"])
+    assert pd.isna(published_steps(without).iloc[0]["rollout_kl"])
 
 
 def test_without_log_dir_nothing_is_recorded(tmp_path):
@@ -283,7 +291,7 @@ def test_actor_hook_logs_same_state_entropy(tmp_path):
     np.testing.assert_allclose(t["old_entropy"], base.numpy()[t["position"]], rtol=1e-6)
     np.testing.assert_allclose(t["new_entropy"], after[t["sample"], t["position"]], rtol=1e-6)
     once = t.drop_duplicates(["sample", "position"])
-    m = queries.step_metrics(run).iloc[0]
+    m = published_steps(run).iloc[0]
     assert m["entropy_mean"] == pytest.approx(once["old_entropy"].mean(), rel=1e-6)
     assert m["entropy_change_same"] == pytest.approx((once["new_entropy"] - once["old_entropy"]).mean(), rel=1e-5)
     assert m["entropy_change_same"] != 0 and pd.notna(m["entropy_first_order"]) and pd.notna(m["logp_wadv_cov"])
@@ -291,7 +299,7 @@ def test_actor_hook_logs_same_state_entropy(tmp_path):
     av.wrap_infer_batch(StandInActor.infer_batch)(actor, actor_data(seed=2))
     av.wrap_train_mini_batch(StandInActor.train_mini_batch)(actor, bypass)
     t1 = tokens(run, 1)
-    assert len(t1) and t1["old_entropy"].isna().all() and pd.isna(queries.step_metrics(run).iloc[1]["entropy_mean"])
+    assert len(t1) and t1["old_entropy"].isna().all() and pd.isna(published_steps(run).iloc[1]["entropy_mean"])
 
 
 def _verl_rank(rank: int, port: int, run_dir: str) -> None:
@@ -359,7 +367,7 @@ def test_train_mini_batch_returns_aspo_metrics_for_verls_tracking(tmp_path):
     av.configure(log_dir=None)
     metrics = tu.get(out, "metrics")
     assert metrics["actor/pg_loss"] == [0.1, 0.2]  # verl's own, untouched
-    row = queries.step_metrics(run).iloc[0]
+    row = published_steps(run).iloc[0]
     measured = {c for c in row.index if c not in ("run_id", "step") and pd.notna(row[c])}
     assert {k for k in metrics if k.startswith("actor/aspo_")} == {f"actor/aspo_{c}" for c in measured}
     for column in ("logp_adv_cov", "fork_share_pos", "ratio_inactive_frac", "clip_frac_pos", "reward_mean"):

@@ -332,7 +332,8 @@ def with_aspo_metrics(output, metrics: dict | None):
     """The step's metrics as actor/aspo_<column> in the metrics dict train_mini_batch returns (a TensorDict with
     a non-tensor `metrics`, or None on ranks that hold no outputs), so verl's Tracking sends them with actor/*.
     One value per key, in the list form verl's reduce_metrics averages; every rank's copy is the global one."""
-    if output is None or not metrics:
+    from tensordict import TensorDictBase  # noqa: PLC0415 - verl's dependency, imported only under verl
+    if not isinstance(output, TensorDictBase) or not metrics:  # None on ranks without outputs; custom actors
         return output
     from verl.utils import tensordict_utils as tu  # noqa: PLC0415
     from aspo.trackers import tracker_metrics  # noqa: PLC0415
