@@ -10,6 +10,7 @@ import json
 import marshal
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -293,6 +294,25 @@ def test_run_phase_code_reads_no_globals():
         loads = [i.argval for i in dis.get_instructions(found[name]) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")]
         assert loads == [], f"{name} looks up globals {loads}"
     assert HOOK_LINE in sandbox._CHILD_SOURCE
+
+
+def test_a_late_alarm_from_the_previous_candidate_does_not_time_out_the_next():
+    """Under load the previous candidate's SIGALRM can reach Python's handler only after the next candidate
+    started (CI saw "huge output"'s correct neighbour scored 0): an alarm before a candidate's full time is
+    ignored. The runner is driven in this process and the stale alarm sent at the candidate's very start."""
+    namespace = {"__name__": "child"}
+    exec(sandbox._CHILD_SOURCE.rsplit("\nmain()", 1)[0], namespace)  # the child's functions, without main()
+    emitted = {}
+    run = namespace["_make_runner"]("f", 0.3, lambda index, outs, n: emitted.__setitem__(index, outs))
+    g = {}
+    module = lambda: exec("import os, signal\nos.kill(os.getpid(), signal.SIGALRM)\nf = lambda x: 2*x+1", g)  # noqa: E731
+    previous = signal.getsignal(signal.SIGALRM)
+    try:
+        run([(0, module, g, [1, 2])])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert emitted == {0: ["3", "5"]}
 
 
 def test_correct_partial_wrong_and_malformed():

@@ -32,6 +32,7 @@ import os
 import resource
 import signal
 import sys
+import time  # builtin: monotonic clock for the candidate timer
 import types
 
 SANDBOX_UID = 65534
@@ -303,12 +304,15 @@ def _make_runner(entry, per_candidate, emit_outputs):
     """The loop that runs the candidates, built before the hook. It reads locals and closure cells only
     (a test checks its code has no global lookups), so a candidate cannot redirect it."""
     encode, base, is_callable, length = _make_encoder(), BaseException, callable, len
-    setitimer, real = signal.setitimer, signal.ITIMER_REAL
+    setitimer, real, now = signal.setitimer, signal.ITIMER_REAL, time.monotonic
     timeout = type("Timeout", (BaseException,), {})  # raised by SIGALRM; `except Exception` cannot swallow it
-    running = [False]
+    running, started = [False], [0.0]
 
     def on_alarm(signum, frame):
-        if running[0]:
+        # A SIGALRM from the previous candidate's timer can reach Python only after the next one started (the
+        # handler runs at a bytecode boundary, late under load): it must not time that one out, so an alarm
+        # counts only once the running candidate has had its full time.
+        if running[0] and now() - started[0] >= per_candidate:
             raise timeout()
 
     signal.signal(signal.SIGALRM, on_alarm)
@@ -332,6 +336,7 @@ def _make_runner(entry, per_candidate, emit_outputs):
             outs = []
             if fn is not None:
                 try:
+                    started[0] = now()  # before the timer is armed: its alarm finds the full time elapsed
                     running[0] = True
                     setitimer(real, per_candidate, 0.02)  # re-fires if a candidate swallows it
                     outputs(fn, g, inputs, outs)
