@@ -4,7 +4,9 @@
 #               then run the test suite in .venv and the verl plug-in's tests in .venv-verl
 # and for the edit-test loop:
 #   make check  the suite without its slow and browser tests, on both cores (pytest-xdist, one test file per
-#               worker so a file's fixtures are built once); `make test` stays the whole suite
+#               worker so a file's fixtures are built once), keeping the tests' warm-ups in .cache/check-warmups
+#               between runs (keyed like a user's cache, WARMUP_VERSION included); `make test` stays the whole
+#               suite, from a fresh cache
 .PHONY: setup setup-dev setup-verl demo test check
 setup:
 	bash scripts/setup.sh
@@ -22,4 +24,5 @@ test: setup-dev setup-verl
 	 .venv-verl/bin/python -m pytest -q tests/test_integration_verl.py || s=1; exit $$s
 check:
 	bash scripts/setup.sh dev
-	.venv/bin/python -m pytest -q -m "not slow and not browser" -n 2 --dist loadfile --ignore=tests/test_integration_verl.py
+	ASPO_CACHE_DIR="$${ASPO_CACHE_DIR:-$(CURDIR)/.cache/check-warmups}" \
+	 .venv/bin/python -m pytest -q -m "not slow and not browser" -n 2 --dist loadfile --ignore=tests/test_integration_verl.py

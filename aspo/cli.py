@@ -15,7 +15,7 @@ from aspo import demo, experiment, health_cli, report_cli
 from aspo.config import ConfigError
 from aspo.serve import serve_dashboard
 from aspo.signals import stop_on_termination
-from aspo.train_options import OneLineParser, add_config_options, config_from_args
+from aspo.train_options import OneLineParser, add_config_options, checked_config, config_from_args
 from logs_schema.writer import LogWarning, is_interrupt
 
 
@@ -42,7 +42,7 @@ def interrupted(out) -> int:
 
 
 def run_train(args) -> int:
-    cfg = config_from_args(args)
+    cfg = checked_config(config_from_args(args))  # a bad option says so before transformers and the model load
     from aspo.progress import train_with_progress  # noqa: PLC0415  (imports torch)
     stop_on_termination()  # `kill` marks the run "killed" exactly as Ctrl-C does
     try:

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
+PAGES = ["runs", "overview", "rich_get_richer", "entropy", "repetition", "samples", "why_entropy", "counterfactual"]
+"""Every page of the dashboard, by the name open_page takes."""
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 
 

@@ -13,13 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 import aspo_charts as charts
-from apptest_helpers import figure, figures, messages, open_page, panels, response_picker, traces
+from apptest_helpers import PAGES, figure, figures, messages, open_page, panels, response_picker, traces
 from aspo_dashboard import data
 from logs_helpers import grpo_and_aspo, make_synthetic_run
-from logs_schema import RunWriter, progress, queries
+from logs_schema import RunWriter, queries
 from logs_schema import schema as S
 
-PAGES = ["runs", "overview", "rich_get_richer", "entropy", "repetition", "samples", "why_entropy", "counterfactual"]
 
 
 @pytest.fixture(scope="module")
@@ -202,35 +201,6 @@ def test_corrupt_and_newer_schema_files_are_reported_not_raised(broken, monkeypa
     assert "1 gap(s) in the runs' steps" in messages(at)  # steps 4..10: the newer step 10 is skipped
     reasons = " ".join(at.dataframe[0].value["reason"])
     assert f"schema v{S.SCHEMA_VERSION + 1}" in reasons and "corrupt" in reasons
-
-
-@pytest.mark.parametrize("page", PAGES)
-def test_warmup_progress_is_shown_until_the_first_step(tmp_path, monkeypatch, page):
-    """aspo demo's warm-up writes warmup.json before any run exists; every page shows it."""
-    progress.write_warmup(tmp_path, state="running", step=40, max_steps=1200, seconds=12.3, loss=0.612,
-                          accuracy=0.41, target_accuracy=0.55)  # pid: this process, alive
-    at = open_page(tmp_path, page, monkeypatch)
-    text = messages(at)
-    assert "Warming up the start model" in text and "step 40 of at most 1200" in text and "accuracy 0.41" in text
-    assert "No runs under" in text
-    progress.write_warmup(tmp_path, state="done", step=90, max_steps=1200, seconds=30.0, accuracy=0.56,
-                          target_accuracy=0.55, cached=False)
-    RunWriter(tmp_path / "grpo", run_id="grpo", meta={"algo": "grpo"})  # started, no step yet
-    data.watch_state.clear()  # its 1 s TTL would otherwise make this test wait a second
-    at = open_page(tmp_path, page, monkeypatch)
-    assert "Start model warmed up: 90 steps, held-out accuracy 0.56" in messages(at)
-    make_synthetic_run(tmp_path / "aspo", "aspo", steps=1, seqs_per_step=8)
-    data.watch_state.clear()
-    at = open_page(tmp_path, page, monkeypatch)
-    assert "warmed up" not in messages(at)  # a run has its first step: the curves take over
-
-
-def test_running_run_renders_live_view(tmp_path, monkeypatch):
-    make_synthetic_run(tmp_path / "live", "aspo", steps=3, seqs_per_step=16, status=None)
-    for page in PAGES:
-        at = open_page(tmp_path, page, monkeypatch)
-        caption = " ".join(c.value for c in at.caption)
-        assert "live, refreshing every" in caption and "3 steps logged (last step 2)" in caption, page
 
 
 def test_runs_page_shows_killed_failed_and_stale(tmp_path, monkeypatch):

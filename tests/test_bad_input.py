@@ -86,6 +86,7 @@ def test_demo_and_experiment_check_extra_before_writing(command, extra, needle, 
     assert not out.exists()  # refused before the directory, the warm-up or any child run
 
 
+@pytest.mark.slow  # trains a run, copies and resumes it (~30 s)
 def test_resuming_a_copied_run_asks_for_its_run_name(tmp_path, capsys):
     """The copy keeps the run id its logs were written under (the old directory name)."""
     base = ["train", "--preset", "tiny", "--task-args", TASK, "--no-progress", "--eval-every", "0"]

@@ -82,6 +82,9 @@ def _updates(run, batch):
     return log.token_columns(batch, new_logp)
 
 
+TWO_TRAININGS = pytest.mark.slow  # fp32_bf16 trains one batch twice (~15 s): in make test, not make check
+
+
 @pytest.fixture(scope="module")
 def fp32_bf16(tmp_path_factory, model_dir):
     """One rollout batch (fp32 sampler) trained from the same start weights in fp32 and in bf16 autocast."""
@@ -98,6 +101,7 @@ def fp32_bf16(tmp_path_factory, model_dir):
     return run32, _updates(run32, batch), run16, _updates(run16, batch16), batch
 
 
+@TWO_TRAININGS
 def test_bf16_logs_the_same_rows_within_bf16_tolerance(fp32_bf16):
     _, a, run16, b, batch = fp32_bf16
     for key in ("epoch", "minibatch", "sample", "position", "token_id", "advantage"):
@@ -117,6 +121,7 @@ def test_bf16_logs_the_same_rows_within_bf16_tolerance(fp32_bf16):
     np.testing.assert_allclose(b["ratio"][first], 1.0, atol=0.02)  # on-policy up to bf16 rounding
 
 
+@TWO_TRAININGS
 def test_bf16_ratio_and_weight_are_float32_maths_of_the_logged_logps(fp32_bf16):
     """The loss runs outside autocast: the logged weight is the loss's float32 value for the logged logp/old_logp."""
     *_, b, _ = fp32_bf16
@@ -130,6 +135,7 @@ def test_bf16_ratio_and_weight_are_float32_maths_of_the_logged_logps(fp32_bf16):
     np.testing.assert_allclose(b["weight"][free], 1 / b["ratio"][free], rtol=1e-5)  # ASPO's 1/r, as on fp32
 
 
+@TWO_TRAININGS
 def test_runtime_choices_are_recorded_with_the_config(fp32_bf16):
     run32, _, run16, _, _ = fp32_bf16
     for run, dtype in ((run32, "fp32"), (run16, "bf16")):

@@ -29,6 +29,9 @@ TRAIN = ["--preset", "tiny", "--task-args", "digits=1,n_train=80,n_heldout=20", 
          "--prompts-per-step", "8", "--group-size", "8", "--threads", "1", "--no-progress"]
 
 
+TWO_RUNS = pytest.mark.slow  # the logs fixture trains two runs (~20 s): in make test, not make check
+
+
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory) -> Path:
     """runs/grpo and runs/aspo from `aspo train`, in sequence: the second reuses the first's cached warm-up,
@@ -90,6 +93,7 @@ def test_notebooks_are_committed_without_outputs():
                 assert not c.outputs and c.execution_count is None, f"{name}: clear the outputs before committing"
 
 
+@TWO_RUNS
 def test_01_weight_distributions(logs, run_notebook):
     got = summary(run_notebook("01_token_weight_distributions", logs))
     rgr = q.rich_get_richer(logs)
@@ -102,6 +106,7 @@ def test_01_weight_distributions(logs, run_notebook):
         assert got[key]["weight_mean"] == pytest.approx(weighted_mean(g, "weight_mean"), abs=1e-6)
 
 
+@TWO_RUNS
 def test_02_rich_get_richer_by_hand(logs, run_notebook):
     got = summary(run_notebook("02_rich_get_richer_by_hand", logs))
     m = q.step_metrics(logs)
@@ -117,6 +122,7 @@ def test_02_rich_get_richer_by_hand(logs, run_notebook):
         assert s["top_delta_logp"] == pytest.approx(top, abs=1e-6)
 
 
+@TWO_RUNS
 def test_03_comparing_runs(logs, run_notebook):
     got = summary(run_notebook("03_comparing_runs", logs))
     runs = q.list_runs(logs).set_index("run_id")
@@ -131,6 +137,7 @@ def test_03_comparing_runs(logs, run_notebook):
         assert s["entropy_start"] == pytest.approx(m[m["run_id"] == run]["entropy_mean"].head(3).mean(), abs=1e-6)
 
 
+@TWO_RUNS
 def test_04_logs_from_another_trainer(logs, run_notebook, tmp_path):
     out = tmp_path / "outside"
     got = summary(run_notebook("04_logs_from_another_trainer", logs, ASPO_OUTSIDE_LOGS=out))
@@ -142,6 +149,7 @@ def test_04_logs_from_another_trainer(logs, run_notebook, tmp_path):
     assert len(q.sample_tokens(out, "outside-grpo", 2, 0, epoch=None)) > 0
 
 
+@TWO_RUNS
 def test_05_why_did_entropy_fall(logs, run_notebook):
     got = summary(run_notebook("05_why_did_entropy_fall", logs))
     corr = q.entropy_driver_correlation(logs).set_index("run_id")
@@ -172,6 +180,7 @@ def test_without_runs_the_notebook_says_what_to_do_and_stops_cleanly(name, run_n
     assert all(not c.outputs for c in code[setup + 1:])  # the rest was skipped
 
 
+@TWO_RUNS
 def test_rerunning_the_setup_cell_once_runs_exist_resumes_the_notebook(logs, tmp_path, monkeypatch):
     shell = pytest.importorskip("IPython.core.interactiveshell").InteractiveShell.instance()
     monkeypatch.syspath_prepend(str(NOTEBOOKS))

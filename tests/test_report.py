@@ -39,6 +39,9 @@ def _train(out: Path, algo: str, seed: int) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+FOUR_RUNS = pytest.mark.slow  # the module fixture below trains four runs (~30 s): in make test, not make check
+
+
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Path:
     """OUT/math/{grpo,aspo}-s{0,1}: the first run warms up (cached), the other three then run in parallel."""
@@ -73,6 +76,7 @@ def _last_eval(m, col="eval_avg_at_k") -> dict:
     return {rid: g[col].dropna().iloc[-1] for rid, g in m.sort_values("step").groupby("run_id")}
 
 
+@FOUR_RUNS
 def test_summary_numbers_equal_the_queries(experiment, out):
     s = json.loads((out / "summary.json").read_text())
     m = q.step_metrics(experiment)
@@ -106,6 +110,7 @@ def _html_traces(text: str, div_id: str) -> list[dict]:
     return [{**t, "x": arr(t["x"]), "y": arr(t["y"])} for t in traces]
 
 
+@FOUR_RUNS
 def test_report_html_is_self_contained_and_its_figures_carry_the_query_data(experiment, out):
     text = (out / "report.html").read_text()
     assert "<script src=" not in text and "Plotly.newPlot" in text and len(text) > 3_000_000  # plotly.js inline
@@ -129,6 +134,7 @@ def test_report_html_is_self_contained_and_its_figures_carry_the_query_data(expe
         assert np.allclose(traces[f"{algo}|weight_mean"]["y"], pooled["w"] / pooled["n"])
 
 
+@FOUR_RUNS
 def test_summary_md_has_the_rule_and_one_verdict_per_claim(out):
     md = (out / "summary.md").read_text()
     s = json.loads((out / "summary.json").read_text())
@@ -145,6 +151,7 @@ def test_summary_md_has_the_rule_and_one_verdict_per_claim(out):
     assert all(v != "not run" for i, v in enumerate(verdicts) if i != 4)
 
 
+@FOUR_RUNS
 def test_report_regenerates_identically_but_for_the_generated_line(experiment, out, tmp_path):
     roots = [str(experiment), str(experiment / "math")]  # overlapping: each run is counted once
     assert cli.main([*roots, "--out", str(tmp_path), "--title", "Tiny GRPO vs ASPO"]) == 0
@@ -223,12 +230,14 @@ def test_missing_and_empty_directories_are_one_line_errors(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@FOUR_RUNS
 def test_the_same_run_id_in_two_places_is_an_error(experiment, tmp_path, capsys):
     shutil.copytree(experiment / "math" / "grpo-s0", tmp_path / "copy" / "grpo-s0")
     assert cli.main([str(experiment), str(tmp_path / "copy"), "--out", str(tmp_path / "r")]) == 2
     assert "run id math:grpo-s0 appears twice" in capsys.readouterr().err
 
 
+@FOUR_RUNS
 def test_aspo_report_passes_its_options_and_the_childs_exit_code(out, tmp_path, capfd):
     assert json.loads((out / "summary.json").read_text())["title"] == "Tiny GRPO vs ASPO"
     assert "<title>Tiny GRPO vs ASPO</title>" in (out / "report.html").read_text()
@@ -245,6 +254,7 @@ def test_the_report_does_not_import_streamlit_and_aspo_does_not_import_app():
 
 
 # ---------------------------------------------------------------- intervals, power, the mechanism, the README
+@FOUR_RUNS
 def test_summary_runs_carry_what_identifies_them(out):
     for r in json.loads((out / "summary.json").read_text())["runs"]:
         assert set(document.RUN_KEYS) <= set(r) and r["model"] == "tiny" and r["group"] == "math"
@@ -278,6 +288,7 @@ def test_seeds_needed_is_the_power_formula():
     assert c["seeds_needed"] == stats.seeds_needed(a, b, c["d"], claims.Z) and c["ci"][0] <= c["d"] <= c["ci"][1]
 
 
+@FOUR_RUNS
 def test_clip_state_rows_partition_the_token_histogram(experiment):
     total = q.rich_get_richer(experiment).groupby(["run_id", "adv_sign", "prob_bin"])["count"].sum()
     parts = pd.concat([q.rich_get_richer(experiment, clip_state=s) for s in ("none", "clipped", "dual_clipped")])
@@ -286,6 +297,7 @@ def test_clip_state_rows_partition_the_token_histogram(experiment):
         q.rich_get_richer(experiment, clip_state="bogus")
 
 
+@FOUR_RUNS
 def test_mechanism_numbers_and_figure_are_seed_means_of_the_unclipped_rows(experiment, out):
     s = json.loads((out / "summary.json").read_text())
     mech = pd.DataFrame(s["tasks"]["math"]["mechanism"])
@@ -307,6 +319,7 @@ def test_mechanism_numbers_and_figure_are_seed_means_of_the_unclipped_rows(exper
     assert s["tasks"]["math"]["algos"]["aspo"]["metrics"]["delta_logp_low_unclipped"]["values"][0] == pytest.approx(low)
 
 
+@FOUR_RUNS
 def test_readme_claims_table_is_rewritten_between_its_markers(experiment, out, tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{render.README_START}\nold table\n{render.README_END}\noutro\n")
@@ -324,6 +337,7 @@ def test_readme_claims_table_is_rewritten_between_its_markers(experiment, out, t
     assert "markers" in err and err.count("\n") == 1 and readme.read_text() == "no markers\n"
 
 
+@FOUR_RUNS
 def test_covariance_driver_numbers_equal_the_entropy_diagnostics(experiment, out):
     s = json.loads((out / "summary.json").read_text())
     d = q.entropy_drivers(experiment)
@@ -436,6 +450,7 @@ def test_an_unwritable_out_is_one_line_exit_2(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- same-state entropy (schema v3, issue 18)
+@FOUR_RUNS
 def test_same_state_numbers_equal_the_queries_with_seed_intervals(experiment, out):
     """The budget and the predictors' correlations per seed are the dashboard's (queries_explain), summarised
     over seeds with the one bootstrap; the figure draws the seed means of the budget."""
@@ -482,6 +497,7 @@ def test_logs_without_the_same_state_columns_say_not_measured(tmp_path, capsys):
     assert "not measured" in render.claims_markdown(s)
 
 
+@FOUR_RUNS
 def test_a_named_readme_section_is_rewritten_and_the_others_are_kept(experiment, tmp_path, capsys):
     """One README, two grids: --readme-section NAME rewrites only the block between that name's markers."""
     start, end = render.readme_markers("sums")

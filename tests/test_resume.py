@@ -56,6 +56,7 @@ def test_sigkill_then_resume_logs_every_step_once(tmp_path):
     assert hist.groupby("step")["count"].sum().tolist() == raw_rows(out, "tokens").groupby("step").size().tolist()
 
 
+@pytest.mark.slow  # a training process started and interrupted (~8 s)
 def test_sigint_marks_run_killed_and_resume_hint(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(train_cmd(out, "--steps", "1000"),  # still training when the stop lands

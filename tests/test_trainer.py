@@ -108,6 +108,7 @@ def test_existing_run_needs_resume_or_overwrite(tmp_path, aspo_run):
         trainer.setup(cfg)
 
 
+@pytest.mark.slow  # nine trainer set-ups (~25-40 s)
 def test_every_loss_trains_one_step(tmp_path):
     from aspo.losses import LOSSES
     for algo in LOSSES:

@@ -72,6 +72,7 @@ def test_batch_masks_the_prompt_and_keeps_eos(tok):
     assert labels[1, 5:].tolist() == tok.convert_tokens_to_ids(["1", "8"]) + [tok.eos_token_id]
 
 
+@pytest.mark.slow  # a warm-up of its own (~8 s)
 def test_warmup_learns_and_the_cache_is_reused(tok, tmp_path):
     task = ToyAddition()
     _, heldout = task.splits(0)
