@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-PAGES = ["runs", "overview", "rich_get_richer", "entropy", "repetition", "samples", "why_entropy", "counterfactual"]
-"""Every page of the dashboard, by the name open_page takes."""
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+
+
+def app_pages(app: str = APP) -> list[str]:
+    """Every page of the dashboard's navigation, by the name open_page takes: the app_pages scripts the app
+    registers (st.Page), read from the app itself so a new page is tested without a list to update."""
+    found = re.findall(r"""st\.Page\(PAGES / ["'](\w+)\.py["']""", Path(app).read_text())
+    assert len(found) >= 8, f"the dashboard's pages were not found in {app}: {found}"
+    return sorted(set(found))
+
+
+PAGES = app_pages()
 
 
 def decode(obj):

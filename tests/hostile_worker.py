@@ -16,7 +16,6 @@ import inspect
 import json
 import math
 import os
-import re
 import resource
 import site
 import sys
@@ -182,21 +181,16 @@ def change_between_reads(rec: Recorder, case: dict):
     return rec.call("the change between two reads", change, Path(case["root"]))
 
 
-def pages(app: str) -> list[str]:
-    """Every page of the dashboard's navigation: the app_pages scripts the app registers (st.Page)."""
-    found = re.findall(r"""st\.Page\(PAGES / ["'](\w+)\.py["']""", Path(app).read_text())
-    assert len(found) >= 8, f"the dashboard's pages were not found in {app}: {found}"
-    return sorted(set(found))
-
-
 def check_pages(target: dict) -> dict:
     from streamlit.testing.v1 import AppTest
+
+    from apptest_helpers import app_pages  # the pages the app registers; Streamlit loaded only now
     os.environ["ASPO_LOGS"] = target["root"]
     runs = queries.list_runs(target["root"])
     ids = list(runs["run_id"])
     hostile = [r for r in ids if not r.endswith(("grpo", "aspo"))] or ids
     out = {"name": target["name"], "errors": [], "slow": [], "pages": 0, "rss_mb": 0.0, "warned": False}
-    for page in pages(SPEC["app"]):
+    for page in app_pages(SPEC["app"]):
         for state in ({}, {"selected_runs": hostile[:8], "focus_run": hostile[0] if hostile else None}):
             t = time.perf_counter()
             at = AppTest.from_file(SPEC["app"], default_timeout=120)
