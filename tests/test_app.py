@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import aspo_charts as charts
-from apptest_helpers import PAGES, figure, figures, messages, open_page, panels, response_picker, traces
+from apptest_helpers import figure, figures, messages, open_page, pages_in_turn, panels, response_picker, traces
 from aspo_dashboard import data
 from logs_helpers import grpo_and_aspo, make_synthetic_run
 from logs_schema import RunWriter, queries
@@ -163,7 +163,7 @@ def test_samples_page_lists_and_opens_every_rank_of_a_multi_rank_run(tmp_path, m
 
 
 # ---------------------------------------------------------------- broken and partial logs
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", pages_in_turn(0, 4))
 def test_missing_and_empty_dirs_say_so(tmp_path, monkeypatch, page):
     at = open_page(tmp_path / "nope", page, monkeypatch)
     assert "does not exist" in messages(at) and not at.get("plotly_chart")
@@ -171,7 +171,7 @@ def test_missing_and_empty_dirs_say_so(tmp_path, monkeypatch, page):
     assert "No runs under" in messages(at)
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", pages_in_turn(1, 4))
 def test_run_without_steps(tmp_path, monkeypatch, page):
     RunWriter(tmp_path / "fresh", run_id="fresh", meta={"algo": "aspo"})  # created, nothing logged yet
     at = open_page(tmp_path, page, monkeypatch)
@@ -194,7 +194,7 @@ def broken(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", pages_in_turn(2, 4))
 def test_corrupt_and_newer_schema_files_are_reported_not_raised(broken, monkeypatch, page):
     at = open_page(broken, page, monkeypatch)
     assert "3 log file(s) were skipped" in messages(at)

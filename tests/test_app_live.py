@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from apptest_helpers import PAGES, messages, open_page
+from apptest_helpers import PAGES, messages, open_page, pages_in_turn
 from aspo_dashboard import data
 from logs_helpers import make_synthetic_run
 from logs_schema import RunWriter, progress
 
 
-@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("page", pages_in_turn(3, 4))
 def test_warmup_progress_is_shown_until_the_first_step(tmp_path, monkeypatch, page):
     """aspo demo's warm-up writes warmup.json before any run exists; every page shows it."""
     progress.write_warmup(tmp_path, state="running", step=40, max_steps=1200, seconds=12.3, loss=0.612,

@@ -123,7 +123,9 @@ def test_json_validates_against_the_documented_schema(two_runs):
     assert by_check(runs["aspo"]["checks"])["entropy_collapse"]["status"] == "ok"
 
 
-@pytest.mark.parametrize("case", ["missing", "file", "empty", "newer", "bad_check", "bad_watch"])
+# each case is an `aspo health` process; `make check` keeps one per kind (path, schema, option), make test all
+@pytest.mark.parametrize("case", ["missing", "newer", "bad_check"] + [
+    pytest.param(c, marks=pytest.mark.slow) for c in ("file", "empty", "bad_watch")])
 def test_bad_input_is_one_line(tmp_path, case, two_runs):
     path, extra = tmp_path / "nope", []
     if case == "file":

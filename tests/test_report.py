@@ -416,9 +416,10 @@ def test_a_diverged_run_with_infinite_kl_still_gets_a_whole_report(tmp_path, cap
     assert (tmp_path / "r" / "report.html").stat().st_size > 1_000_000
 
 
-@pytest.mark.parametrize("config_json, what", [("{not json", "not JSON"), ("[1, 2, 3]", "a list"),
-                                               ("[" * 10_000 + "]" * 10_000, "nested 10,000 deep"),
-                                               ('{"a":' * 10_000 + "1" + "}" * 10_000, "objects 10,000 deep")])
+@pytest.mark.parametrize("config_json, what", [  # each a whole report: `make check` keeps two, make test all
+    ("{not json", "not JSON"), pytest.param("[1, 2, 3]", "a list", marks=pytest.mark.slow),
+    ("[" * 10_000 + "]" * 10_000, "nested 10,000 deep"),
+    pytest.param('{"a":' * 10_000 + "1" + "}" * 10_000, "objects 10,000 deep", marks=pytest.mark.slow)])
 def test_a_config_that_is_not_a_readable_json_object_is_named_not_parsed(tmp_path, capsys, config_json, what):
     logs = _synthetic_experiment(tmp_path / "logs", config_json=config_json)
     runs = q.list_runs(logs)
