@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 from streamlit.testing.v1 import AppTest
+
+from params import in_turn
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 
@@ -26,11 +27,8 @@ PAGES = app_pages()
 
 
 def pages_in_turn(family: int, families: int) -> list:
-    """PAGES as pytest parameters for one of `families` every-page test families: all of them run in `make test`,
-    while `make check` (no slow) renders only this family's share of the pages, a different share per family,
-    so the edit-test loop still opens every page in some broken or partial state at a quarter of the renders."""
-    return [pytest.param(page, marks=() if i % families == family else pytest.mark.slow)
-            for i, page in enumerate(PAGES)]
+    """PAGES taking turns in `make check` (params.in_turn): each every-page family renders its share of them."""
+    return in_turn(PAGES, family, families)
 
 
 def decode(obj):

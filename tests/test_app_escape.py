@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from aspo_dashboard.app_pages.common import md
 from logs_helpers import synthetic_step
 from logs_schema import RunWriter
+from params import in_turn
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 RUN_ID = "`evil *run* #1 [x](y) <b>_u_ :red[r] $x$"
@@ -44,8 +45,8 @@ def texts(at) -> list[str]:
     return [visible_text(str(e.value)) for kind in MARKDOWN_KINDS for e in getattr(at, kind)]
 
 
-@pytest.mark.parametrize("page", ["runs", "entropy", "repetition", "rich_get_richer", "samples", "why_entropy",
-                                  "counterfactual"])
+@pytest.mark.parametrize("page", in_turn(["runs", "entropy", "repetition", "rich_get_richer", "samples",
+                                          "why_entropy", "counterfactual"], 1, 3))
 def test_run_id_prompt_and_path_render_literally(root, page, monkeypatch):
     monkeypatch.setenv("ASPO_LOGS", str(root))
     at = AppTest.from_file(APP, default_timeout=60)

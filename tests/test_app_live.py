@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apptest_helpers import PAGES, messages, open_page, pages_in_turn
+from apptest_helpers import messages, open_page, pages_in_turn
 from aspo_dashboard import data
 from logs_helpers import make_synthetic_run
 from logs_schema import RunWriter, progress
@@ -31,9 +31,15 @@ def test_warmup_progress_is_shown_until_the_first_step(tmp_path, monkeypatch, pa
     assert "warmed up" not in messages(at)  # a run has its first step: the curves take over
 
 
-def test_running_run_renders_live_view(tmp_path, monkeypatch):
-    make_synthetic_run(tmp_path / "live", "aspo", steps=3, seqs_per_step=16, status=None)
-    for page in PAGES:
-        at = open_page(tmp_path, page, monkeypatch)
-        caption = " ".join(c.value for c in at.caption)
-        assert "live, refreshing every" in caption and "3 steps logged (last step 2)" in caption, page
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    root = tmp_path_factory.mktemp("live")
+    make_synthetic_run(root / "live", "aspo", steps=3, seqs_per_step=16, status=None)
+    return root
+
+
+@pytest.mark.parametrize("page", pages_in_turn(0, 4))
+def test_running_run_renders_live_view(live, monkeypatch, page):
+    at = open_page(live, page, monkeypatch)
+    caption = " ".join(c.value for c in at.caption)
+    assert "live, refreshing every" in caption and "3 steps logged (last step 2)" in caption, page

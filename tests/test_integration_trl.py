@@ -18,6 +18,7 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 from aspo.integrations.trl import AspoGRPOTrainer, trl_aggregation  # noqa: E402
 from logs_schema import queries  # noqa: E402
 from model_helpers import save_tiny_model  # noqa: E402
+from params import in_turn  # noqa: E402
 
 PROMPTS = ["1+1=", "2+3=", "4+4=", "5+1=", "7+2=", "3+3="]
 
@@ -273,7 +274,7 @@ def test_unknown_loss_and_unsupported_options_are_refused(tmp_path, model_dir, d
                         train_dataset=dataset)
 
 
-@pytest.mark.parametrize("page", ["runs", "overview", "rich_get_richer", "entropy", "repetition", "samples"])
+@pytest.mark.parametrize("page", in_turn(["runs", "overview", "rich_get_richer", "entropy", "repetition", "samples"], 0, 3))
 def test_trl_logs_open_in_the_dashboard(aspo_run, page, monkeypatch):
     """Every dashboard page renders the TRL run's logs (streamlit AppTest): no exception, at least one chart."""
     testing = pytest.importorskip("streamlit.testing.v1")

@@ -19,6 +19,7 @@ from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 
 from logs_schema import SCHEMA_VERSION  # noqa: E402
 from logs_schema import queries as q  # noqa: E402
+from params import in_turn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -169,8 +170,8 @@ def test_05_why_did_entropy_fall(logs, run_notebook):
     assert got["top_token_product"] == pytest.approx(top["product"].iloc[0], abs=1e-6)
 
 
-@pytest.mark.parametrize("name", ["01_token_weight_distributions", "02_rich_get_richer_by_hand", "03_comparing_runs",
-                                  "05_why_did_entropy_fall"])
+@pytest.mark.parametrize("name", in_turn(["01_token_weight_distributions", "02_rich_get_richer_by_hand",
+                                          "03_comparing_runs", "05_why_did_entropy_fall"], 0, 2))
 def test_without_runs_the_notebook_says_what_to_do_and_stops_cleanly(name, run_notebook, tmp_path):
     nb = run_notebook(name, tmp_path)  # an empty directory: no exception
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
