@@ -3,7 +3,7 @@ logging (aspo's loss only) and with logging, timed in one process, interleaved a
 
     .venv/bin/python benchmarks/bench_trl_logging.py [--shape tiny|qwen2.5-0.5b] [--layers N] [--model-dir DIR]
         [--B 16] [--G 4] [--max-new-tokens 32] [--iterations 2] [--minibatches 2] [--steps 4] [--repeats 3]
-        [--token-sample all|N|0.x] [--new-logp kept|all] [--variants trl,nolog,log]
+        [--token-sample default|all|N|0.x] [--new-logp kept|all] [--variants trl,nolog,log]
 
 Shapes: `tiny` (the default: a char-level Qwen2, hidden 128, 4 layers, ~0.6M parameters) or `qwen2.5-0.5b`:
 Qwen2.5-0.5B's config (vocabulary 151,936, hidden 896, 24 layers, 14 heads, 2 KV heads, intermediate 4864, tied
@@ -121,6 +121,9 @@ def variants(log_root: Path, token_sample, new_logp) -> dict:
 
 
 def token_sample_arg(text: str):
+    if text == "default":
+        from aspo.integrations.trl import DEFAULT_TOKEN_SAMPLE
+        return DEFAULT_TOKEN_SAMPLE
     if text == "all":
         return None
     return float(text) if "." in text else int(text)
@@ -163,8 +166,9 @@ def main(argv=None) -> int:
     ap.add_argument("--minibatches", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--token-sample", type=token_sample_arg, default=None,
-                    help="responses per step (N) or share (0.x) whose token rows are kept; all (the default)")
+    ap.add_argument("--token-sample", type=token_sample_arg, default="default",
+                    help="responses per step (N) or share (0.x) whose token rows are kept; all; default: the "
+                         "plug-in's default (aspo.integrations.trl.DEFAULT_TOKEN_SAMPLE)")
     ap.add_argument("--new-logp", choices=("kept", "all"), default="kept", help="the new_logp forward's responses")
     ap.add_argument("--variants", default="trl,nolog,log")
     a = ap.parse_args(argv)
@@ -180,7 +184,7 @@ def main(argv=None) -> int:
     results = {v: [] for v in chosen}
     print(f"shape {a.shape}{f' ({a.layers} layers)' if a.layers else ''} B={a.B} G={a.G} "
           f"max_new_tokens={a.max_new_tokens} iterations={a.iterations} minibatches={a.minibatches} steps={a.steps} "
-          f"(first untimed) repeats={a.repeats} token_sample={a.token_sample or 'all'} new_logp={a.new_logp}",
+          f"(first untimed) repeats={a.repeats} token_sample={'all' if a.token_sample is None else a.token_sample} new_logp={a.new_logp}",
           flush=True)
     for _ in range(a.repeats):
         for v in chosen:  # interleaved: drift of the machine hits every variant alike

@@ -171,20 +171,24 @@ def entropy_budget(root, run_ids=None, step_min=None, step_max=None) -> pd.DataF
 def entropy_change_by_bin(root, run_ids=None, step_min=None, step_max=None) -> pd.DataFrame:
     """Where the same-state entropy falls, from token_hist (every token, no token rows): run_id, adv_sign,
     clip_state, prob_bin, prob_lo, prob_hi, count (token rows), entropy_change (mean over the steps of the cell's
-    Σ(new_entropy − old_entropy) / the step's token rows: the cells of a step add up to its entropy_change_same),
+    Σ(new_entropy − old_entropy) / the step's measured token rows: the cells of a step add up to its
+    entropy_change_same; under a plug-in's token budget the measured rows are the kept responses'),
     entropy_first_order (the same for predictor (c)), n_steps (steps with the v3 sums in every cell: logs older
     than schema v3, or hosts that did not measure new_entropy, have none and no rows here).
     Ordered by run_id, adv_sign, clip_state, prob_bin."""
-    full = "CASE WHEN count(new_entropy_sum) = count(*) AND count(old_entropy_sum) = count(*) THEN {} END"
+    # v4 cells carry their own after-update sums and row counts (a plug-in's token budget may measure part of
+    # the rows); v3 cells were written only when every row was measured, so their count is after_count.
+    change = "coalesce(entropy_change_sum, new_entropy_sum - old_entropy_sum)"
     sql = f"""WITH c AS (SELECT run_id, step, adv_sign, clip_state, prob_bin, min(prob_lo) AS prob_lo,
-                    max(prob_hi) AS prob_hi, sum(count) AS n,
-                    {full.format("sum(new_entropy_sum - old_entropy_sum)")} AS d,
+                    max(prob_hi) AS prob_hi, sum(count) AS n, sum(coalesce(after_count, count)) AS n_after,
+                    CASE WHEN count({change}) = count(*) THEN sum({change}) END AS d,
                     sum(entropy_first_order_sum) AS f
                   FROM {{token_hist}} {{where}} GROUP BY ALL),
-      t AS (SELECT run_id, step, sum(n) AS big_n FROM c GROUP BY ALL HAVING bool_and(coalesce(isfinite(d), false))),
+      t AS (SELECT run_id, step, sum(n) AS big_n, sum(n_after) AS big_a FROM c GROUP BY ALL
+            HAVING bool_and(coalesce(isfinite(d), false)) AND sum(n_after) > 0),
       k AS (SELECT run_id, count(*) AS n_steps FROM t GROUP BY run_id)
     SELECT run_id, adv_sign, clip_state, prob_bin, min(prob_lo) AS prob_lo, max(prob_hi) AS prob_hi,
-           sum(n)::BIGINT AS count, sum(d / big_n) / any_value(k.n_steps) AS entropy_change,
+           sum(n)::BIGINT AS count, sum(d / big_a) / any_value(k.n_steps) AS entropy_change,
            sum(f / big_n) / any_value(k.n_steps) AS entropy_first_order, any_value(k.n_steps) AS n_steps
     FROM c JOIN t USING (run_id, step) JOIN k USING (run_id) GROUP BY ALL
     ORDER BY run_id, adv_sign, clip_state, prob_bin"""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CHANGELOG = {
     1: "Initial contract: runs, steps, sequences, tokens, token_hist, value_hist; one part per "
        "(table, step, rank), small tables compacted into per-rank segments of steps A..B.",
@@ -27,6 +27,10 @@ CHANGELOG = {
        "steps.entropy_before, entropy_after, entropy_change_same, entropy_ratio_same, logp_wadv_cov, "
        "entropy_first_order; token_hist old_entropy_sum, new_entropy_sum, entropy_first_order_sum. v1 and v2 "
        "files read with these columns null.",
+    4: "Token-budget-exact after-update cells (additive): token_hist after_count and entropy_change_sum; "
+       "delta_logp_sum and new_entropy_sum are sums over the after_count rows whose new_logp is known (a "
+       "plug-in's new_logp forward may cover the kept responses only), no longer null for such a step. v1-v3 "
+       "files read with after_count null (= count where their sums are not null).",
 }
 
 # Parquet key-value metadata keys present in every part file.
@@ -219,8 +223,9 @@ TOKEN_HIST = pa.schema(_KEY + [
     _f("count", pa.int64(), "rows", "Token rows (token x update pass) in the cell, over ALL tokens.", True),
     _f("weight_sum", pa.float64(), "weight", "Sum of weight (mean = weight_sum / count)."),
     _f("ratio_sum", pa.float64(), "ratio", "Sum of ratio."),
-    _f("delta_logp_sum", pa.float64(), "nats", "Sum of new_logp - old_logp (realised update). Null for a step "
-       "where new_logp is not known on every row (no new_logp forward, or one over the kept responses only)."),
+    _f("delta_logp_sum", pa.float64(), "nats", "Sum of new_logp - old_logp (realised update) over the cell's "
+       "after_count rows whose new_logp is known (mean = delta_logp_sum / after_count). Null for a step where "
+       "new_logp is known on no row (no new_logp forward); v1-v3: null unless known on every row."),
     _f("entropy_sum", pa.float64(), "nats", "Sum of entropy."),
     _f("old_logp_sum", pa.float64(), "nats", "v2: sum of old_logp."),
     _f("advantage_sum", pa.float64(), "-", "v2: sum of advantage."),
@@ -232,10 +237,17 @@ TOKEN_HIST = pa.schema(_KEY + [
        "trainer: epochs; TRL: num_iterations; verl: ppo_epochs), so per step sum(new_entropy_sum - old_entropy_sum) "
        "/ sum(count) over the cells is entropy_change_same and a cell's (new - old) / the step's sum(count) is its "
        "share of it: the cells add up. Null when not measured."),
-    _f("new_entropy_sum", pa.float64(), "nats", "v3: sum of new_entropy (same rule as old_entropy_sum); null for "
-       "a step where new_entropy is not known on every row (as delta_logp_sum)."),
+    _f("new_entropy_sum", pa.float64(), "nats", "v3: sum of new_entropy over the after_count rows (v4; v3: null "
+       "unless known on every row); null for a step where new_entropy is not known on exactly the rows where "
+       "new_logp is."),
     _f("entropy_first_order_sum", pa.float64(), "nats", "v3: sum of weight * advantage * entropy_slope; per step "
        "sum over cells / sum(count) is entropy_first_order, a cell's / the step's sum(count) its share of it."),
+    _f("after_count", pa.int64(), "rows", "v4: the cell's rows whose new_logp (measured after the step's updates) "
+       "is known: count, or fewer when the host's new_logp forward covered the kept responses only (token "
+       "budget). Null where none is known (and in older files: read as count where delta_logp_sum is set)."),
+    _f("entropy_change_sum", pa.float64(), "nats", "v4: sum of new_entropy - old_entropy over the after_count rows: "
+       "per step sum over cells / sum(after_count) is entropy_change_same (over the tokens the new_logp forward "
+       "covered, as the steps row's), a cell's / the step's sum(after_count) its share. Null as new_entropy_sum."),
 ])
 
 VALUE_HIST = pa.schema(_KEY + [

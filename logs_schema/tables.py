@@ -79,8 +79,8 @@ def token_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:
     sums = {f"{k}_sum": np.bincount(cell, weights=np.asarray(v, np.float64), minlength=size)
             for k, v in (("weight", tok["weight"]), ("ratio", tok["ratio"]), ("entropy", tok["entropy"]),
                          ("old_logp", old), ("advantage", adv), ("old_logp_adv", old * adv))}
-    sums["delta_logp_sum"] = _after_sum(np.asarray(tok["new_logp"], np.float64) - old, cell, size)
     sums.update(_measured_sums(tok, cell, size, adv))
+    sums.update(_after_sums(tok, old, cell, size))
     idx = np.nonzero(count)[0]
     b, s, c = idx // 9, (idx // 3) % 3, idx % 3
     cols = {"prob_bin": b, "prob_lo": b / S.PROB_BINS, "prob_hi": (b + 1) / S.PROB_BINS,
@@ -100,15 +100,29 @@ def _measured_sums(tok: dict, cell: np.ndarray, size: int, adv: np.ndarray) -> d
     for k, v in values.items():
         v = np.asarray(v, np.float64)
         out[f"{k}_sum"] = None if np.isnan(v).all() else np.bincount(cell, weights=v, minlength=size)
-    out["new_entropy_sum"] = _after_sum(np.asarray(tok.get("new_entropy", nan), np.float64), cell, size)
     return out
 
 
-def _after_sum(v: np.ndarray, cell: np.ndarray, size: int):
-    """Cell sums of a value measured after the step's updates (new_logp - old_logp, new_entropy): null (None)
-    unless it is known on every row. A plug-in's new_logp forward may cover only the responses whose token rows
-    are kept (the token budget); a sum over part of a cell's rows would read as a sum over all of them."""
-    return None if np.isnan(v).any() else np.bincount(cell, weights=v, minlength=size)
+def _after_sums(tok: dict, old_logp: np.ndarray, cell: np.ndarray, size: int) -> dict:
+    """Cell sums of the values measured after the step's updates, over the rows where new_logp is known: a
+    plug-in's new_logp forward may cover only the responses whose token rows are kept (the token budget), so
+    each cell carries its own count of them (after_count) and its means and shares are over those rows. All
+    null for a step where nothing was measured; the entropy sums null unless new_entropy (and old_entropy) are
+    known on exactly those rows (a sum over other rows than after_count's would not divide by it)."""
+    nan = np.full(len(cell), np.nan)
+    new_logp = np.asarray(tok["new_logp"], np.float64)
+    known = np.isfinite(new_logp)
+    if not known.any():
+        return {"after_count": None, "delta_logp_sum": None, "new_entropy_sum": None, "entropy_change_sum": None}
+    out = {"after_count": np.bincount(cell, weights=known, minlength=size).astype(np.int64),
+           "delta_logp_sum": np.bincount(cell[known], weights=(new_logp - old_logp)[known], minlength=size)}
+    new_ent = np.asarray(tok.get("new_entropy", nan), np.float64)
+    old_ent = np.asarray(tok.get("old_entropy", nan), np.float64)
+    same_rows = np.array_equal(np.isfinite(new_ent), known) and np.isfinite(old_ent[known]).all()
+    out["new_entropy_sum"] = np.bincount(cell[known], weights=new_ent[known], minlength=size) if same_rows else None
+    out["entropy_change_sum"] = (np.bincount(cell[known], weights=(new_ent - old_ent)[known], minlength=size)
+                                 if same_rows else None)
+    return out
 
 
 def value_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:

@@ -15,7 +15,7 @@ datasets = pytest.importorskip("datasets")
 import torch  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from aspo.integrations.trl import AspoGRPOTrainer, trl_aggregation  # noqa: E402
+from aspo.integrations.trl import DEFAULT_TOKEN_SAMPLE, AspoGRPOTrainer, trl_aggregation  # noqa: E402
 from logs_schema import queries  # noqa: E402
 from model_helpers import save_tiny_model  # noqa: E402
 from params import in_turn  # noqa: E402
@@ -47,9 +47,12 @@ def dataset():
 
 
 def run(tmp_path, model_dir, dataset, loss, aspo_kwargs=None, **args_over):
+    """A run that keeps every response's token rows (the checks below compare them with TRL's own values);
+    the default token budget has its own test."""
     log_dir = tmp_path / f"logs-{loss}"
     trainer = AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, **args_over),
-                              train_dataset=dataset, aspo_loss=loss, aspo_log_dir=log_dir, **(aspo_kwargs or {}))
+                              train_dataset=dataset, aspo_loss=loss, aspo_log_dir=log_dir,
+                              **{"aspo_token_sample": None, **(aspo_kwargs or {})})
     trainer.train()
     return log_dir, trainer
 
@@ -158,8 +161,9 @@ class CountingTrainer(AspoGRPOTrainer):
 def test_a_token_budget_limits_the_new_logp_forward_to_the_kept_responses(tmp_path, model_dir, dataset):
     """aspo_token_sample=3 of 8 responses: the new_logp forward scores those 3 only; their rows carry new_logp and
     new_entropy, the same-state metrics are their (trained) tokens' means, and the histograms' sums of values
-    measured after the updates are null (a sum over part of a cell's rows would pass for one over all), while
-    their counts still cover every token. aspo_new_logp="all" scores all 8 and fills those sums."""
+    measured after the updates are over those rows, with their own count (after_count; schema v4), while count
+    still covers every token: Δlogp by probability and where the entropy falls are the kept responses', and
+    their cells add up to the step's entropy_change_same. aspo_new_logp="all" scores all 8."""
     CountingTrainer.scored = []
     log_dir = tmp_path / "kept"
     CountingTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, max_steps=4),
@@ -173,8 +177,22 @@ def test_a_token_budget_limits_the_new_logp_forward_to_the_kept_responses(tmp_pa
                                                             rel=1e-4, abs=1e-7)
     assert m.loc[0, "entropy_before"] == pytest.approx(once["old_entropy"].mean(), rel=1e-5)
     hist = raw_hist(log_dir)
-    assert hist["delta_logp_sum"].isna().all() and hist["new_entropy_sum"].isna().all()
-    assert hist["count"].sum() > len(t) and hist["weight_sum"].notna().all()
+    h0 = hist[hist["step"] == 0]
+    assert h0["count"].sum() > len(t) and hist["weight_sum"].notna().all()
+    assert h0["after_count"].sum() == len(t)  # raw rows: every kept token row once per pass, nothing else
+    assert h0["delta_logp_sum"].sum() == pytest.approx((t["new_logp"] - t["old_logp"]).sum(), rel=1e-6, abs=1e-6)
+    assert h0["entropy_change_sum"].sum() == pytest.approx((t["new_entropy"] - t["old_entropy"]).sum(),
+                                                          rel=1e-5, abs=1e-6)
+    bins = queries.entropy_change_by_bin(log_dir)
+    assert (bins["n_steps"] == len(m)).all()
+    assert bins["entropy_change"].sum() == pytest.approx(m["entropy_change_same"].mean(), rel=1e-4, abs=1e-7)
+    rgr = queries.rich_get_richer(log_dir, step_min=0, step_max=0)
+    t = t.assign(pbin=np.clip(np.floor(np.exp(t["old_logp"]) * 20), 0, 19).astype(int),
+                 delta=t["new_logp"] - t["old_logp"], sign=np.where(t["advantage"] > 0, "pos", np.where(
+                     t["advantage"] < 0, "neg", "zero")))
+    want = t.groupby(["sign", "pbin"])["delta"].mean()
+    got = rgr.set_index(["adv_sign", "prob_bin"])["delta_logp_mean"]
+    np.testing.assert_allclose(got.reindex(want.index).to_numpy(), want.to_numpy(), rtol=1e-5, atol=1e-6)
 
     CountingTrainer.scored = []
     log_all = tmp_path / "all"
@@ -187,6 +205,34 @@ def test_a_token_budget_limits_the_new_logp_forward_to_the_kept_responses(tmp_pa
     with pytest.raises(ValueError, match="aspo_new_logp"):
         AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path), train_dataset=dataset,
                         aspo_new_logp="some")
+
+
+def test_the_default_token_budget_keeps_a_quarter_of_the_responses(tmp_path, model_dir, dataset):
+    """No aspo_token_sample: DEFAULT_TOKEN_SAMPLE (0.25) of the 8 responses, i.e. 2, keep token rows and are
+    scored after the updates; the step metrics known before the updates still cover every token."""
+    CountingTrainer.scored = []
+    log_dir = tmp_path / "default"
+    CountingTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, max_steps=2),
+                    train_dataset=dataset, aspo_loss="grpo", aspo_log_dir=log_dir).train()
+    assert DEFAULT_TOKEN_SAMPLE == 0.25 and CountingTrainer.scored == [2]
+    t = step_tokens(log_dir, 0)
+    assert t["sample"].nunique() == 2
+    seqs = raw_rows_of(log_dir, "sequences")
+    seqs = seqs[seqs["step"] == 0]
+    assert len(seqs) == 8 and seqs["tokens_logged"].sum() == 2
+    hist = raw_hist(log_dir)
+    hist = hist[hist["step"] == 0]  # raw rows: every token of the 8 responses, as many passes each
+    passes = hist["count"].sum() / seqs["length"].sum()
+    assert passes >= 1 and len(t) == passes * seqs.loc[seqs["tokens_logged"], "length"].sum()
+    assert hist["after_count"].sum() == len(t)
+    m = queries.step_metrics(log_dir).set_index("step")
+    assert m.loc[0, "entropy_mean"] == pytest.approx(
+        hist["old_entropy_sum"].sum() / hist["count"].sum(), rel=1e-5)  # every token, not the kept 2
+
+
+def raw_rows_of(log_dir, table) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+    return pd.concat([pq.read_table(f).to_pandas() for f in sorted((log_dir / table).glob("*.parquet"))])
 
 
 def raw_hist(log_dir) -> pd.DataFrame:
