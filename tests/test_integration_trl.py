@@ -231,14 +231,14 @@ def test_the_default_token_budget_keeps_a_quarter_of_the_responses(tmp_path, mod
 
 
 def raw_rows_of(log_dir, table) -> pd.DataFrame:
+    """Every row of one table of a run, from its raw files (no query, no de-duplication)."""
     import pyarrow.parquet as pq
     return pd.concat([pq.read_table(f).to_pandas() for f in sorted((log_dir / table).glob("*.parquet"))])
 
 
 def raw_hist(log_dir) -> pd.DataFrame:
     """Every token_hist row of a run, from its raw files."""
-    import pyarrow.parquet as pq
-    return pd.concat([pq.read_table(f).to_pandas() for f in sorted((log_dir / "token_hist").glob("*.parquet"))])
+    return raw_rows_of(log_dir, "token_hist")
 
 
 def test_on_policy_steps_take_old_entropy_from_the_pass(tmp_path, model_dir, dataset):
