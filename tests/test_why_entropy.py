@@ -268,3 +268,30 @@ def test_counterfactual_page_says_what_the_other_loss_predicts(root, monkeypatch
             assert f"`{k}`" in said and "opposite sign of the realised change" in said
     table = next(d.value for d in at.dataframe if "predictor" in d.value.columns).set_index("predictor")
     assert table.at["-logp_wadv_cov", "value · aspo"] == pytest.approx(want.at[("aspo", "-logp_wadv_cov"), "value"])
+
+
+def test_v3_token_hist_reads_as_the_v4_one_where_every_row_was_measured(root, tmp_path):
+    """A bundled run measures new_logp on every row, so its v4 cells have after_count = count. The same cells
+    written as schema v3 files (no after_count, no entropy_change_sum, version 3 in the metadata) must give the
+    same Δlogp by probability and the same 'where it falls', through the v3 branch of each query."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from logs_schema import schema as S
+
+    v3 = tmp_path / "grpo"
+    shutil.copytree(root / "grpo", v3, ignore=shutil.ignore_patterns("checkpoints", "init_model"))
+    files = sorted((v3 / "token_hist").glob("*.parquet"))
+    assert files
+    for f in files:
+        t = pq.read_table(f)
+        assert (t.column("after_count").to_numpy() == t.column("count").to_numpy()).all()
+        t = t.drop_columns(["after_count", "entropy_change_sum"])
+        t = t.replace_schema_metadata({**t.schema.metadata, S.META_VERSION: b"3"})
+        pq.write_table(t, f, write_page_checksum=True)
+    assert q.problems(tmp_path).empty
+    for query in (q.rich_get_richer, qe.entropy_change_by_bin):
+        new, old = query(root, ["grpo"]), query(tmp_path, ["grpo"])
+        assert len(new) == len(old) > 0
+        pd.testing.assert_frame_equal(new.reset_index(drop=True), old.reset_index(drop=True), rtol=1e-12)
