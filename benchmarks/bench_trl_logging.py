@@ -184,7 +184,8 @@ def main(argv=None) -> int:
     results = {v: [] for v in chosen}
     print(f"shape {a.shape}{f' ({a.layers} layers)' if a.layers else ''} B={a.B} G={a.G} "
           f"max_new_tokens={a.max_new_tokens} iterations={a.iterations} minibatches={a.minibatches} steps={a.steps} "
-          f"(first untimed) repeats={a.repeats} token_sample={'all' if a.token_sample is None else a.token_sample} new_logp={a.new_logp}",
+          f"(first untimed) repeats={a.repeats} token_sample={'all' if a.token_sample is None else a.token_sample} "
+          f"new_logp={a.new_logp}",
           flush=True)
     for _ in range(a.repeats):
         for v in chosen:  # interleaved: drift of the machine hits every variant alike

@@ -114,15 +114,17 @@ def _after_sums(tok: dict, old_logp: np.ndarray, cell: np.ndarray, size: int) ->
     known = np.isfinite(new_logp)
     if not known.any():
         return {"after_count": None, "delta_logp_sum": None, "new_entropy_sum": None, "entropy_change_sum": None}
-    out = {"after_count": np.bincount(cell, weights=known, minlength=size).astype(np.int64),
-           "delta_logp_sum": np.bincount(cell[known], weights=(new_logp - old_logp)[known], minlength=size)}
+
+    def over_known(v: np.ndarray) -> np.ndarray:
+        return np.bincount(cell[known], weights=v[known], minlength=size)
+
     new_ent = np.asarray(tok.get("new_entropy", nan), np.float64)
     old_ent = np.asarray(tok.get("old_entropy", nan), np.float64)
     same_rows = np.array_equal(np.isfinite(new_ent), known) and np.isfinite(old_ent[known]).all()
-    out["new_entropy_sum"] = np.bincount(cell[known], weights=new_ent[known], minlength=size) if same_rows else None
-    out["entropy_change_sum"] = (np.bincount(cell[known], weights=(new_ent - old_ent)[known], minlength=size)
-                                 if same_rows else None)
-    return out
+    return {"after_count": np.bincount(cell[known], minlength=size),
+            "delta_logp_sum": over_known(new_logp - old_logp),
+            "new_entropy_sum": over_known(new_ent) if same_rows else None,
+            "entropy_change_sum": over_known(new_ent - old_ent) if same_rows else None}
 
 
 def value_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:

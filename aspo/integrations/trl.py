@@ -66,9 +66,9 @@ def trl_aggregation(loss_type: str, mask, *, batch_size: int, grad_accum: float,
 
 
 # The default token budget: a quarter of each step's responses (per rank) keep their token rows and get the extra
-# new_logp forward after the step's updates. Over every response that forward alone cost +7.8% of a step at
-# Qwen2.5-0.5B's vocabulary on CPU (more where generation is fast); the step metrics and the histograms of values
-# known before the updates stay exact over every token (logs_schema/README.md, "Writing").
+# new_logp forward after the step's updates. Over every response that forward is most of the logging cost (at
+# Qwen2.5-0.5B's vocabulary on CPU +5.8% of a step against +1.2% with this budget: docs/integrations/trl.md,
+# "Cost"); the step metrics and the histograms of values known before the updates stay exact over every token.
 DEFAULT_TOKEN_SAMPLE = 0.25
 
 
@@ -87,8 +87,8 @@ class AspoGRPOTrainer(GRPOTrainer):
     aspo_loss_kwargs: overrides of `LOSS_DEFAULTS[aspo_loss]` (eps_low, eps_high, dual_clip, entropy_clip_top).
     aspo_log_dir: run directory for the Parquet logs (shared by all ranks); None: no logging.
     aspo_token_sample: responses per step and rank (int) or share (float) whose token rows are kept, and which the
-        new_logp forward scores; default DEFAULT_TOKEN_SAMPLE (a quarter), None = all (see docs/integrations/trl.md,
-        "What a token budget keeps exact").
+        new_logp forward scores; default DEFAULT_TOKEN_SAMPLE (a quarter), None = all (what stays exact over
+        every token: logs_schema/README.md, "Writing").
     aspo_run_id: run id (same on every rank); default `args.run_name` or the log directory's name.
     aspo_repetition_n: token n-gram size of the per-response repetition rate.
     aspo_new_logp: measure new_logp and new_entropy with one extra forward after the step's updates, over the
@@ -100,7 +100,8 @@ class AspoGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *args, aspo_loss: str = "aspo", aspo_loss_kwargs: dict | None = None,
-                 aspo_log_dir=None, aspo_token_sample: int | float | None = DEFAULT_TOKEN_SAMPLE, aspo_run_id: str | None = None,
+                 aspo_log_dir=None, aspo_token_sample: int | float | None = DEFAULT_TOKEN_SAMPLE,
+                 aspo_run_id: str | None = None,
                  aspo_repetition_n: int = 4, aspo_new_logp: bool | str = True, **kwargs):
         if aspo_loss not in LOSSES:
             raise ValueError(f"unknown aspo_loss {aspo_loss!r}: choose one of {', '.join(LOSSES)}")
