@@ -6,6 +6,8 @@ these functions to produce compatible aggregates.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pyarrow as pa
 
@@ -149,15 +151,28 @@ def value_hist_table(tok: dict, run_id: str, step: int, rank: int) -> pa.Table:
     return build_table("value_hist", cols, run_id, step, rank)
 
 
+def check_token_sample(token_sample) -> None:
+    """Refuse a token budget that is not None, a count >= 0 (int) or a share in [0, 1] (float), before any step
+    is trained (not at the first step's logging)."""
+    if token_sample is None:
+        return
+    if isinstance(token_sample, bool) or not isinstance(token_sample, (numbers.Integral, float)):
+        raise ValueError(f"token_sample must be None (all), a count of responses (int) or a share (float), "
+                         f"got {token_sample!r}")
+    if isinstance(token_sample, float) and not 0.0 <= token_sample <= 1.0:
+        raise ValueError(f"token_sample share must be in [0, 1], got {token_sample}")
+    if isinstance(token_sample, numbers.Integral) and token_sample < 0:
+        raise ValueError(f"token_sample count must be >= 0, got {token_sample}")
+
+
 def sample_ids(all_samples: np.ndarray, token_sample, step: int, rank: int) -> np.ndarray:
     """Samples whose token rows are kept: all (None), a count (int) or a share (float) of them.
     Deterministic: seeded by (step, rank), so a re-logged step keeps the same samples."""
+    check_token_sample(token_sample)
     ids = np.unique(np.asarray(all_samples))
     if token_sample is None:
         return ids
     if isinstance(token_sample, float):
-        if not 0.0 <= token_sample <= 1.0:
-            raise ValueError(f"token_sample share must be in [0, 1], got {token_sample}")
         k = int(round(token_sample * len(ids))) if token_sample < 1.0 else len(ids)
         k = max(k, 1 if token_sample > 0 and len(ids) else 0)
     else:

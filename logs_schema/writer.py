@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 from . import schema as S
 from .lock import RunLock
 from .write_queue import WriteQueue
-from .tables import (AGG_COLUMNS, FILE_SCHEMAS, build_table, sample_ids, steps_table,  # noqa: F401
+from .tables import (AGG_COLUMNS, FILE_SCHEMAS, build_table, check_token_sample, sample_ids, steps_table,  # noqa: F401
                      token_hist_table, value_hist_table)  # re-exported: writer.<name> stays valid
 
 PART_TABLES = ("tokens", "token_hist", "value_hist", "sequences", "steps")  # publication order
@@ -223,6 +223,7 @@ class RunWriter:
                  token_sample: int | float | None = None, resume_step: int | None = None,
                  *, fsync: bool = False, compression: str = "snappy", compact_every: int | None = 100,
                  lock: RunLock | None = None, background: bool = False):
+        check_token_sample(token_sample)  # before the lock or any file: a bad budget changes nothing
         self.dir, self.run_id, self.rank = Path(run_dir), str(run_id), int(rank)
         self.token_sample, self.compact_every = token_sample, compact_every
         self._write_kw = {"fsync": fsync, "compression": compression}

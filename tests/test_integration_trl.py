@@ -205,6 +205,9 @@ def test_a_token_budget_limits_the_new_logp_forward_to_the_kept_responses(tmp_pa
     with pytest.raises(ValueError, match="aspo_new_logp"):
         AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path), train_dataset=dataset,
                         aspo_new_logp="some")
+    with pytest.raises(ValueError, match="token_sample share must be in"):  # before the model loads
+        AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path), train_dataset=dataset,
+                        aspo_token_sample=1.5)
 
 
 def test_the_default_token_budget_keeps_a_quarter_of_the_responses(tmp_path, model_dir, dataset):

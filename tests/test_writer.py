@@ -369,3 +369,13 @@ def test_unmeasured_metric_is_null_and_a_computed_nan_stays_nan(tmp_path):
     assert t.column("clip_frac_neg").null_count == 1
     assert t.column("kl").null_count == 0 and t.column("kl").to_pylist()[0] != t.column("kl").to_pylist()[0]
     assert t.column("loss").to_pylist() == [1.0]
+
+
+@pytest.mark.parametrize("budget", [1.5, -0.1, -1, True, "64"])
+def test_a_bad_token_budget_is_refused_before_anything_is_written(tmp_path, budget):
+    """A budget that is not None, a count >= 0 or a share in [0, 1] is a one-line ValueError at construction,
+    not at the first step's logging, and the run directory is not created."""
+    with pytest.raises(ValueError, match="token_sample") as err:
+        RunWriter(tmp_path / "run", run_id="r", token_sample=budget)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()

@@ -38,6 +38,7 @@ from aspo.rows import (at, merge_rows, pass_rows, prompt_key, sequence_columns, 
 from aspo.losses import LOSS_DEFAULTS, LOSSES, aggregate
 from aspo.trackers import tracker_metrics
 from logs_schema import RunWriter
+from logs_schema.tables import check_token_sample
 
 __all__ = ["AspoGRPOTrainer", "trl_aggregation"]
 
@@ -105,6 +106,7 @@ class AspoGRPOTrainer(GRPOTrainer):
                  aspo_repetition_n: int = 4, aspo_new_logp: bool | str = True, **kwargs):
         if aspo_loss not in LOSSES:
             raise ValueError(f"unknown aspo_loss {aspo_loss!r}: choose one of {', '.join(LOSSES)}")
+        check_token_sample(aspo_token_sample)  # before the model loads or anything trains
         if aspo_new_logp not in (True, False, "kept", "all"):
             raise ValueError(f"aspo_new_logp must be True (or 'kept'), 'all' or False, got {aspo_new_logp!r}")
         super().__init__(*args, **kwargs)
