@@ -89,19 +89,21 @@ def run_statuses(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: dateti
     return with_status(runs_frame(root, now, stale_after_s), now)[["run_id", "status"]]
 
 
-_HIST_MEANS = """sum(count)::BIGINT AS count,
+# Rows whose new_logp was measured: v4 cells count them (a plug-in's token budget measures the kept responses);
+# older cells carry delta_logp_sum only when every row was measured.
+_AFTER_ROWS = "sum(coalesce(after_count, CASE WHEN delta_logp_sum IS NOT NULL THEN count END))"
+_HIST_MEANS = f"""sum(count)::BIGINT AS count, {_AFTER_ROWS}::BIGINT AS after_count,
     sum(weight_sum) / sum(count) AS weight_mean, sum(ratio_sum) / sum(count) AS ratio_mean,
-    sum(delta_logp_sum) / nullif(sum(coalesce(after_count, CASE WHEN delta_logp_sum IS NOT NULL THEN count END)), 0)
-    AS delta_logp_mean, sum(entropy_sum) / sum(count) AS entropy_mean,
+    sum(delta_logp_sum) / nullif({_AFTER_ROWS}, 0) AS delta_logp_mean, sum(entropy_sum) / sum(count) AS entropy_mean,
     coalesce(sum(count) FILTER (WHERE clip_state = 'clipped'), 0) / sum(count) AS clip_frac,
     coalesce(sum(count) FILTER (WHERE clip_state = 'dual_clipped'), 0) / sum(count) AS dual_clip_frac"""
 
 
 def rich_get_richer(root, run_ids=None, step_min=None, step_max=None, clip_state: str | None = None) -> pd.DataFrame:
     """From token_hist over all token rows (token x update pass) of the selected steps:
-    run_id, adv_sign (pos/neg/zero), prob_bin, prob_lo, prob_hi (bin of exp(old_logp)), count,
-    weight_mean, ratio_mean, delta_logp_mean (new_logp - old_logp, over the rows whose new_logp is known: with
-    a plug-in's token budget, the kept responses'), entropy_mean, clip_frac,
+    run_id, adv_sign (pos/neg/zero), prob_bin, prob_lo, prob_hi (bin of exp(old_logp)), count, after_count (the
+    rows whose new_logp was measured: with a plug-in's token budget, the kept responses'), weight_mean,
+    ratio_mean, delta_logp_mean (new_logp - old_logp over the after_count rows), entropy_mean, clip_frac,
     dual_clip_frac. Ordered by run_id, adv_sign, prob_bin. clip_state ('none', 'clipped',
     'dual_clipped'): only the rows in that clip state (e.g. 'none': what the loss's own weighting did)."""
     extra, params = _clip_filter(clip_state)

@@ -233,6 +233,27 @@ def test_the_default_token_budget_keeps_a_quarter_of_the_responses(tmp_path, mod
         hist["old_entropy_sum"].sum() / hist["count"].sum(), rel=1e-5)  # every token, not the kept 2
 
 
+def test_rich_get_richer_says_what_its_delta_logp_reads_under_the_default_budget(tmp_path, model_dir, dataset,
+                                                                                monkeypatch, aspo_run):
+    """The page (AppTest) on a default-budget run names the share of token rows its Δlogp chart reads (the raw
+    token_hist after_count over count, unclipped rows as the page shows by default); on a run that keeps every response it says nothing of the kind."""
+    from apptest_helpers import open_page
+
+    log_dir = tmp_path / "budget"
+    AspoGRPOTrainer(model=model_dir, reward_funcs=reward_ones, args=make_args(tmp_path, max_steps=4),
+                    train_dataset=dataset, aspo_loss="aspo", aspo_log_dir=log_dir).train()
+    hist = raw_hist(log_dir)
+    hist = hist[hist["clip_state"] == "none"]  # the page's default rows: the unclipped ones
+    share = hist["after_count"].sum() / hist["count"].sum()
+    assert 0 < share < 1
+    at = open_page(log_dir, "rich_get_richer", monkeypatch, {"selected_runs": [log_dir.name]})
+    notes = [c.value for c in at.caption if "delta_logp reads" in str(c.value)]
+    assert notes == [next(n for n in notes)] and f"the {share:.0%} of these token rows" in notes[0]
+    full, _ = aspo_run
+    at = open_page(full, "rich_get_richer", monkeypatch, {"selected_runs": [full.name]})
+    assert not [c for c in at.caption if "delta_logp reads" in str(c.value)]
+
+
 def raw_rows_of(log_dir, table) -> pd.DataFrame:
     """Every row of one table of a run, from its raw files (no query, no de-duplication)."""
     import pyarrow.parquet as pq

@@ -74,6 +74,11 @@ def rich_panels() -> None:
                          "delta_logp_slope": st.column_config.NumberColumn("delta_logp slope", format="%+.4f"),
                          "count": st.column_config.NumberColumn("token rows")})
     by_bin(rgr, slopes, "delta_logp_mean")
+    measured, every_row = rgr["after_count"].sum(), rgr["count"].sum()
+    if 0 < measured < every_row:  # a plug-in's token budget: new_logp measured for the kept responses only
+        st.caption(f"delta_logp reads the {measured / every_row:.0%} of these token rows whose new_logp was measured "
+                   "after the step's updates (the plug-in's token budget kept their responses); the weights read "
+                   "every row.")
     clip_share(end)
     over = data.rich_get_richer_over_steps(ctx.root, [focus], window[0], end, n_windows=6, clip_state=ROWS[rows])
     common.plot(charts.rich_get_richer_windows(over, "weight_mean", "pos"), key="rgr_windows", frame=over)
