@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -373,3 +374,13 @@ def test_train_mini_batch_returns_aspo_metrics_for_verls_tracking(tmp_path):
     for column in ("logp_adv_cov", "fork_share_pos", "ratio_inactive_frac", "clip_frac_pos", "reward_mean"):
         assert metrics[f"actor/aspo_{column}"] == pytest.approx([row[column]]), column
 
+
+
+@pytest.mark.parametrize("value, says", [("a quarter", "ASPO_TOKEN_SAMPLE='a quarter'"), ("1.5", "share must be in"),
+                                         ("-3", "count must be >= 0")])
+def test_a_bad_token_budget_is_one_line_and_leaves_logging_off(tmp_path, monkeypatch, value, says):
+    monkeypatch.setenv("ASPO_TOKEN_SAMPLE", value)
+    with pytest.raises(ValueError, match=re.escape(says)) as err:
+        av.configure(log_dir=tmp_path / "run")
+    assert "\n" not in str(err.value)
+    assert av.RECORDER.log_dir is None and not (tmp_path / "run").exists()

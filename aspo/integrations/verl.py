@@ -33,6 +33,7 @@ import torch
 from aspo.rows import at, merge_rows, pass_rows, step_metrics, torch_reduce
 from aspo.losses import LOSS_DEFAULTS, LOSSES, LossOutput, _prepare
 from logs_schema import RunWriter
+from logs_schema.tables import check_token_sample
 
 try:  # verl is optional: without it this module still imports (and registers nothing)
     from verl.trainer.ppo import core_algos as _core
@@ -253,12 +254,26 @@ def configure(log_dir=None, run_id: str | None = None, token_sample: int | float
     RECORDER.__init__()
     if log_dir is None:
         return
+    budget = _token_sample(token_sample if token_sample is not None else os.environ.get("ASPO_TOKEN_SAMPLE"))
     RECORDER.log_dir = str(log_dir)
     RECORDER.run_id = run_id or os.environ.get("ASPO_RUN_ID") or Path(log_dir).name
-    ts = token_sample if token_sample is not None else os.environ.get("ASPO_TOKEN_SAMPLE")
-    RECORDER.token_sample = None if ts in (None, "") else (float(ts) if "." in str(ts) else int(ts))
+    RECORDER.token_sample = budget
     RECORDER.algo = algo or os.environ.get("ASPO_ALGO")
     RECORDER.new_logp = new_logp if new_logp is not None else os.environ.get("ASPO_NEW_LOGP", "0") == "1"
+
+
+def _token_sample(ts) -> int | float | None:
+    """ASPO_TOKEN_SAMPLE (or the argument) as the writer's token budget, checked before any step: a bad value is
+    one line naming the variable, and logging stays off."""
+    if ts in (None, ""):
+        return None
+    try:
+        value = float(ts) if "." in str(ts) else int(ts)
+    except ValueError:
+        raise ValueError(f"ASPO_TOKEN_SAMPLE={ts!r}: give a count of responses per step and rank (64), a share "
+                         "(0.25), or leave it unset (every response)") from None
+    check_token_sample(value)
+    return value
 
 
 def flush(step: int | None = None, sequences: dict | None = None, metrics: dict | None = None,
