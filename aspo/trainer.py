@@ -23,6 +23,7 @@ from aspo.logbook import StepLog, make_writer, sequence_columns, step_metrics
 from aspo.losses import LOSS_AGGREGATION, LOSSES, kl_k3, kwargs_from_options, step_loss
 from aspo.metrics import avg_at_k, correct as is_correct, pass_at_k
 from aspo.model import build_small_model, build_tokenizer, format_prompt, load_local_model, resolve_device
+from aspo.optim import FlatAdamW
 from aspo.rollout import generate, token_logp_entropy
 from aspo.run_dir import prepare_run_dir
 from aspo.signals import deferred_stop
@@ -133,9 +134,9 @@ def loss_kwargs(cfg: TrainConfig) -> dict:
 
 
 def make_optimizer(cfg: TrainConfig, model):
-    # foreach: one kernel call per operation over all tensors, not one per tensor (the same arithmetic, bit for
-    # bit: benchmarks/bench_identity.py); the fused kernel would be faster still but rounds differently
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    # foreach AdamW's arithmetic over one flat buffer: a dozen kernel calls per step, not a dozen per tensor (bit
+    # for bit the same: benchmarks/bench_identity.py); the fused kernel would be faster still but rounds differently
+    opt = FlatAdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(cfg.lr_warmup_steps, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm))
     return opt, sched
