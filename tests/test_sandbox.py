@@ -332,9 +332,11 @@ def test_only_exact_numbers_count():
     assert run_programs(["f=lambda x: 1e308*10", "f=lambda x: -0.0"], [[(0, float("inf"))], [(0, 0)]]) == [1.0, 1.0]
 
 
-def test_hostile_candidates_spare_the_trainer(monkeypatch):
+def test_hostile_candidates_spare_the_trainer(monkeypatch, tmp_path):
     """In-process: the trainer's working directory, environment and temp dir are as they were."""
     monkeypatch.setenv("ASPO_SECRET", "hunter2")
+    # a temp dir of its own: under `make check` another worker's sandboxes come and go in the shared one
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     sources = [f"f=lambda x: {WALK}['chdir']('/')", "f=lambda x: __import__('os').environ.clear()", GOOD]
     before = set(Path(tempfile.gettempdir()).glob("aspo-sandbox-*"))
     cwd, env = os.getcwd(), dict(os.environ)
