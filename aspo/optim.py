@@ -42,7 +42,7 @@ class FlatAdamW(torch.optim.AdamW):
         inner = torch.optim.AdamW([flat], foreach=True, **{k: group[k] for k in _HYPER})
         inner.state[flat] = {"step": torch.zeros((), dtype=torch.float32),
                              "exp_avg": torch.zeros_like(flat), "exp_avg_sq": torch.zeros_like(flat)}
-        self._share_moments(inner.state[flat], steps=[torch.zeros((), dtype=torch.float32) for _ in ps])
+        self._share_moments(inner.state[flat])
         return inner
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
@@ -52,9 +52,11 @@ class FlatAdamW(torch.optim.AdamW):
             start += p.numel()
         return out
 
-    def _share_moments(self, flat_state: dict, steps: list) -> None:
-        """Each parameter's exp_avg / exp_avg_sq become views of the flat moments; its `step` stays its own."""
+    def _share_moments(self, flat_state: dict, steps: list | None = None) -> None:
+        """Each parameter's exp_avg / exp_avg_sq become views of the flat moments; its `step` stays its own tensor
+        (`steps`, or fresh zeros)."""
         avg, sq = self._views(flat_state["exp_avg"]), self._views(flat_state["exp_avg_sq"])
+        steps = steps or [torch.zeros((), dtype=torch.float32) for _ in avg]
         for p, a, s, step in zip(self._params(), avg, sq, steps):
             self.state[p] = {"step": step, "exp_avg": a, "exp_avg_sq": s}
 
@@ -84,8 +86,9 @@ class FlatAdamW(torch.optim.AdamW):
         flat_state = self._flat.state[flat]
         states = [self.state.get(p, {}) for p in ps]
         if not any(states):  # saved before the first step: fresh moments
-            flat_state["step"].zero_(), flat_state["exp_avg"].zero_(), flat_state["exp_avg_sq"].zero_()
-            self._share_moments(flat_state, [torch.zeros((), dtype=torch.float32) for _ in ps])
+            for value in flat_state.values():
+                value.zero_()
+            self._share_moments(flat_state)
             return
         if not all({"step", "exp_avg", "exp_avg_sq"} <= s.keys() for s in states) or \
                 len({float(s["step"]) for s in states}) != 1:

@@ -28,6 +28,9 @@ _DB: tuple[int, duckdb.DuckDBPyConnection] | None = None
 _DB_LOCK = threading.Lock()
 _BUGS = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogException)
 DEDUP = "QUALIFY row_number() OVER (PARTITION BY run_id, step ORDER BY rank) = 1"
+# A token_hist cell's rows whose new_logp was measured after the step's updates: v4 cells count them (a plug-in's
+# token budget measures the kept responses); v1-v3 cells carry the after-update sums only when every row was.
+AFTER_ROWS = "coalesce(after_count, CASE WHEN delta_logp_sum IS NOT NULL THEN count END)"
 
 
 def cursor() -> duckdb.DuckDBPyConnection:

@@ -24,7 +24,7 @@ from . import catalog, progress
 from . import schema as S
 from .compare import (config_diff, group_keys, prob_slope, prob_slopes, run_configs, run_groups, seed_bands,  # noqa: F401
                       with_progress_axes)
-from .engine import DEDUP, ids, query, run_sql, sign
+from .engine import AFTER_ROWS, DEDUP, ids, query, run_sql, sign
 from .run_status import DEFAULT_STALE_AFTER_S, RANK_STATUS_ORDER, process_gone, runs_frame, with_status  # noqa: F401
 # The entropy diagnostics (schema v2, v3) live in their own module to keep this one readable; one namespace for callers.
 from .queries_explain import (covariance_by_bin, entropy_budget, entropy_change_by_bin,  # noqa: F401
@@ -89,9 +89,7 @@ def run_statuses(root, stale_after_s: float = DEFAULT_STALE_AFTER_S, now: dateti
     return with_status(runs_frame(root, now, stale_after_s), now)[["run_id", "status"]]
 
 
-# Rows whose new_logp was measured: v4 cells count them (a plug-in's token budget measures the kept responses);
-# older cells carry delta_logp_sum only when every row was measured.
-_AFTER_ROWS = "sum(coalesce(after_count, CASE WHEN delta_logp_sum IS NOT NULL THEN count END))"
+_AFTER_ROWS = f"sum({AFTER_ROWS})"
 _HIST_MEANS = f"""sum(count)::BIGINT AS count, {_AFTER_ROWS}::BIGINT AS after_count,
     sum(weight_sum) / sum(count) AS weight_mean, sum(ratio_sum) / sum(count) AS ratio_mean,
     sum(delta_logp_sum) / nullif({_AFTER_ROWS}, 0) AS delta_logp_mean, sum(entropy_sum) / sum(count) AS entropy_mean,

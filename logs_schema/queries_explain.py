@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import catalog
 from . import schema as S
-from .engine import DEDUP, query, sign
+from .engine import AFTER_ROWS, DEDUP, query, sign
 
 _DRIVER_METRICS = ("entropy_mean", "logp_adv_cov", "logp_adv_cov_pos", "logp_adv_cov_neg", "fork_share_pos",
                    "fork_share_neg", "ratio_inactive_frac", "rollout_kl", "rollout_logp_diff_max")
@@ -176,11 +176,11 @@ def entropy_change_by_bin(root, run_ids=None, step_min=None, step_max=None) -> p
     entropy_first_order (the same for predictor (c)), n_steps (steps with the v3 sums in every cell: logs older
     than schema v3, or hosts that did not measure new_entropy, have none and no rows here).
     Ordered by run_id, adv_sign, clip_state, prob_bin."""
-    # v4 cells carry their own after-update sums and row counts (a plug-in's token budget may measure part of
-    # the rows); v3 cells were written only when every row was measured, so their count is after_count.
+    # v4 cells carry their own after-update sums and measured rows (a plug-in's token budget may measure part of
+    # the rows); v3 cells have the sums only where every row was measured (AFTER_ROWS reads both).
     change = "coalesce(entropy_change_sum, new_entropy_sum - old_entropy_sum)"
     sql = f"""WITH c AS (SELECT run_id, step, adv_sign, clip_state, prob_bin, min(prob_lo) AS prob_lo,
-                    max(prob_hi) AS prob_hi, sum(count) AS n, sum(coalesce(after_count, count)) AS n_after,
+                    max(prob_hi) AS prob_hi, sum(count) AS n, sum({AFTER_ROWS}) AS n_after,
                     CASE WHEN count({change}) = count(*) THEN sum({change}) END AS d,
                     sum(entropy_first_order_sum) AS f
                   FROM {{token_hist}} {{where}} GROUP BY ALL),

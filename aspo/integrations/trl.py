@@ -67,9 +67,9 @@ def trl_aggregation(loss_type: str, mask, *, batch_size: int, grad_accum: float,
 
 
 # The default token budget: a quarter of each step's responses (per rank) keep their token rows and get the extra
-# new_logp forward after the step's updates. Over every response that forward is most of the logging cost (at
-# Qwen2.5-0.5B's vocabulary on CPU +5.8% of a step against +1.2% with this budget: docs/integrations/trl.md,
-# "Cost"); the step metrics and the histograms of values known before the updates stay exact over every token.
+# new_logp forward after the step's updates. Over every response that forward is most of the logging cost
+# (measured: docs/integrations/trl.md, "Cost"); the step metrics and the histograms of values known before the
+# updates stay exact over every token.
 DEFAULT_TOKEN_SAMPLE = 0.25
 
 
