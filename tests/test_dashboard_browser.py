@@ -216,8 +216,10 @@ def assert_same_state_views(page) -> None:
     boxes = page.evaluate(CHART_BOXES_JS, "entropy budget")  # the legend above clear of the title and the ticks
     assert boxes["legend"] and boxes["title"] and not overlaps(boxes["legend"], boxes["ticks"] + boxes["title"]), boxes
     for text in ("The budget", "Attribution by advantage sign", "Each theory against the same-state change"):
-        assert page.get_by_text(text).count() >= 1, text
-    assert page.locator('[data-testid="stDataFrame"]').count() >= 4  # totals, attribution, predictors, tokens
+        page.get_by_text(text).first.wait_for(timeout=120_000)
+    # the page draws top to bottom: wait for the tables rather than count mid-render (CI once saw 3 of them)
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 4",
+                           timeout=120_000)  # totals, attribution, predictors, next-step correlation (+ tokens)
 
 
 def test_every_page_live_in_chromium(dashboard, tmp_path):
